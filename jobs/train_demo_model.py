@@ -1,0 +1,56 @@
+"""Train the offline demo model: a ~1M-parameter 32x32 pixel DDPM on synthetic faces.
+
+    python jobs/train_demo_model.py --out assets/demo_model --steps 1500
+
+The committed ``assets/demo_model`` was made by exactly this command (see its train.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pipeline.images import fit_to_resolution, to_model_range  # noqa: E402
+from pipeline.synthetic_faces import make_faces  # noqa: E402
+from pipeline.tiny_models import ddpm_scheduler, save_pixel_model, tiny_unet  # noqa: E402
+from pipeline.training import train_ddpm  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="assets/demo_model")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--identities", type=int, default=1000)
+    ap.add_argument("--photos", type=int, default=2)
+    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    pixels = [np.asarray(fit_to_resolution(Image.fromarray(im), args.resolution)[0])
+              for _, _, im in make_faces(args.identities, args.photos, seed=args.seed)]
+    images = to_model_range(pixels)
+    unet, scheduler = tiny_unet(args.resolution, seed=args.seed), ddpm_scheduler()
+    started = time.time()
+    ema, losses = train_ddpm(unet, scheduler, images, steps=args.steps, batch_size=args.batch_size,
+                             lr=args.lr, seed=args.seed, log=lambda m: print(m, flush=True))
+    out = save_pixel_model(ema, scheduler, args.out)
+    (out / "train.json").write_text(json.dumps({
+        **vars(args), "images": len(images), "seconds": round(time.time() - started, 1),
+        "final_loss_mean_last_100": float(np.mean(losses[-100:])),
+        "data": "pipeline.synthetic_faces.make_faces", "command": " ".join(sys.argv),
+    }, indent=2))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The resolved configuration of a job and the run directory it maps to.
+
+Fields that change what is written (model, method parameters, seed, ...) are hashed; the
+run directory is ``<output>/<job>-<hash12>``. A rerun with the same output-affecting
+configuration lands in the same directory and skips finished shards; a change of model or
+method parameters lands in a new one, so outputs of different settings never mix.
+Execution settings (batch size, workers, cluster address) are not hashed: outputs do not
+depend on them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+JOBS = ("anonymize", "augment")
+METHODS = ("boomerang",)
+
+# Fields that do not affect outputs, so they are left out of the hash.
+EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
+                    "device")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    job: str
+    inputs: tuple[str, ...]
+    output: str
+    model: str
+    method: str = "boomerang"
+    t: tuple[float, ...] = (0.4,)
+    variants: int = 1
+    cascade: int = 1
+    steps: int = 50
+    sampler: str = "ddim"
+    seed: int = 0
+    prompt: str = ""
+    negative_prompt: str = ""
+    guidance_scale: float = 1.0
+    resolution: int | None = None
+    dtype: str = "auto"
+    min_side: int = 16
+    image_field: str | None = None
+    mix_real_prob: float | None = None
+    model_fingerprint: str = ""
+    # execution only
+    batch_size: int = 16
+    num_gpus: int | None = None
+    num_cpu_workers: int = 1
+    cpu_threads: int | None = None
+    address: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.job not in JOBS:
+            raise ValueError(f"job {self.job!r}: choose one of {JOBS}")
+        if self.method not in METHODS:
+            raise ValueError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if not self.t or any(not 0.0 < t <= 1.0 for t in self.t):
+            raise ValueError(f"--t values must be in (0, 1], got {list(self.t)}")
+        if len(set(self.t)) != len(self.t):
+            raise ValueError(f"--t values repeat: {list(self.t)}")
+        for name in ("variants", "cascade", "steps", "batch_size", "num_cpu_workers", "min_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.job == "anonymize" and (self.variants != 1 or len(self.t) != 1):
+            raise ValueError("anonymize writes one output per input: use a single --t and --variants 1 "
+                             "(jobs/augment.py makes several)")
+        if self.mix_real_prob is not None and not 0.0 <= self.mix_real_prob <= 1.0:
+            raise ValueError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
+        if not self.inputs:
+            raise ValueError("no --input shards given")
+
+    def output_settings(self) -> dict:
+        """The fields that determine the outputs (hashed)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_FIELDS}
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.output_settings(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def run_dir(self) -> str:
+        return posixpath.join(self.output.rstrip("/"), f"{self.job}-{self.config_hash()[:12]}")
+
+    def to_json(self) -> str:
+        return json.dumps({"config_hash": self.config_hash(), "run_dir": self.run_dir,
+                           "hashed_fields": sorted(self.output_settings()),
+                           "config": dataclasses.asdict(self)}, indent=2, sort_keys=True, default=list)
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """A stable identity for a model directory that survives copying (``ray job submit``
+    unpacks the working dir with fresh modification times): file names and contents, where
+    files over 64 MiB contribute their size and their first and last 4 MiB (reading
+    gigabytes of weights on every run would be slow)."""
+    h = hashlib.sha256()
+    chunk = 4 << 20
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and ".cache" not in p.parts):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(model_dir).as_posix()}:{size}".encode())
+        with path.open("rb") as f:
+            if size <= 16 * chunk:
+                h.update(f.read())
+            else:
+                h.update(f.read(chunk))
+                f.seek(size - chunk)
+                h.update(f.read(chunk))
+    return h.hexdigest()[:16]

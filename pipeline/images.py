@@ -1,0 +1,138 @@
+"""Decoding, normalising and encoding of sample images.
+
+Only image bytes are ever decoded (by Pillow); every other field of a sample is carried as
+opaque bytes. Conversion rules, recorded per sample in ``conversion``:
+
+* RGB: used as is.
+* L (grayscale), 1 (bilevel): replicated to three channels.
+* I;16* (16-bit grayscale): divided by 257 to 8 bits, then replicated. I (32-bit integer):
+  the same when its values exceed 255, unscaled otherwise; values outside 0..65535 are errors.
+* LA, RGBA, PA, P with transparency: alpha-composited onto white.
+* P (palette), CMYK, YCbCr, LAB, HSV: converted to RGB by Pillow.
+* F (float) and anything else: an error row ("unsupported image mode").
+
+Geometry rule (``resize_rule``): an image whose size is already the model's resolution is
+used as is ("none"); otherwise its shorter side is resized to the resolution with bicubic
+filtering and the centre is cropped ("short-side-bicubic+center-crop"). Images whose shorter
+side is below ``min_side`` are error rows rather than blown-up blurs.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "tif", "tiff")
+# Outputs keep the input's field (so loaders keep working) where that format holds RGB well.
+_WRITE_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+_INTEGER_GRAY_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32}
+_PILLOW_CONVERTIBLE = {"P", "CMYK", "YCbCr", "LAB", "HSV"}
+
+Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard for untrusted shards
+
+
+class BadImage(ValueError):
+    """A sample whose image cannot be used; the message becomes the error row's reason."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    pixels: np.ndarray        # H x W x 3 uint8 at the model resolution
+    orig_width: int
+    orig_height: int
+    orig_mode: str
+    conversion: str
+    resize_rule: str
+
+
+def find_image_field(fields: dict[str, bytes], preferred: str | None = None) -> str:
+    """The field holding the sample's image: ``preferred`` if given, else the first known one."""
+    if preferred is not None:
+        if preferred not in fields:
+            raise BadImage(f"missing image field '{preferred}' (fields: {sorted(fields)})")
+        return preferred
+    for name in IMAGE_FIELDS:
+        if name in fields:
+            return name
+    raise BadImage(f"no image field (looked for {', '.join(IMAGE_FIELDS)}; fields: {sorted(fields)})")
+
+
+def to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
+    """Apply the documented mode-conversion rule; returns the RGB image and the rule used."""
+    mode = img.mode
+    if mode == "RGB":
+        return img, "none"
+    if mode in ("L", "1"):
+        return img.convert("RGB"), "gray-to-rgb"
+    if mode in _INTEGER_GRAY_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        peak = float(arr.max()) if arr.size else 0.0
+        if peak > 65535 or float(arr.min(initial=0)) < 0:
+            raise BadImage(f"unsupported image mode '{mode}': values outside 0..65535")
+        # 16-bit containers holding 8-bit data (common for 'I' from PNG) are left unscaled.
+        divisor = 257.0 if (_INTEGER_GRAY_MODES[mode] == 16 or peak > 255) else 1.0
+        gray = Image.fromarray(np.clip(np.round(arr / divisor), 0, 255).astype(np.uint8), mode="L")
+        return gray.convert("RGB"), "16bit-gray-to-8bit-rgb" if divisor > 1 else "int-gray-to-rgb"
+    if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB"), "alpha-over-white"
+    if mode in _PILLOW_CONVERTIBLE:
+        return img.convert("RGB"), f"{mode.lower()}-to-rgb"
+    raise BadImage(f"unsupported image mode '{mode}'")
+
+
+def fit_to_resolution(img: Image.Image, resolution: int) -> tuple[Image.Image, str]:
+    """Resize the shorter side to ``resolution`` (bicubic) and centre-crop a square."""
+    w, h = img.size
+    if (w, h) == (resolution, resolution):
+        return img, "none"
+    scale = resolution / min(w, h)
+    new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+    return img.crop((left, top, left + resolution, top + resolution)), "short-side-bicubic+center-crop"
+
+
+def prepare_image(data: bytes, resolution: int, min_side: int) -> PreparedImage:
+    """Decode untrusted bytes into an RGB array at the model resolution, or raise BadImage."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"undecodable image: {type(exc).__name__}: {exc}") from None
+    width, height, mode = img.width, img.height, img.mode
+    if min(width, height) < min_side:
+        raise BadImage(f"image too small: {width}x{height} (shorter side must be >= {min_side})")
+    rgb, conversion = to_rgb(img)
+    fitted, resize_rule = fit_to_resolution(rgb, resolution)
+    return PreparedImage(np.asarray(fitted, dtype=np.uint8).copy(), width, height, mode, conversion, resize_rule)
+
+
+def to_model_range(pixels: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HWC arrays to a float32 NCHW batch in [-1, 1]."""
+    batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float()
+    return batch / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """A float NCHW batch in [-1, 1] to uint8 NHWC arrays (clamped)."""
+    scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def output_field(input_field: str) -> str:
+    """Field name for the output image: the input's where it can hold RGB, else png."""
+    return input_field if input_field in _WRITE_FORMATS else "png"
+
+
+def encode_image(pixels: np.ndarray, field: str) -> bytes:
+    """Encode an HWC uint8 array; deterministic bytes for equal pixels."""
+    fmt = _WRITE_FORMATS[field]
+    buf = io.BytesIO()
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(pixels, mode="RGB").save(buf, format=fmt, **options)
+    return buf.getvalue()

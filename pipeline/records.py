@@ -1,0 +1,86 @@
+"""Per-sample rows and per-shard manifest rows, and their Parquet files.
+
+Schemas are explicit so that a shard with only error rows, or none at all, writes the same
+columns as any other, and the rows of a run read back as one table
+(``pandas.read_parquet(run_dir + '/rows')``). Files are written under a temporary name and
+renamed, like shards.
+"""
+from __future__ import annotations
+
+import posixpath
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # output sample key (source key + variant suffix for augment)
+    ("source_key", pa.string()),
+    ("status", pa.string()),           # "ok" or "error"
+    ("error", pa.string()),            # reason, null when ok
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("method", pa.string()),
+    ("t", pa.float64()),               # requested t_B / T
+    ("timestep", pa.int64()),          # t_B actually used
+    ("num_train_timesteps", pa.int64()),
+    ("variant", pa.int64()),
+    ("cascade", pa.int64()),
+    ("sampler", pa.string()),
+    ("steps", pa.int64()),
+    ("model_evals", pa.int64()),       # network evaluations spent on this output
+    ("seed", pa.int64()),              # the per-sample seed derived from (run seed, key, variant)
+    ("image_field", pa.string()),
+    ("orig_width", pa.int64()),
+    ("orig_height", pa.int64()),
+    ("orig_mode", pa.string()),
+    ("conversion", pa.string()),
+    ("resize_rule", pa.string()),
+    ("mix_real_prob", pa.float64()),
+    ("seconds", pa.float64()),         # this output's share of its batch's compute time
+])
+
+MANIFEST_SCHEMA = pa.schema([
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("status", pa.string()),           # "ok", "truncated" (tar ended early) or "failed"
+    ("error", pa.string()),
+    ("samples_in", pa.int64()),
+    ("samples_ok", pa.int64()),
+    ("samples_error", pa.int64()),
+    ("outputs_ok", pa.int64()),
+    ("outputs_error", pa.int64()),
+    ("input_bytes", pa.int64()),       # size of the input shard when it was processed
+    ("config_hash", pa.string()),
+    ("seconds", pa.float64()),
+    ("finished_at", pa.string()),
+    ("worker", pa.string()),
+    ("worker_peak_rss_mb", pa.float64()),  # peak resident memory of the worker process so far
+])
+
+
+def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+
+
+def write_parquet_atomic(table: pa.Table, url: str) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(table, f)
+    fs.mv(tmp, path)
+
+
+def read_manifest_dir(url: str) -> list[dict]:
+    """All finished per-shard manifest rows under ``url`` (empty if none yet)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.exists(path):
+        return []
+    out: list[dict] = []
+    for file in sorted(fs.ls(path, detail=False)):
+        if file.endswith(".parquet"):
+            with fs.open(file, "rb") as f:
+                out.extend(pq.read_table(f, schema=MANIFEST_SCHEMA).to_pylist())
+    return out

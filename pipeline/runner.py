@@ -1,0 +1,219 @@
+"""Orchestration over a Ray cluster: the only module that imports Ray.
+
+Why Ray actors rather than Ray Data: the unit of work here is a shard (one output shard per
+input shard, named after it, with a completion marker), which Ray Data's webdataset sink
+cannot express (it names files ``{uuid}_{block}``) and its reader would decode unsafe
+fields. So each worker is an actor that loads the model once and takes whole shards from a
+driver-side queue, one at a time; memory per worker is bounded by its batch, and the
+driver holds only manifest rows.
+
+Workers: one per GPU (``num_gpus=1``) when the cluster has GPUs, else ``num_cpu_workers``
+CPU actors. A crashed actor is restarted and its shard retried; a shard that still fails is
+recorded as ``failed`` and redone by the next run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import posixpath
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import fsspec
+
+from pipeline.config import JobConfig, model_fingerprint
+from pipeline.progress import Progress
+from pipeline.records import MANIFEST_SCHEMA, read_manifest_dir, rows_table, write_parquet_atomic
+from pipeline.shard_processor import ShardTask, input_size
+from pipeline.shards import expand_shard_urls, shard_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    run_dir: str
+    pending: list[ShardTask]
+    skipped: list[str]
+
+
+def resolve_config(cfg: JobConfig) -> JobConfig:
+    """Expand the inputs and pin the model's identity into the (hashed) configuration."""
+    from pipeline.models import resolve_model_dir
+
+    shards = tuple(expand_shard_urls(list(cfg.inputs)))
+    if not shards:
+        raise ValueError(f"--input {list(cfg.inputs)} matches no shards")
+    names = [shard_name(u) for u in shards]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"input shards share base names {clashes[:5]}: outputs are named after inputs, so "
+                         f"process each directory as its own run (or rename the shards)")
+    return dataclasses.replace(cfg, inputs=shards, model_fingerprint=model_fingerprint(resolve_model_dir(cfg.model)))
+
+
+def plan_run(cfg: JobConfig) -> RunPlan:
+    """Which shards still need work: those with no manifest row, a non-ok status, or a
+    different input size since they were processed (the input was replaced)."""
+    run_dir = cfg.run_dir
+    done = {row["input_shard"]: row for row in read_manifest_dir(posixpath.join(run_dir, "manifest"))}
+    pending, skipped = [], []
+    for url in cfg.inputs:
+        size = input_size(url)
+        prev = done.get(url)
+        if prev and prev["status"] == "ok" and prev["input_bytes"] == size:
+            skipped.append(url)
+        else:
+            pending.append(ShardTask.for_shard(run_dir, url, size))
+    return RunPlan(run_dir, pending, skipped)
+
+
+def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
+    fs, path = fsspec.core.url_to_fs(plan.run_dir)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(posixpath.join(path, "config.json"), "w") as f:
+        f.write(cfg.to_json())
+    entry = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "pending": len(plan.pending),
+             "skipped": len(plan.skipped), "argv": sys.argv}
+    log_path = posixpath.join(path, "runs.jsonl")
+    previous = fs.cat_file(log_path).decode() if fs.exists(log_path) else ""
+    with fs.open(log_path, "w") as f:
+        f.write(previous + json.dumps(entry) + "\n")
+
+
+def merge_manifest(run_dir: str) -> list[dict]:
+    """Rewrite ``manifest.parquet`` from the per-shard files (one row per shard)."""
+    rows = read_manifest_dir(posixpath.join(run_dir, "manifest"))
+    write_parquet_atomic(rows_table(rows, MANIFEST_SCHEMA), posixpath.join(run_dir, "manifest.parquet"))
+    return rows
+
+
+class ShardWorker:
+    """Ray actor body: loads the model once, then processes shards one at a time."""
+
+    def __init__(self, cfg: JobConfig, cpu_threads: int | None):
+        import torch
+
+        from pipeline.models import load_model
+        from pipeline.shard_processor import ShardProcessor
+
+        logging.basicConfig(level=logging.INFO)
+        if cpu_threads:
+            torch.set_num_threads(cpu_threads)
+        model = load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
+        self.processor = ShardProcessor(cfg, model)
+        self._lock = threading.Lock()
+        self._samples = 0
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self._samples += n
+
+    def process(self, task: ShardTask) -> dict:
+        return self.processor.process(task, progress=self._count)
+
+    def samples_done(self) -> int:
+        with self._lock:
+            return self._samples
+
+
+def _start_workers(ray, cfg: JobConfig, n_shards: int):
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    n_gpu = gpus if cfg.num_gpus is None else min(cfg.num_gpus, gpus)
+    if cfg.num_gpus and cfg.num_gpus > gpus:
+        log.warning("asked for %d GPU workers but the cluster has %d GPUs", cfg.num_gpus, gpus)
+    if n_gpu > 0:
+        n, resources, threads = min(n_gpu, n_shards), {"num_gpus": 1, "num_cpus": 1}, cfg.cpu_threads
+    else:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n = min(cfg.num_cpu_workers, n_shards)
+        resources = {"num_cpus": 1}
+        threads = cfg.cpu_threads or max(1, cpus // n)
+    actor = ray.remote(ShardWorker).options(max_restarts=2, max_task_retries=2, max_concurrency=2, **resources)
+    kind = "GPU" if n_gpu > 0 else "CPU"
+    print(f"starting {n} {kind} worker(s)" + (f" with {threads} torch threads each" if kind == "CPU" else ""),
+          file=sys.stderr, flush=True)
+    return [actor.remote(cfg, threads) for _ in range(n)]
+
+
+def run_job(cfg: JobConfig) -> list[dict]:
+    """Process every pending shard of ``cfg``; returns the run's merged manifest rows."""
+    import ray
+
+    cfg = resolve_config(cfg)
+    plan = plan_run(cfg)
+    write_run_files(cfg, plan)
+    print(f"run directory {plan.run_dir}: {len(plan.pending)} shard(s) to process, {len(plan.skipped)} already done",
+          file=sys.stderr, flush=True)
+    if plan.pending:
+        if not ray.is_initialized():
+            if cfg.address is None and not os.environ.get("RAY_ADDRESS"):
+                # No cluster named: start a private local one (never silently join another
+                # cluster that happens to run here; pass --address auto for that).
+                ray.init(address="local", include_dashboard=False)
+            else:
+                ray.init(address=cfg.address)
+        _dispatch(ray, cfg, plan.pending)
+    rows = merge_manifest(plan.run_dir)
+    by_status = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    totals = {k: sum(r[k] or 0 for r in rows) for k in ("samples_in", "samples_ok", "samples_error")}
+    print(f"done: shards {by_status}; samples in {totals['samples_in']}, ok {totals['samples_ok']}, "
+          f"error {totals['samples_error']}; outputs under {plan.run_dir}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _dispatch(ray, cfg: JobConfig, tasks: list[ShardTask]) -> None:
+    workers = _start_workers(ray, cfg, len(tasks))
+    queue = list(reversed(tasks))
+    in_flight: dict = {}            # object ref -> (worker, task)
+    progress = Progress(len(tasks))
+    shards_done = samples_in_done = 0
+    idle = list(workers)
+
+    def submit() -> None:
+        while idle and queue:
+            worker, task = idle.pop(), queue.pop()
+            in_flight[worker.process.remote(task)] = (worker, task)
+
+    submit()
+    while in_flight:
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+        for ref in ready:
+            worker, task = in_flight.pop(ref)
+            try:
+                row = ray.get(ref)
+            except ray.exceptions.RayError as exc:   # the actor died even after its retries
+                row = {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed",
+                       "error": f"worker lost: {type(exc).__name__}", "config_hash": cfg.config_hash(),
+                       "samples_in": 0, "samples_ok": 0, "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
+                write_parquet_atomic(rows_table([row], MANIFEST_SCHEMA), task.manifest_url)
+                log.error("shard %s: %s", task.input_url, exc)
+            else:
+                idle.append(worker)
+            shards_done += 1
+            samples_in_done += row["samples_in"] or 0
+            if row["status"] != "ok":
+                print(f"\nshard {task.input_url}: {row['status']}: {row['error']}", file=sys.stderr, flush=True)
+        if not idle and not in_flight and queue:
+            raise RuntimeError("all workers died; see the worker logs")
+        submit()
+        progress.update(shards_done, max(_live_samples(ray, workers), samples_in_done), samples_in_done,
+                        force=not in_flight)
+
+
+def _live_samples(ray, workers) -> int:
+    """Samples the workers have finished so far, including shards still in progress."""
+    total = 0
+    for ref in [w.samples_done.remote() for w in workers]:
+        try:
+            total += ray.get(ref, timeout=30)
+        except Exception:   # a dead or restarting worker reports nothing this time
+            pass
+    return total

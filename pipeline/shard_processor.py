@@ -1,0 +1,228 @@
+"""One input shard to one output shard, its per-sample rows and its manifest row. No Ray.
+
+Samples stream through in chunks: decode (error rows for bad records), batch on the
+model's device, run the method, encode, write in input order. Memory is bounded by the
+chunk, whatever the shard or dataset size. The manifest row, written last, is the shard's
+completion marker: a shard without one is redone by the next run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import posixpath
+import resource
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import fsspec
+import torch
+
+from pipeline.boomerang import boomerang
+from pipeline.config import JobConfig
+from pipeline.images import BadImage, encode_image, find_image_field, output_field, prepare_image, to_model_range, to_uint8
+from pipeline.models import DiffusionModel
+from pipeline.noise import sample_generators, sample_seed
+from pipeline.records import MANIFEST_SCHEMA, ROW_SCHEMA, rows_table, write_parquet_atomic
+from pipeline.shards import AtomicShardWriter, RawSample, ShardReader, shard_name
+
+log = logging.getLogger(__name__)
+METADATA_FIELD = "diffusion.json"   # added to every output sample: how it was made
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    input_url: str
+    output_url: str
+    rows_url: str
+    manifest_url: str
+    input_bytes: int | None = None
+
+    @classmethod
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
+        name = shard_name(input_url)
+        stem = name[:-4] if name.endswith(".tar") else name
+        return cls(input_url, posixpath.join(run_dir, "shards", name), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
+                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
+
+
+@dataclass
+class _Item:
+    """One output to make: a decoded sample at one t and one variant."""
+    sample_index: int
+    t: float
+    variant: int
+
+
+def output_key(cfg: JobConfig, key: str, t: float, variant: int) -> str:
+    """The source key for anonymization; key + t + variant suffix for augmentation (no dots)."""
+    return key if cfg.job == "anonymize" else f"{key}_t{round(t * 1000):04d}_v{variant}"
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class ShardProcessor:
+    """Applies a job's method to whole shards with one loaded model."""
+
+    def __init__(self, cfg: JobConfig, model: DiffusionModel):
+        self.cfg = cfg
+        self.model = model
+        self.worker = f"{socket.gethostname()}:{model.device}"
+        # Enough samples per chunk that each t's batch is full.
+        self.chunk_samples = max(1, -(-cfg.batch_size // cfg.variants))
+
+    def process(self, task: ShardTask, progress: Callable[[int], None] = lambda n: None) -> dict:
+        started = time.time()
+        manifest = {"input_shard": task.input_url, "output_shard": task.output_url, "config_hash": self.cfg.config_hash(),
+                    "input_bytes": task.input_bytes, "worker": self.worker}
+        try:
+            remove_stale_temporaries(task)
+            rows, reader_error = self._process_samples(task, progress)
+        except Exception as exc:   # infrastructure failure (storage, model): the shard is redone next run
+            log.error("shard %s failed:\n%s", task.input_url, traceback.format_exc())
+            manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", samples_in=0, samples_ok=0,
+                            samples_error=0, outputs_ok=0, outputs_error=0)
+        else:
+            errored = {r["source_key"] for r in rows if r["status"] == "error"}
+            sources = {r["source_key"] for r in rows}
+            manifest.update(
+                status="truncated" if reader_error else "ok", error=reader_error,
+                samples_in=self._samples_in, samples_ok=len(sources - errored), samples_error=self._samples_in - len(sources - errored),
+                outputs_ok=sum(r["status"] == "ok" for r in rows), outputs_error=sum(r["status"] == "error" for r in rows))
+            write_parquet_atomic(rows_table(rows, ROW_SCHEMA), task.rows_url)
+        manifest.update(seconds=round(time.time() - started, 3), finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+                        worker_peak_rss_mb=peak_rss_mb())
+        write_parquet_atomic(rows_table([manifest], MANIFEST_SCHEMA), task.manifest_url)
+        return manifest
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _process_samples(self, task: ShardTask, progress: Callable[[int], None]) -> tuple[list[dict], str | None]:
+        reader = ShardReader(task.input_url)
+        rows: list[dict] = []
+        seen: set[str] = set()
+        self._samples_in = 0
+        base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
+                "sampler": self.cfg.sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
+                "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
+        with AtomicShardWriter(task.output_url) as writer:
+            for chunk in chunked(reader, self.chunk_samples):
+                self._samples_in += len(chunk)
+                decoded = []
+                for sample in chunk:
+                    error = self._validate(sample, seen)
+                    if error is None:
+                        try:
+                            field = find_image_field(sample.fields, self.cfg.image_field)
+                            decoded.append((sample, field, prepare_image(sample.fields[field], self.model.resolution, self.cfg.min_side)))
+                            continue
+                        except BadImage as exc:
+                            error = str(exc)
+                    rows.append({**base, "key": sample.key, "source_key": sample.key, "status": "error", "error": error})
+                rows.extend(self._generate(decoded, base, writer))
+                progress(len(chunk))
+        return rows, reader.error
+
+    @staticmethod
+    def _validate(sample: RawSample, seen: set[str]) -> str | None:
+        if sample.truncated:
+            return "shard ends inside this sample (truncated tar)"
+        if sample.key in seen:
+            return "duplicate key in shard (members of one sample not adjacent, or a repeated key)"
+        seen.add(sample.key)
+        if "." in posixpath.basename(sample.key):
+            return "key contains a dot"
+        return None
+
+    def _generate(self, decoded: list, base: dict, writer: AtomicShardWriter) -> list[dict]:
+        """Run every (sample, t, variant) of a chunk in batches of one t; write in input order."""
+        items = [_Item(i, t, v) for t in self.cfg.t for i in range(len(decoded)) for v in range(self.cfg.variants)]
+        results: dict[tuple[int, float, int], dict] = {}
+        for t in self.cfg.t:
+            same_t = [it for it in items if it.t == t]
+            for batch in chunked(same_t, self.cfg.batch_size):
+                results.update(self._run_batch(batch, decoded, base))
+        rows = []
+        for i, (sample, field, image) in enumerate(decoded):
+            out_field = output_field(field)
+            for t in self.cfg.t:
+                for v in range(self.cfg.variants):
+                    row = results[(i, t, v)]
+                    pixels = row.pop("_pixels", None)
+                    if pixels is not None:
+                        meta = {k: row[k] for k in ("source_key", "method", "t", "timestep", "variant", "seed", "cascade",
+                                                    "sampler", "steps", "mix_real_prob")}
+                        meta.update(model=self.cfg.model, config_hash=self.cfg.config_hash())
+                        carried = {k: v for k, v in sample.fields.items() if k != field}
+                        writer.write(row["key"], {**carried, out_field: encode_image(pixels, out_field),
+                                                  METADATA_FIELD: json.dumps(meta, sort_keys=True).encode()})
+                    rows.append(row)
+        return rows
+
+    def _run_batch(self, batch: list[_Item], decoded: list, base: dict) -> dict:
+        cfg, model = self.cfg, self.model
+        keys = [decoded[it.sample_index][0].key for it in batch]
+        variants = [it.variant for it in batch]
+        out: dict = {}
+        for it, key in zip(batch, keys):
+            _, field, image = decoded[it.sample_index]
+            out[(it.sample_index, it.t, it.variant)] = {
+                **base, "key": output_key(cfg, key, it.t, it.variant), "source_key": key, "t": it.t,
+                "variant": it.variant, "seed": sample_seed(cfg.seed, key, it.variant), "image_field": field,
+                "orig_width": image.orig_width, "orig_height": image.orig_height, "orig_mode": image.orig_mode,
+                "conversion": image.conversion, "resize_rule": image.resize_rule}
+        started = time.time()
+        try:
+            with torch.inference_mode():
+                generators = sample_generators(cfg.seed, keys, variants)
+                x0 = model.encode(to_model_range([decoded[it.sample_index][2].pixels for it in batch]), generators)
+                eps = model.eps_model(len(batch), cfg.prompt, cfg.negative_prompt, cfg.guidance_scale)
+                result = boomerang(eps, model.scheduler, x0, t_frac=batch[0].t, num_steps=cfg.steps,
+                                   generators=generators, cascade=cfg.cascade)
+                pixels = to_uint8(model.decode(result.samples))
+        except Exception as exc:
+            log.error("batch of %d failed:\n%s", len(batch), traceback.format_exc())
+            for row in out.values():
+                row.update(status="error", error=f"generation failed: {type(exc).__name__}: {exc}")
+            return out
+        seconds = (time.time() - started) / len(batch)
+        for j, it in enumerate(batch):
+            out[(it.sample_index, it.t, it.variant)].update(
+                status="ok", error=None, timestep=result.t_b, model_evals=result.model_evals, seconds=seconds,
+                _pixels=pixels[j])
+        return out
+
+
+def input_size(url: str) -> int | None:
+    """Size of an input shard in bytes, or None if it cannot be stat'ed."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        return int(fs.size(path))
+    except Exception:
+        return None
+
+
+def remove_stale_temporaries(task: ShardTask) -> None:
+    """Delete partial files a killed run left for this shard (``<name>.tmp-<uuid>``).
+    Only one run at a time may work on a run directory."""
+    for url in (task.output_url, task.rows_url, task.manifest_url):
+        fs, path = fsspec.core.url_to_fs(url)
+        for leftover in fs.glob(f"{path}.tmp-*"):
+            fs.rm(leftover)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
