@@ -89,17 +89,15 @@ class ShardProcessor:
                     "input_bytes": task.input_bytes, "worker": self.worker}
         try:
             remove_stale_temporaries(task)
-            rows, reader_error = self._process_samples(task, progress)
+            rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress)
         except Exception as exc:   # infrastructure failure (storage, model): the shard is redone next run
             log.error("shard %s failed:\n%s", task.input_url, traceback.format_exc())
             manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", samples_in=0, samples_ok=0,
                             samples_error=0, outputs_ok=0, outputs_error=0)
         else:
-            errored = {r["source_key"] for r in rows if r["status"] == "error"}
-            sources = {r["source_key"] for r in rows}
             manifest.update(
-                status="truncated" if reader_error else "ok", error=reader_error,
-                samples_in=self._samples_in, samples_ok=len(sources - errored), samples_error=self._samples_in - len(sources - errored),
+                status="truncated" if reader_error else "ok", error=reader_error, samples_in=samples_in,
+                samples_ok=samples_ok, samples_error=samples_in - samples_ok,
                 outputs_ok=sum(r["status"] == "ok" for r in rows), outputs_error=sum(r["status"] == "error" for r in rows))
             write_parquet_atomic(rows_table(rows, ROW_SCHEMA), task.rows_url)
         manifest.update(seconds=round(time.time() - started, 3), finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -109,17 +107,18 @@ class ShardProcessor:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _process_samples(self, task: ShardTask, progress: Callable[[int], None]) -> tuple[list[dict], str | None]:
+    def _process_samples(self, task: ShardTask, progress: Callable[[int], None]) -> tuple[list[dict], int, int, str | None]:
+        """Returns (rows, samples read, samples whose every output is ok, reader error)."""
         reader = ShardReader(task.input_url)
         rows: list[dict] = []
         seen: set[str] = set()
-        self._samples_in = 0
+        samples_in = samples_ok = 0
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
                 "sampler": self.cfg.sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
                 "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
         with AtomicShardWriter(task.output_url) as writer:
             for chunk in chunked(reader, self.chunk_samples):
-                self._samples_in += len(chunk)
+                samples_in += len(chunk)
                 decoded = []
                 for sample in chunk:
                     error = self._validate(sample, seen)
@@ -131,9 +130,13 @@ class ShardProcessor:
                         except BadImage as exc:
                             error = str(exc)
                     rows.append({**base, "key": sample.key, "source_key": sample.key, "status": "error", "error": error})
-                rows.extend(self._generate(decoded, base, writer))
+                generated = self._generate(decoded, base, writer)
+                per_sample = len(self.cfg.t) * self.cfg.variants      # outputs per sample, in sample order
+                samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
+                                  for i in range(0, len(generated), per_sample))
+                rows.extend(generated)
                 progress(len(chunk))
-        return rows, reader.error
+        return rows, samples_in, samples_ok, reader.error
 
     @staticmethod
     def _validate(sample: RawSample, seen: set[str]) -> str | None:

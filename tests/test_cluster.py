@@ -53,11 +53,14 @@ def test_ray_job_submit_runs_the_anonymize_job(pixel_model_dir, tmp_path):
             assert head.poll() is None, "ray start --head exited"
             time.sleep(1)
         out = tmp_path / "out"
-        done = subprocess.run(
-            [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-             "python", "jobs/anonymize_celeba.py", "--input", *inputs, "--output", str(out),
-             "--model", pixel_model_dir, "--t", "0.3", "--steps", "10", "--batch-size", "3"],
-            env=env, capture_output=True, text=True, timeout=400)
+        submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+                  "python", "jobs/anonymize_celeba.py", "--input", *inputs, "--output", str(out),
+                  "--model", pixel_model_dir, "--t", "0.3", "--steps", "10", "--batch-size", "3"]
+        while True:   # the job server answers before its agent is ready to take jobs
+            done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
+            if "No available agent" not in done.stderr + done.stdout or time.time() > deadline:
+                break
+            time.sleep(2)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "succeeded" in (done.stdout + done.stderr)
         run_dir = next(out.iterdir())
