@@ -21,7 +21,6 @@ import os
 import posixpath
 import sys
 import threading
-import time
 from dataclasses import dataclass
 
 import fsspec

@@ -158,7 +158,7 @@ class ShardProcessor:
             for batch in chunked(same_t, self.cfg.batch_size):
                 results.update(self._run_batch(batch, decoded, base))
         rows = []
-        for i, (sample, field, image) in enumerate(decoded):
+        for i, (sample, field, _image) in enumerate(decoded):
             out_field = output_field(field)
             for t in self.cfg.t:
                 for v in range(self.cfg.variants):

@@ -1,5 +1,4 @@
 """Model loading for the three kinds, through the same from_pretrained path users use."""
-import json
 import shutil
 
 import pandas as pd
