@@ -16,7 +16,6 @@ models were released with: VQ latents unscaled (LDMPipeline), KL latents times t
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,46 +24,10 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DCondit
                        VQModel)
 
 from pipeline.boomerang import EpsModel, as_eps_model
+from pipeline.model_source import ModelUnavailableError, resolve_model_dir  # noqa: F401 (re-exported)
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"]
-_HUB_IGNORE = ["*.ckpt", "*fp16*", "*non_ema*", "*.msgpack", "*.h5", "*.onnx", "*.pt"]
-
-
-class ModelUnavailableError(RuntimeError):
-    """The model's weights are neither local nor downloadable from here."""
-
-
-def resolve_model_dir(spec: str) -> Path:
-    """A local directory as is; a hub id from the local Hugging Face cache, else downloaded."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"--model {spec!r} is a file; give a model directory or a hub id")
-        return path
-    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
-        raise ModelUnavailableError(f"--model {spec!r}: no such directory, and not a hub id of the form 'org/name'")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(spec, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_IGNORE,
-                                      local_files_only=True))
-    except Exception:
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise ModelUnavailableError(_missing_message(spec, "HF_HUB_OFFLINE is set"))
-    try:
-        return Path(snapshot_download(spec, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_IGNORE))
-    except Exception as exc:
-        raise ModelUnavailableError(_missing_message(spec, f"{type(exc).__name__}: {exc}")) from None
-
-
-def _missing_message(spec: str, why: str) -> str:
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME", "~/.cache/huggingface") + "/hub"
-    return (f"model {spec!r} is not in the local Hugging Face cache ({cache}) and could not be downloaded "
-            f"({why}). On a machine with internet run `huggingface-cli download {spec}` and copy the cache "
-            f"here, or save the model with save_pretrained and pass its directory as --model.")
 
 
 def detect_kind(model_dir: Path) -> str:

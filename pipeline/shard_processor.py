@@ -27,26 +27,11 @@ from pipeline.images import BadImage, encode_image, find_image_field, output_fie
 from pipeline.models import DiffusionModel
 from pipeline.noise import sample_generators, sample_seed
 from pipeline.records import MANIFEST_SCHEMA, ROW_SCHEMA, rows_table, write_parquet_atomic
-from pipeline.shards import AtomicShardWriter, RawSample, ShardReader, shard_name
+from pipeline.shards import AtomicShardWriter, RawSample, ShardReader
+from pipeline.tasks import ShardTask
 
 log = logging.getLogger(__name__)
 METADATA_FIELD = "diffusion.json"   # added to every output sample: how it was made
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    input_url: str
-    output_url: str
-    rows_url: str
-    manifest_url: str
-    input_bytes: int | None = None
-
-    @classmethod
-    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
-        name = shard_name(input_url)
-        stem = name[:-4] if name.endswith(".tar") else name
-        return cls(input_url, posixpath.join(run_dir, "shards", name), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
-                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
 
 
 @dataclass
@@ -206,15 +191,6 @@ class ShardProcessor:
                 status="ok", error=None, timestep=result.t_b, model_evals=result.model_evals, seconds=seconds,
                 _pixels=pixels[j])
         return out
-
-
-def input_size(url: str) -> int | None:
-    """Size of an input shard in bytes, or None if it cannot be stat'ed."""
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-        return int(fs.size(path))
-    except Exception:
-        return None
 
 
 def remove_stale_temporaries(task: ShardTask) -> None:

@@ -9,7 +9,8 @@ from pipeline.boomerang import boomerang
 from pipeline.config import JobConfig
 from pipeline.models import ModelUnavailableError, detect_kind, load_model, pick_device_and_dtype
 from pipeline.noise import sample_generators
-from pipeline.shard_processor import ShardProcessor, ShardTask
+from pipeline.shard_processor import ShardProcessor
+from pipeline.tasks import ShardTask
 from pipeline.shards import ShardReader
 from pipeline.tiny_models import save_latent_model, save_text_latent_model
 from test_job import write_demo_shards

@@ -1,0 +1,35 @@
+"""A unit of work: one input shard and the three files it produces. No heavy imports, so
+the Ray driver can plan a run without loading torch."""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+
+from pipeline.shards import shard_name
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    input_url: str
+    output_url: str
+    rows_url: str
+    manifest_url: str
+    input_bytes: int | None = None
+
+    @classmethod
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
+        name = shard_name(input_url)
+        stem = name[:-4] if name.endswith(".tar") else name
+        return cls(input_url, posixpath.join(run_dir, "shards", name), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
+                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
+
+
+def input_size(url: str) -> int | None:
+    """Size of an input shard in bytes, or None if it cannot be stat'ed."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        return int(fs.size(path))
+    except Exception:
+        return None
