@@ -127,3 +127,20 @@ def test_retrained_weights_change_the_run_directory(pixel_model_dir, tmp_path):
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     assert resolve_config(base).run_dir != before
+
+
+def test_shard_processor_reads_and_writes_fsspec_urls(pixel_model_dir, tmp_path):
+    """Inputs and outputs on a non-local filesystem (memory://, as s3:// would be)."""
+    import fsspec
+
+    (local,) = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=2)
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/data/faces-000000.tar", open(local, "rb").read())
+    cfg = JobConfig(job="anonymize", inputs=("memory://data/faces-000000.tar",), output="memory://out",
+                    model=pixel_model_dir, t=(0.3,), steps=10)
+    task = ShardTask.for_shard(cfg.run_dir, cfg.inputs[0])
+    row = ShardProcessor(cfg, load_model(cfg.model)).process(task)
+    assert row["status"] == "ok" and row["samples_ok"] == 2
+    assert [s.key for s in ShardReader(task.output_url)] == [s.key for s in ShardReader(local)]
+    assert pd.read_parquet(fs.open(task.rows_url, "rb")).status.eq("ok").all()
+    assert not fs.glob(task.output_url + ".tmp-*")

@@ -93,3 +93,16 @@ def test_not_a_tar_is_an_error(tmp_path):
     reader = ShardReader(str(path))
     assert list(reader) == []
     assert reader.error and "ReadError" in reader.error
+
+
+def test_round_trip_on_a_non_local_fsspec_filesystem():
+    """memory:// goes through the same fsspec calls as s3:// or gs:// (open, mv, glob)."""
+    import fsspec
+
+    url = "memory://bucket/run/shards/s-000.tar"
+    with AtomicShardWriter(url) as w:
+        w.write("a", {"png": b"x", "cls": b"1"})
+    fs = fsspec.filesystem("memory")
+    assert fs.ls("memory://bucket/run/shards", detail=False) == ["/bucket/run/shards/s-000.tar"]
+    assert [(s.key, s.fields) for s in ShardReader(url)] == [("a", {"cls": b"1", "png": b"x"})]
+    assert expand_shard_urls("memory://bucket/run/shards/s-{000..000}.tar") == [url]
