@@ -59,13 +59,18 @@ class JobConfig:
             raise ValueError(f"job {self.job!r}: choose one of {JOBS}")
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
-        if not self.t or any(not 0.0 < t <= 1.0 for t in self.t):
-            raise ValueError(f"--t values must be in (0, 1], got {list(self.t)}")
-        if len(set(self.t)) != len(self.t):
-            raise ValueError(f"--t values repeat: {list(self.t)}")
         for name in ("variants", "cascade", "steps", "batch_size", "num_cpu_workers", "min_side"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.t or any(not 0.0 < t <= 1.0 for t in self.t):
+            raise ValueError(f"--t values must be in (0, 1], got {list(self.t)}")
+        runs = [int(self.steps * t + 1e-9) for t in self.t]
+        if min(runs) < 1:
+            raise ValueError(f"--t {min(self.t)} with --steps {self.steps} runs no sampler step; raise --steps or --t")
+        if len(set(runs)) != len(runs) or len({round(t * 1000) for t in self.t}) != len(self.t):
+            # int(steps * t) steps run, so two t values with the same count would give the same outputs.
+            raise ValueError(f"--t values {list(self.t)} give the same noise level with --steps {self.steps} "
+                             f"({runs} sampler steps); use values at least 1/steps apart")
         if self.job == "anonymize" and (self.variants != 1 or len(self.t) != 1):
             raise ValueError("anonymize writes one output per input: use a single --t and --variants 1 "
                              "(jobs/augment.py makes several)")

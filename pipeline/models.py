@@ -83,6 +83,10 @@ class DiffusionModel:
     def num_train_timesteps(self) -> int:
         return int(self.scheduler.config.num_train_timesteps)
 
+    def passes_per_eval(self, guidance_scale: float) -> int:
+        """Network passes per sampler step: two with classifier-free guidance."""
+        return 2 if self.kind == "text-latent" and guidance_scale != 1.0 else 1
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """Images in [-1, 1] to the space the UNet works in (float32, on the model's device)."""

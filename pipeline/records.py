@@ -8,11 +8,12 @@ renamed, like shards.
 from __future__ import annotations
 
 import posixpath
-import uuid
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.shards import temporary_path
 
 ROW_SCHEMA = pa.schema([
     ("key", pa.string()),              # output sample key (source key + variant suffix for augment)
@@ -38,13 +39,15 @@ ROW_SCHEMA = pa.schema([
     ("conversion", pa.string()),
     ("resize_rule", pa.string()),
     ("mix_real_prob", pa.float64()),
+    ("dropped_fields", pa.string()),   # image-like input fields not copied to the output
+    ("precision", pa.string()),        # device type / dtype the network ran in
     ("seconds", pa.float64()),         # this output's share of its batch's compute time
 ])
 
 MANIFEST_SCHEMA = pa.schema([
     ("input_shard", pa.string()),
     ("output_shard", pa.string()),
-    ("status", pa.string()),           # "ok", "truncated" (tar ended early) or "failed"
+    ("status", pa.string()),           # "ok", "truncated" (tar ended early) or "failed" (redone next run)
     ("error", pa.string()),
     ("samples_in", pa.int64()),
     ("samples_ok", pa.int64()),
@@ -67,7 +70,7 @@ def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
 def write_parquet_atomic(table: pa.Table, url: str) -> None:
     fs, path = fsspec.core.url_to_fs(url)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    tmp = temporary_path(path)
     with fs.open(tmp, "wb") as f:
         pq.write_table(table, f)
     fs.mv(tmp, path)
@@ -80,7 +83,7 @@ def read_manifest_dir(url: str) -> list[dict]:
         return []
     out: list[dict] = []
     for file in sorted(fs.ls(path, detail=False)):
-        if file.endswith(".parquet"):
+        if file.endswith(".parquet") and not posixpath.basename(file).startswith("."):
             with fs.open(file, "rb") as f:
                 out.extend(pq.read_table(f, schema=MANIFEST_SCHEMA).to_pylist())
     return out

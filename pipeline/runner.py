@@ -52,19 +52,34 @@ def resolve_config(cfg: JobConfig) -> JobConfig:
     if clashes:
         raise ValueError(f"input shards share base names {clashes[:5]}: outputs are named after inputs, so "
                          f"process each directory as its own run (or rename the shards)")
-    return dataclasses.replace(cfg, inputs=shards, model_fingerprint=model_fingerprint(resolve_model_dir(cfg.model)))
+    model_dir = resolve_model_dir(cfg.model)
+    check_steps(cfg, model_dir)
+    return dataclasses.replace(cfg, inputs=shards, model_fingerprint=model_fingerprint(model_dir))
+
+
+def check_steps(cfg: JobConfig, model_dir) -> None:
+    """Fail before any work when --steps exceeds the model's training timesteps."""
+    from pathlib import Path
+
+    for candidate in (Path(model_dir) / "scheduler" / "scheduler_config.json", Path(model_dir) / "scheduler_config.json"):
+        if candidate.exists():
+            train_steps = json.loads(candidate.read_text()).get("num_train_timesteps", 1000)
+            if cfg.steps > train_steps:
+                raise ValueError(f"--steps {cfg.steps} exceeds the model's {train_steps} training timesteps")
+            return
 
 
 def plan_run(cfg: JobConfig) -> RunPlan:
-    """Which shards still need work: those with no manifest row, a non-ok status, or a
-    different input size since they were processed (the input was replaced)."""
+    """Which shards still need work: those with no manifest row, a ``failed`` one, or a
+    different input size since they were processed (the input was replaced or its upload
+    completed). ``ok`` and ``truncated`` shards of unchanged inputs are final."""
     run_dir = cfg.run_dir
     done = {row["input_shard"]: row for row in read_manifest_dir(posixpath.join(run_dir, "manifest"))}
     pending, skipped = [], []
     for url in cfg.inputs:
         size = input_size(url)
         prev = done.get(url)
-        if prev and prev["status"] == "ok" and prev["input_bytes"] == size:
+        if prev and prev["status"] in ("ok", "truncated") and prev["input_bytes"] == size:
             skipped.append(url)
         else:
             pending.append(ShardTask.for_shard(run_dir, url, size))
@@ -194,9 +209,13 @@ def _dispatch(ray, cfg: JobConfig, tasks: list[ShardTask]) -> None:
             worker, task = in_flight.pop(ref)
             try:
                 row = ray.get(ref)
-            except ray.exceptions.RayError as exc:   # the actor died even after its retries
+            except ray.exceptions.RayError as exc:
+                # RayActorError: the actor died even after its restarts; anything else was raised by
+                # the task (e.g. writing the manifest failed) and the worker is still usable.
+                if not isinstance(exc, ray.exceptions.RayActorError):
+                    idle.append(worker)
                 row = {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed",
-                       "error": f"worker lost: {type(exc).__name__}", "config_hash": cfg.config_hash(),
+                       "error": f"{type(exc).__name__}: {str(exc)[:500]}", "config_hash": cfg.config_hash(),
                        "samples_in": 0, "samples_ok": 0, "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
                 write_parquet_atomic(rows_table([row], MANIFEST_SCHEMA), task.manifest_url)
                 log.error("shard %s: %s", task.input_url, exc)

@@ -23,15 +23,16 @@ import torch
 
 from pipeline.boomerang import boomerang
 from pipeline.config import JobConfig
-from pipeline.images import BadImage, encode_image, find_image_field, output_field, prepare_image, to_model_range, to_uint8
+from pipeline.images import IMAGE_FIELDS, BadImage, encode_image, find_image_field, output_field, prepare_image, to_model_range, to_uint8
 from pipeline.models import DiffusionModel
 from pipeline.noise import sample_generators, sample_seed
 from pipeline.records import MANIFEST_SCHEMA, ROW_SCHEMA, rows_table, write_parquet_atomic
-from pipeline.shards import AtomicShardWriter, RawSample, ShardReader
+from pipeline.shards import AtomicShardWriter, RawSample, ShardReader, temporary_pattern
 from pipeline.tasks import ShardTask
 
 log = logging.getLogger(__name__)
 METADATA_FIELD = "diffusion.json"   # added to every output sample: how it was made
+GENERATION_FAILED = "generation failed"
 
 
 @dataclass
@@ -40,6 +41,13 @@ class _Item:
     sample_index: int
     t: float
     variant: int
+
+
+def carried_fields(fields: dict[str, bytes]) -> dict[str, bytes]:
+    """The fields copied to outputs: everything but images. Any image-like field (a second
+    image, a thumbnail ``thumb.jpg``, a repeated ``png.dup``) would carry the original face
+    into an anonymized dataset, so none is copied; rows list what was dropped."""
+    return {k: v for k, v in fields.items() if not (set(k.split(".")) & set(IMAGE_FIELDS))}
 
 
 def output_key(cfg: JobConfig, key: str, t: float, variant: int) -> str:
@@ -77,11 +85,17 @@ class ShardProcessor:
             rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress)
         except Exception as exc:   # infrastructure failure (storage, model): the shard is redone next run
             log.error("shard %s failed:\n%s", task.input_url, traceback.format_exc())
+            remove_outputs(task)
             manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", samples_in=0, samples_ok=0,
                             samples_error=0, outputs_ok=0, outputs_error=0)
         else:
+            # Generation errors (out of memory, a broken device) are not the data's fault: the
+            # shard is marked failed so the next run redoes it, rows and outputs kept for a look.
+            failed_batches = sum(r["status"] == "error" and (r["error"] or "").startswith(GENERATION_FAILED) for r in rows)
+            status = "failed" if failed_batches else "truncated" if reader_error else "ok"
+            error = f"{failed_batches} output(s) failed in generation; see rows" if failed_batches else reader_error
             manifest.update(
-                status="truncated" if reader_error else "ok", error=reader_error, samples_in=samples_in,
+                status=status, error=error, samples_in=samples_in,
                 samples_ok=samples_ok, samples_error=samples_in - samples_ok,
                 outputs_ok=sum(r["status"] == "ok" for r in rows), outputs_error=sum(r["status"] == "error" for r in rows))
             write_parquet_atomic(rows_table(rows, ROW_SCHEMA), task.rows_url)
@@ -153,7 +167,7 @@ class ShardProcessor:
                         meta = {k: row[k] for k in ("source_key", "method", "t", "timestep", "variant", "seed", "cascade",
                                                     "sampler", "steps", "mix_real_prob")}
                         meta.update(model=self.cfg.model, config_hash=self.cfg.config_hash())
-                        carried = {k: v for k, v in sample.fields.items() if k != field}
+                        carried = carried_fields(sample.fields)
                         writer.write(row["key"], {**carried, out_field: encode_image(pixels, out_field),
                                                   METADATA_FIELD: json.dumps(meta, sort_keys=True).encode()})
                     rows.append(row)
@@ -164,13 +178,16 @@ class ShardProcessor:
         keys = [decoded[it.sample_index][0].key for it in batch]
         variants = [it.variant for it in batch]
         out: dict = {}
+        precision = f"{model.device.type}/{str(model.dtype).removeprefix('torch.')}"
         for it, key in zip(batch, keys):
-            _, field, image = decoded[it.sample_index]
+            sample, field, image = decoded[it.sample_index]
+            dropped = sorted(set(sample.fields) - set(carried_fields(sample.fields)) - {field})
             out[(it.sample_index, it.t, it.variant)] = {
                 **base, "key": output_key(cfg, key, it.t, it.variant), "source_key": key, "t": it.t,
                 "variant": it.variant, "seed": sample_seed(cfg.seed, key, it.variant), "image_field": field,
                 "orig_width": image.orig_width, "orig_height": image.orig_height, "orig_mode": image.orig_mode,
-                "conversion": image.conversion, "resize_rule": image.resize_rule}
+                "conversion": image.conversion, "resize_rule": image.resize_rule,
+                "dropped_fields": ",".join(dropped) or None, "precision": precision}
         started = time.time()
         try:
             with torch.inference_mode():
@@ -183,23 +200,32 @@ class ShardProcessor:
         except Exception as exc:
             log.error("batch of %d failed:\n%s", len(batch), traceback.format_exc())
             for row in out.values():
-                row.update(status="error", error=f"generation failed: {type(exc).__name__}: {exc}")
+                row.update(status="error", error=f"{GENERATION_FAILED}: {type(exc).__name__}: {exc}")
             return out
         seconds = (time.time() - started) / len(batch)
         for j, it in enumerate(batch):
             out[(it.sample_index, it.t, it.variant)].update(
-                status="ok", error=None, timestep=result.t_b, model_evals=result.model_evals, seconds=seconds,
+                status="ok", error=None, timestep=result.t_b, seconds=seconds,
+                model_evals=result.model_evals * model.passes_per_eval(cfg.guidance_scale),
                 _pixels=pixels[j])
         return out
 
 
 def remove_stale_temporaries(task: ShardTask) -> None:
-    """Delete partial files a killed run left for this shard (``<name>.tmp-<uuid>``).
+    """Delete partial files a killed run left for this shard (``.<name>.tmp-<uuid>``).
     Only one run at a time may work on a run directory."""
     for url in (task.output_url, task.rows_url, task.manifest_url):
         fs, path = fsspec.core.url_to_fs(url)
-        for leftover in fs.glob(f"{path}.tmp-*"):
+        for leftover in fs.glob(temporary_pattern(path)):
             fs.rm(leftover)
+
+
+def remove_outputs(task: ShardTask) -> None:
+    """Delete an earlier attempt's shard and rows, so a failed redo leaves nothing stale."""
+    for url in (task.output_url, task.rows_url):
+        fs, path = fsspec.core.url_to_fs(url)
+        if fs.exists(path):
+            fs.rm(path)
 
 
 def peak_rss_mb() -> float:

@@ -33,7 +33,7 @@ class RawSample:
 def expand_shard_urls(specs: str | list[str]) -> list[str]:
     """Expand brace patterns (``celeba-{000000..000099}.tar``) and comma- or list-separated
     specs into shard URLs, keeping order and dropping repeats. A local directory stands for
-    the ``.tar`` files in it."""
+    the ``.tar`` (or ``.tar.gz``/``.tgz``) files in it."""
     if isinstance(specs, str):
         specs = [specs]
     urls: list[str] = []
@@ -45,11 +45,26 @@ def expand_shard_urls(specs: str | list[str]) -> list[str]:
             for url in braceexpand.braceexpand(part):
                 fs, path = fsspec.core.url_to_fs(url)
                 if "://" not in url and fs.isdir(path):
-                    urls.extend(sorted(f"{path}/{p}" for p in (posixpath.basename(x) for x in fs.ls(path, detail=False)) if p.endswith(".tar")))
+                    urls.extend(sorted(f"{path}/{p}" for p in (posixpath.basename(x) for x in fs.ls(path, detail=False)) if p.endswith(SHARD_SUFFIXES)))
                 else:
                     urls.append(url)
     seen: set[str] = set()
     return [u for u in urls if not (u in seen or seen.add(u))]
+
+
+def temporary_path(path: str) -> str:
+    """A hidden sibling (``dir/.name.tmp-<uuid>``): dataset readers such as pyarrow skip
+    names starting with a dot, so a killed run's partial file never pollutes a table."""
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
+
+
+def temporary_pattern(path: str) -> str:
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f".{name}.tmp-*")
+
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
 def shard_name(url: str) -> str:
@@ -75,28 +90,50 @@ class ShardReader:
     def __iter__(self) -> Iterator[RawSample]:
         current: RawSample | None = None
         try:
-            with fsspec.open(self.url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    key, ext = split_member_name(member.name)
-                    if current is not None and key != current.key:
-                        yield current
-                        current = None
-                    if current is None:
-                        current = RawSample(key)
-                    data = tar.extractfile(member).read()
-                    if len(data) != member.size:
-                        raise tarfile.ReadError(f"member {member.name} truncated")
-                    # A repeated field within one sample keeps the first copy; the repeat is
-                    # recorded in the field name so nothing disappears unnoticed.
-                    current.fields[ext if ext not in current.fields else f"{ext}.dup"] = data
+            with fsspec.open(self.url, "rb") as raw:
+                stream = _CountingReader(raw)
+                with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                    for member in tar:
+                        if not member.isfile():
+                            continue
+                        key, ext = split_member_name(member.name)
+                        if current is not None and key != current.key:
+                            yield current
+                            current = None
+                        if current is None:
+                            current = RawSample(key)
+                        data = tar.extractfile(member).read()
+                        if len(data) != member.size:
+                            raise tarfile.ReadError(f"member {member.name} truncated")
+                        # A repeated field within one sample keeps the first copy; the repeat is
+                        # recorded in the field name so nothing disappears unnoticed.
+                        current.fields[ext if ext not in current.fields else f"{ext}.dup"] = data
+                    end_of_members = tar.offset
+                    compressed = getattr(tar.fileobj, "comptype", "tar") != "tar"
+                # Python's stream reader takes a cut at a member boundary for a normal end;
+                # a complete tar has its end-of-archive block after the last member.
+                while stream.read(1 << 20):
+                    pass
+                if not compressed and stream.count < end_of_members + tarfile.BLOCKSIZE:
+                    raise tarfile.ReadError("archive ends without its end-of-archive block (cut at a member boundary)")
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             if current is not None:
                 current.truncated = True
         if current is not None:
             yield current
+
+
+class _CountingReader:
+    """A read-only file wrapper that counts the bytes read through it."""
+
+    def __init__(self, raw):
+        self.raw, self.count = raw, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        return data
 
 
 class AtomicShardWriter:
@@ -108,7 +145,7 @@ class AtomicShardWriter:
         parent = posixpath.dirname(self.path)
         if parent:
             self.fs.makedirs(parent, exist_ok=True)
-        self.tmp_path = f"{self.path}.tmp-{uuid.uuid4().hex}"
+        self.tmp_path = temporary_path(self.path)
         self._file = self.fs.open(self.tmp_path, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.USTAR_FORMAT)
         self.count = 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from pipeline.shards import shard_name
+from pipeline.shards import SHARD_SUFFIXES, shard_name
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,9 @@ class ShardTask:
     @classmethod
     def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
         name = shard_name(input_url)
-        stem = name[:-4] if name.endswith(".tar") else name
-        return cls(input_url, posixpath.join(run_dir, "shards", name), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
+        stem = next((name[: -len(sfx)] for sfx in SHARD_SUFFIXES if name.endswith(sfx)), name)
+        # Outputs are plain tars whatever the input's compression.
+        return cls(input_url, posixpath.join(run_dir, "shards", f"{stem}.tar"), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
                    posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
 
 

@@ -75,7 +75,8 @@ def test_text_conditioned_model_processes_a_shard(model_dirs, tmp_path):
     assert [s.key for s in ShardReader(task.output_url)] == [s.key for s in ShardReader(shard)]
     rows = pd.read_parquet(task.rows_url)
     # DDIM "leading" grid 900, 800, ..., 0: int(10 * 0.4) = 4 steps start at 300 (img2img rule)
-    assert (rows.timestep == 300).all() and (rows.model_evals == 4).all()
+    # 4 sampler steps, two network passes each under classifier-free guidance
+    assert (rows.timestep == 300).all() and (rows.model_evals == 8).all()
 
 
 def test_missing_hub_model_fails_fast_with_instructions(monkeypatch, tmp_path):

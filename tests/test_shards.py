@@ -106,3 +106,14 @@ def test_round_trip_on_a_non_local_fsspec_filesystem():
     assert fs.ls("memory://bucket/run/shards", detail=False) == ["/bucket/run/shards/s-000.tar"]
     assert [(s.key, s.fields) for s in ShardReader(url)] == [("a", {"cls": b"1", "png": b"x"})]
     assert expand_shard_urls("memory://bucket/run/shards/s-{000..000}.tar") == [url]
+
+
+def test_tar_cut_at_a_member_boundary_is_truncated_not_complete(tmp_path):
+    path = write_tar(tmp_path / "b.tar", [("k0.png", bytes(100)), ("k0.cls", b"1"), ("k1.png", bytes(100)), ("k1.cls", b"2")])
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: 512 * 6])        # k0.png, k0.cls, k1.png: header + one data block each
+    reader = ShardReader(path)
+    samples = list(reader)
+    assert reader.error and "end-of-archive" in reader.error
+    assert [(s.key, s.truncated) for s in samples] == [("k0", False), ("k1", True)]
