@@ -28,7 +28,7 @@ test-all: install
 demo: install
 	$(BIN)/python jobs/demo.py --out $(OUT) --model $(MODEL)
 
-# Retrain the committed demo model (about 20 minutes on 2 CPU cores).
+# Retrain the committed demo model (about 20-25 minutes on 2 CPU cores).
 demo-model: install
 	$(BIN)/python jobs/train_demo_model.py --out assets/demo_model --steps 1500
 
