@@ -91,9 +91,9 @@ class ShardProcessor:
         else:
             # Generation errors (out of memory, a broken device) are not the data's fault: the
             # shard is marked failed so the next run redoes it, rows and outputs kept for a look.
-            failed_batches = sum(r["status"] == "error" and (r["error"] or "").startswith(GENERATION_FAILED) for r in rows)
-            status = "failed" if failed_batches else "truncated" if reader_error else "ok"
-            error = f"{failed_batches} output(s) failed in generation; see rows" if failed_batches else reader_error
+            failed_outputs = sum(r["status"] == "error" and (r["error"] or "").startswith(GENERATION_FAILED) for r in rows)
+            status = "failed" if failed_outputs else "truncated" if reader_error else "ok"
+            error = f"{failed_outputs} output(s) failed in generation; see rows" if failed_outputs else reader_error
             manifest.update(
                 status=status, error=error, samples_in=samples_in,
                 samples_ok=samples_ok, samples_error=samples_in - samples_ok,
