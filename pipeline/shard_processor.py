@@ -73,12 +73,13 @@ class ShardProcessor:
         self.cfg = cfg
         self.model = model
         self.worker = f"{socket.gethostname()}:{model.device}"
+        self.config_hash = cfg.config_hash()
         # Enough samples per chunk that each t's batch is full.
         self.chunk_samples = max(1, -(-cfg.batch_size // cfg.variants))
 
     def process(self, task: ShardTask, progress: Callable[[int], None] = lambda n: None) -> dict:
         started = time.time()
-        manifest = {"input_shard": task.input_url, "output_shard": task.output_url, "config_hash": self.cfg.config_hash(),
+        manifest = {"input_shard": task.input_url, "output_shard": task.output_url, "config_hash": self.config_hash,
                     "input_bytes": task.input_bytes, "worker": self.worker}
         try:
             remove_stale_temporaries(task)
@@ -159,6 +160,7 @@ class ShardProcessor:
         rows = []
         for i, (sample, field, _image) in enumerate(decoded):
             out_field = output_field(field)
+            carried = carried_fields(sample.fields)
             for t in self.cfg.t:
                 for v in range(self.cfg.variants):
                     row = results[(i, t, v)]
@@ -166,8 +168,7 @@ class ShardProcessor:
                     if pixels is not None:
                         meta = {k: row[k] for k in ("source_key", "method", "t", "timestep", "variant", "seed", "cascade",
                                                     "sampler", "steps", "mix_real_prob")}
-                        meta.update(model=self.cfg.model, config_hash=self.cfg.config_hash())
-                        carried = carried_fields(sample.fields)
+                        meta.update(model=self.cfg.model, config_hash=self.config_hash)
                         writer.write(row["key"], {**carried, out_field: encode_image(pixels, out_field),
                                                   METADATA_FIELD: json.dumps(meta, sort_keys=True).encode()})
                     rows.append(row)
