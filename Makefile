@@ -4,8 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= assets/demo_model
 OUT    ?= demo_out
+# Evaluation: the embedded synthetic sample by default; EVAL_DATA=<folder of one subfolder per
+# person> (e.g. ../shared/datasets/orl_faces) evaluates real faces with an offline-trained model.
+EVAL_DATA  ?=
+EVAL_OUT   ?= eval_out
+EVAL_MODEL ?= $(EVAL_OUT)/face_model
+EVAL_STEPS ?= 600
 
-.PHONY: install test test-all demo demo-model bench clean
+.PHONY: install test test-all demo demo-model bench eval eval-model eval-recognizer eval-augment clean
 
 install: $(VENV)/.installed
 
@@ -14,7 +20,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-face.txt
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
@@ -35,5 +41,43 @@ demo-model: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench.py --out bench_out
 
+# A t grid (0.1 ... 0.9), scored in the same pass, into $(EVAL_OUT)/<set>/report/report.html.
+ifeq ($(EVAL_DATA),)
+eval: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_grid.py --out $(EVAL_OUT)/grid --face-box full
+else
+eval: install $(EVAL_MODEL)/train.json
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_grid.py --out $(EVAL_OUT)/$(notdir $(EVAL_DATA)) --data $(EVAL_DATA) \
+		--model $(EVAL_MODEL) --face-box detect
+endif
+
+# The small face model for EVAL_DATA: a 32x32 DDPM trained on its "train" split (first 5
+# photos per person); the evaluation uses the other photos.
+eval-model: $(EVAL_MODEL)/train.json
+$(EVAL_MODEL)/train.json:
+	@test -n "$(EVAL_DATA)" || (echo "set EVAL_DATA=<labelled face folder>"; exit 2)
+	$(MAKE) install
+	$(BIN)/python jobs/folder_to_shards.py --data $(EVAL_DATA) --out $(EVAL_OUT)/$(notdir $(EVAL_DATA))-train --split train
+	$(BIN)/python jobs/train_demo_model.py --out $(EVAL_MODEL) --data $(EVAL_OUT)/$(notdir $(EVAL_DATA))-train \
+		--steps $(EVAL_STEPS)
+
+# How well the offline recognizer separates the people of EVAL_DATA (same vs different person).
+eval-recognizer: install
+	@test -n "$(EVAL_DATA)" || (echo "set EVAL_DATA=<labelled face folder>"; exit 2)
+	$(BIN)/python jobs/check_recognizer.py --data $(EVAL_DATA) --recognizer dlib --face-box detect \
+		--out $(EVAL_OUT)/recognizer-dlib.json
+	$(BIN)/python jobs/check_recognizer.py --data $(EVAL_DATA) --recognizer dlib --face-box detect --resolution 32 \
+		--out $(EVAL_OUT)/recognizer-dlib-32px.json
+
+# Classifier accuracy trained on originals vs originals + Boomerang neighbours (paper's Table 2).
+ifeq ($(EVAL_DATA),)
+eval-augment: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/augmentation_experiment.py --out $(EVAL_OUT)/augment-synthetic
+else
+eval-augment: install $(EVAL_MODEL)/train.json
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/augmentation_experiment.py --out $(EVAL_OUT)/augment-$(notdir $(EVAL_DATA)) \
+		--data $(EVAL_DATA) --model $(EVAL_MODEL)
+endif
+
 clean:
-	rm -rf demo_out bench_out
+	rm -rf demo_out bench_out eval_out

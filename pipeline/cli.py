@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from metrics.suite import RECOGNIZERS, MetricSettings
 from pipeline.config import JobConfig
 
 
@@ -33,7 +34,40 @@ def common_parser(description: str, default_t: list[float]) -> argparse.Argument
     ap.add_argument("--address", default=None, help="Ray cluster address; 'auto' joins a cluster started here with `ray start` "
                          "(default: RAY_ADDRESS, as set by `ray job submit`, else a private local cluster)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--metrics", action="store_true",
+                    help="score outputs in the same pass (see the metrics flags); else run jobs/evaluate.py later")
+    add_metric_flags(ap)
     return ap
+
+
+def add_metric_flags(ap: argparse.ArgumentParser) -> None:
+    """What to measure (shared by the jobs' in-pass scoring and jobs/evaluate.py)."""
+    g = ap.add_argument_group("metrics")
+    g.add_argument("--recognizers", nargs="*", default=[], choices=RECOGNIZERS,
+                   help="face recognizers for identity distance / re-identification (dlib works offline)")
+    g.add_argument("--face-box", choices=["detect", "full"], default="detect",
+                   help="detect faces, or treat the whole (pre-cropped) frame as the face")
+    g.add_argument("--threshold", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="same-person distance threshold per recognizer (defaults: facenet 1.1, dlib 0.6)")
+    g.add_argument("--no-fid", action="store_true", help="skip Inception features (FID/KID)")
+    g.add_argument("--no-fidelity", action="store_true", help="skip PSNR/SSIM/RMS distance")
+    g.add_argument("--lpips", action="store_true", help="LPIPS (needs the AlexNet weights in the torch cache)")
+    g.add_argument("--inception-weights", default=None, help="path to pt_inception-2015-12-05-6726825d.pth")
+    g.add_argument("--facenet-weights", default=None, help="path to the FaceNet .pt weights file")
+    g.add_argument("--metrics-batch-size", type=int, default=32)
+
+
+def metric_settings_from_args(args: argparse.Namespace) -> MetricSettings:
+    thresholds = []
+    for item in args.threshold:
+        name, _, value = item.partition("=")
+        if name not in RECOGNIZERS or not value:
+            raise SystemExit(f"--threshold {item!r}: use NAME=VALUE with NAME in {', '.join(RECOGNIZERS)}")
+        thresholds.append((name, float(value)))
+    return MetricSettings(recognizers=tuple(args.recognizers), face_box=args.face_box, thresholds=tuple(thresholds),
+                          fid=not args.no_fid, fidelity=not args.no_fidelity, lpips=args.lpips,
+                          inception_weights=args.inception_weights, facenet_weights=args.facenet_weights,
+                          device=getattr(args, "device", "auto"), batch_size=args.metrics_batch_size)
 
 
 def config_from_args(job: str, args: argparse.Namespace, **extra) -> JobConfig:
@@ -44,7 +78,8 @@ def config_from_args(job: str, args: argparse.Namespace, **extra) -> JobConfig:
         negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, resolution=args.resolution,
         dtype=args.dtype, min_side=args.min_side, image_field=args.image_field, batch_size=args.batch_size,
         num_gpus=args.num_gpus, num_cpu_workers=args.num_cpu_workers, cpu_threads=args.cpu_threads,
-        address=args.address, device=args.device, **extra)
+        address=args.address, device=args.device,
+        metrics=metric_settings_from_args(args) if args.metrics else None, **extra)
 
 
 def exit_code(manifest_rows: list[dict]) -> int:

@@ -16,12 +16,16 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
+
+from metrics.suite import MetricSettings
+
 JOBS = ("anonymize", "augment")
 METHODS = ("boomerang",)
 
 # Fields that do not affect outputs, so they are left out of the hash.
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
-                    "device")
+                    "device", "metrics")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class JobConfig:
     cpu_threads: int | None = None
     address: str | None = None
     device: str = "auto"
+    metrics: MetricSettings | None = None     # score outputs in the same pass (its own eval-<hash8>/ dir)
 
     def __post_init__(self) -> None:
         if self.job not in JOBS:
@@ -95,6 +100,20 @@ class JobConfig:
         return json.dumps({"config_hash": self.config_hash(), "run_dir": self.run_dir,
                            "hashed_fields": sorted(self.output_settings()),
                            "config": dataclasses.asdict(self)}, indent=2, sort_keys=True, default=list)
+
+
+def load_run_config(run_dir: str) -> JobConfig:
+    """The configuration a run directory was made with (its ``config.json``)."""
+    fs, path = fsspec.core.url_to_fs(posixpath.join(run_dir, "config.json"))
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{run_dir}: no config.json; is this a run directory (<output>/<job>-<hash12>)?")
+    saved = json.loads(fs.cat_file(path))["config"]
+    fields = {f.name: f for f in dataclasses.fields(JobConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
+    if values.get("metrics"):
+        values["metrics"] = MetricSettings(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                                              if isinstance(v, list) else v for k, v in values["metrics"].items()})
+    return JobConfig(**values)
 
 
 def model_fingerprint(model_dir: Path) -> str:

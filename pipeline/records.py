@@ -78,6 +78,11 @@ def write_parquet_atomic(table: pa.Table, url: str) -> None:
 
 def read_manifest_dir(url: str) -> list[dict]:
     """All finished per-shard manifest rows under ``url`` (empty if none yet)."""
+    return read_parquet_dir(url, MANIFEST_SCHEMA)
+
+
+def read_parquet_dir(url: str, schema: pa.Schema) -> list[dict]:
+    """The rows of every finished (non-hidden) Parquet file directly under ``url``."""
     fs, path = fsspec.core.url_to_fs(url)
     if not fs.exists(path):
         return []
@@ -85,5 +90,5 @@ def read_manifest_dir(url: str) -> list[dict]:
     for file in sorted(fs.ls(path, detail=False)):
         if file.endswith(".parquet") and not posixpath.basename(file).startswith("."):
             with fs.open(file, "rb") as f:
-                out.extend(pq.read_table(f, schema=MANIFEST_SCHEMA).to_pylist())
+                out.extend(pq.read_table(f, schema=schema).to_pylist())
     return out

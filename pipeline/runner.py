@@ -120,20 +120,33 @@ class ProgressCounter:
         return self.samples
 
 
+def _load_suite(settings):
+    """The metric networks, loaded once per worker (None when nothing is measured)."""
+    if settings is None or not settings.enabled():
+        return None
+    from metrics.suite import MetricSuite
+
+    return MetricSuite(settings)
+
+
+def _init_torch(cpu_threads: int | None) -> None:
+    import torch
+
+    logging.basicConfig(level=logging.INFO)
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
+
+
 class ShardWorker:
-    """Ray actor body: loads the model once, then processes shards one at a time."""
+    """Ray actor body: loads the model (and any metric networks) once, then processes shards one at a time."""
 
     def __init__(self, cfg: JobConfig, cpu_threads: int | None, counter=None):
-        import torch
-
         from pipeline.models import load_model
         from pipeline.shard_processor import ShardProcessor
 
-        logging.basicConfig(level=logging.INFO)
-        if cpu_threads:
-            torch.set_num_threads(cpu_threads)
+        _init_torch(cpu_threads)
         model = load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
-        self.processor = ShardProcessor(cfg, model)
+        self.processor = ShardProcessor(cfg, model, _load_suite(cfg.metrics))
         self.counter = counter
 
     def process(self, task: ShardTask) -> dict:
@@ -141,23 +154,59 @@ class ShardWorker:
         return self.processor.process(task, progress=report)
 
 
-def _start_workers(ray, cfg: JobConfig, n_shards: int, counter):
+class EvalWorker:
+    """Ray actor body: loads the metric networks once, then scores existing output shards."""
+
+    def __init__(self, settings, image_field: str | None, cpu_threads: int | None, counter=None):
+        _init_torch(cpu_threads)
+        self.suite = _load_suite(settings)
+        self.image_field = image_field
+        self.counter = counter
+
+    def process(self, task) -> dict:
+        from pipeline.evaluation import evaluate_shard
+
+        row = evaluate_shard(self.suite, task, self.image_field)
+        if self.counter is not None:
+            self.counter.add.remote((row["outputs_scored"] or 0) + (row["outputs_error"] or 0))
+        return row
+
+
+def _start_workers(ray, actor_cls, args: tuple, *, n_tasks: int, num_gpus: int | None, num_cpu_workers: int,
+                   cpu_threads: int | None, counter):
+    """One actor per GPU when the cluster has GPUs, else ``num_cpu_workers`` CPU actors;
+    ``args`` go to the actor's constructor before (cpu_threads, counter)."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    n_gpu = gpus if cfg.num_gpus is None else min(cfg.num_gpus, gpus)
-    if cfg.num_gpus and cfg.num_gpus > gpus:
-        log.warning("asked for %d GPU workers but the cluster has %d GPUs", cfg.num_gpus, gpus)
+    n_gpu = gpus if num_gpus is None else min(num_gpus, gpus)
+    if num_gpus and num_gpus > gpus:
+        log.warning("asked for %d GPU workers but the cluster has %d GPUs", num_gpus, gpus)
     if n_gpu > 0:
-        n, resources, threads = min(n_gpu, n_shards), {"num_gpus": 1, "num_cpus": 1}, cfg.cpu_threads
+        n, resources, threads = min(n_gpu, n_tasks), {"num_gpus": 1, "num_cpus": 1}, cpu_threads
     else:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = min(cfg.num_cpu_workers, n_shards)
+        n = min(num_cpu_workers, n_tasks)
         resources = {"num_cpus": 1}
-        threads = cfg.cpu_threads or max(1, cpus // n)
-    actor = ray.remote(ShardWorker).options(max_restarts=2, max_task_retries=2, **resources)
+        threads = cpu_threads or max(1, cpus // n)
+    # Metric weights are looked up under TORCH_HOME: workers use the driver's setting.
+    env = {k: os.environ[k] for k in ("TORCH_HOME",) if k in os.environ}
+    if env:
+        resources["runtime_env"] = {"env_vars": env}
+    actor = ray.remote(actor_cls).options(max_restarts=2, max_task_retries=2, **resources)
     kind = "GPU" if n_gpu > 0 else "CPU"
     print(f"starting {n} {kind} worker(s)" + (f" with {threads} torch threads each" if kind == "CPU" else ""),
           file=sys.stderr, flush=True)
-    return [actor.remote(cfg, threads, counter) for _ in range(n)]
+    return [actor.remote(*args, threads, counter) for _ in range(n)]
+
+
+def _connect(ray, address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # No cluster named: start a private local one (never silently join another
+        # cluster that happens to run here; pass --address auto for that).
+        ray.init(address="local", include_dashboard=False)
+    else:
+        ray.init(address=address)
 
 
 def run_job(cfg: JobConfig) -> list[dict]:
@@ -169,15 +218,18 @@ def run_job(cfg: JobConfig) -> list[dict]:
     write_run_files(cfg, plan)
     print(f"run directory {plan.run_dir}: {len(plan.pending)} shard(s) to process, {len(plan.skipped)} already done",
           file=sys.stderr, flush=True)
+    if cfg.metrics is not None and cfg.metrics.enabled():
+        from metrics.suite import check_available
+        from pipeline.evaluation import write_eval_settings
+
+        check_available(cfg.metrics)          # missing weights fail here, before any work
+        write_eval_settings(posixpath.join(plan.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
     if plan.pending:
-        if not ray.is_initialized():
-            if cfg.address is None and not os.environ.get("RAY_ADDRESS"):
-                # No cluster named: start a private local one (never silently join another
-                # cluster that happens to run here; pass --address auto for that).
-                ray.init(address="local", include_dashboard=False)
-            else:
-                ray.init(address=cfg.address)
-        _dispatch(ray, cfg, plan.pending)
+        _connect(ray, cfg.address)
+        counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
+        workers = _start_workers(ray, ShardWorker, (cfg,), n_tasks=len(plan.pending), num_gpus=cfg.num_gpus,
+                                 num_cpu_workers=cfg.num_cpu_workers, cpu_threads=cfg.cpu_threads, counter=counter)
+        _dispatch(ray, workers, counter, plan.pending, lambda task, error: _failed_shard_row(cfg, task, error))
     rows = merge_manifest(plan.run_dir)
     by_status = {}
     for row in rows:
@@ -188,13 +240,21 @@ def run_job(cfg: JobConfig) -> list[dict]:
     return rows
 
 
-def _dispatch(ray, cfg: JobConfig, tasks: list[ShardTask]) -> None:
-    counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
-    workers = _start_workers(ray, cfg, len(tasks), counter)
+def _failed_shard_row(cfg: JobConfig, task: ShardTask, error: str) -> dict:
+    row = {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed", "error": error,
+           "config_hash": cfg.config_hash(), "samples_in": 0, "samples_ok": 0, "samples_error": 0, "outputs_ok": 0,
+           "outputs_error": 0}
+    write_parquet_atomic(rows_table([row], MANIFEST_SCHEMA), task.manifest_url)
+    return row
+
+
+def _dispatch(ray, workers: list, counter, tasks: list, record_failure, count_key: str = "samples_in") -> None:
+    """Feed tasks to idle workers until all are done. A task whose worker died (after its
+    restarts) or raised is recorded by ``record_failure(task, error)`` and redone next run."""
     queue = list(reversed(tasks))
     in_flight: dict = {}            # object ref -> (worker, task)
     progress = Progress(len(tasks))
-    shards_done = samples_in_done = 0
+    shards_done = counted_done = 0
     idle = list(workers)
 
     def submit() -> None:
@@ -214,15 +274,12 @@ def _dispatch(ray, cfg: JobConfig, tasks: list[ShardTask]) -> None:
                 # the task (e.g. writing the manifest failed) and the worker is still usable.
                 if not isinstance(exc, ray.exceptions.RayActorError):
                     idle.append(worker)
-                row = {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed",
-                       "error": f"{type(exc).__name__}: {str(exc)[:500]}", "config_hash": cfg.config_hash(),
-                       "samples_in": 0, "samples_ok": 0, "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
-                write_parquet_atomic(rows_table([row], MANIFEST_SCHEMA), task.manifest_url)
+                row = record_failure(task, f"{type(exc).__name__}: {str(exc)[:500]}")
                 log.error("shard %s: %s", task.input_url, exc)
             else:
                 idle.append(worker)
             shards_done += 1
-            samples_in_done += row["samples_in"] or 0
+            counted_done += row.get(count_key) or 0
             if row["status"] != "ok":
                 print(f"\nshard {task.input_url}: {row['status']}: {row['error']}", file=sys.stderr, flush=True)
         if not idle and not in_flight and queue:
@@ -232,4 +289,55 @@ def _dispatch(ray, cfg: JobConfig, tasks: list[ShardTask]) -> None:
             live = ray.get(counter.total.remote(), timeout=30)
         except ray.exceptions.GetTimeoutError:
             live = 0
-        progress.update(shards_done, max(live, samples_in_done), samples_in_done, force=not in_flight)
+        progress.update(shards_done, max(live, counted_done), counted_done, force=not in_flight)
+
+
+def plan_evaluation(run_dir: str, settings) -> tuple[str, list, list[str]]:
+    """Output shards of a run still to score: finished shards (``ok``/``truncated``) with no
+    ``ok`` evaluation, or one that scored a different number of outputs (the shard was
+    regenerated since). Returns (eval dir, pending EvalTasks, skipped output shards)."""
+    from pipeline.evaluation import EvalTask, read_eval_manifest
+
+    eval_dir = posixpath.join(run_dir, settings.eval_dir_name())
+    scored = {row["output_shard"]: row for row in read_eval_manifest(eval_dir)}
+    pending, skipped = [], []
+    for row in read_manifest_dir(posixpath.join(run_dir, "manifest")):
+        if row["status"] not in ("ok", "truncated"):
+            continue
+        prev = scored.get(row["output_shard"])
+        if prev and prev["status"] == "ok" and prev["outputs_scored"] + prev["outputs_error"] == row["outputs_ok"]:
+            skipped.append(row["output_shard"])
+        else:
+            pending.append(EvalTask.for_shard(eval_dir, row["input_shard"], row["output_shard"]))
+    return eval_dir, pending, skipped
+
+
+def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gpus: int | None = None,
+                   num_cpu_workers: int = 1, cpu_threads: int | None = None) -> str:
+    """Score a finished run's outputs on the cluster (only shards not scored yet); returns the eval dir."""
+    import ray
+
+    from metrics.suite import check_available
+    from pipeline.config import load_run_config
+    from pipeline.evaluation import EVAL_MANIFEST_SCHEMA, write_eval_settings
+
+    cfg = load_run_config(run_dir)
+    check_available(settings)
+    eval_dir, pending, skipped = plan_evaluation(run_dir, settings)
+    write_eval_settings(eval_dir, settings)
+    print(f"evaluation {eval_dir}: {len(pending)} shard(s) to score, {len(skipped)} already scored",
+          file=sys.stderr, flush=True)
+    if pending:
+        _connect(ray, address)
+        counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
+        workers = _start_workers(ray, EvalWorker, (settings, cfg.image_field), n_tasks=len(pending), num_gpus=num_gpus,
+                                 num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads, counter=counter)
+
+        def record_failure(task, error: str) -> dict:
+            row = {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed", "error": error,
+                   "outputs_scored": 0, "outputs_error": 0}
+            write_parquet_atomic(rows_table([row], EVAL_MANIFEST_SCHEMA), task.manifest_url)
+            return row
+
+        _dispatch(ray, workers, counter, pending, record_failure, count_key="outputs_scored")
+    return eval_dir

@@ -23,6 +23,7 @@ import torch
 
 from pipeline.boomerang import boomerang
 from pipeline.config import JobConfig
+from pipeline.evaluation import EvalTask, ShardScorer
 from pipeline.images import IMAGE_FIELDS, BadImage, encode_image, find_image_field, output_field, prepare_image, to_model_range, to_uint8
 from pipeline.models import DiffusionModel
 from pipeline.noise import sample_generators, sample_seed
@@ -69,9 +70,11 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 class ShardProcessor:
     """Applies a job's method to whole shards with one loaded model."""
 
-    def __init__(self, cfg: JobConfig, model: DiffusionModel):
+    def __init__(self, cfg: JobConfig, model: DiffusionModel, suite=None):
+        """``suite`` (a ``metrics.suite.MetricSuite``) scores outputs in the same pass."""
         self.cfg = cfg
         self.model = model
+        self.suite = suite
         self.worker = f"{socket.gethostname()}:{model.device}"
         self.config_hash = cfg.config_hash()
         # Enough samples per chunk that each t's batch is full.
@@ -81,9 +84,13 @@ class ShardProcessor:
         started = time.time()
         manifest = {"input_shard": task.input_url, "output_shard": task.output_url, "config_hash": self.config_hash,
                     "input_bytes": task.input_bytes, "worker": self.worker}
+        scorer = None
+        if self.suite is not None:
+            eval_dir = posixpath.join(self.cfg.run_dir, self.suite.settings.eval_dir_name())
+            scorer = ShardScorer(self.suite, EvalTask.for_shard(eval_dir, task.input_url, task.output_url))
         try:
             remove_stale_temporaries(task)
-            rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress)
+            rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress, scorer)
         except Exception as exc:   # infrastructure failure (storage, model): the shard is redone next run
             log.error("shard %s failed:\n%s", task.input_url, traceback.format_exc())
             remove_outputs(task)
@@ -100,6 +107,8 @@ class ShardProcessor:
                 samples_ok=samples_ok, samples_error=samples_in - samples_ok,
                 outputs_ok=sum(r["status"] == "ok" for r in rows), outputs_error=sum(r["status"] == "error" for r in rows))
             write_parquet_atomic(rows_table(rows, ROW_SCHEMA), task.rows_url)
+            if scorer is not None:
+                scorer.finish(self.worker)
         manifest.update(seconds=round(time.time() - started, 3), finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
                         worker_peak_rss_mb=peak_rss_mb())
         write_parquet_atomic(rows_table([manifest], MANIFEST_SCHEMA), task.manifest_url)
@@ -107,7 +116,8 @@ class ShardProcessor:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _process_samples(self, task: ShardTask, progress: Callable[[int], None]) -> tuple[list[dict], int, int, str | None]:
+    def _process_samples(self, task: ShardTask, progress: Callable[[int], None],
+                         scorer: ShardScorer | None = None) -> tuple[list[dict], int, int, str | None]:
         """Returns (rows, samples read, samples whose every output is ok, reader error)."""
         reader = ShardReader(task.input_url)
         rows: list[dict] = []
@@ -130,7 +140,7 @@ class ShardProcessor:
                         except BadImage as exc:
                             error = str(exc)
                     rows.append({**base, "key": sample.key, "source_key": sample.key, "status": "error", "error": error})
-                generated = self._generate(decoded, base, writer)
+                generated = self._generate(decoded, base, writer, scorer)
                 per_sample = len(self.cfg.t) * self.cfg.variants      # outputs per sample, in sample order
                 samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
                                   for i in range(0, len(generated), per_sample))
@@ -149,8 +159,12 @@ class ShardProcessor:
             return "key contains a dot"
         return None
 
-    def _generate(self, decoded: list, base: dict, writer: AtomicShardWriter) -> list[dict]:
-        """Run every (sample, t, variant) of a chunk in batches of one t; write in input order."""
+    def _generate(self, decoded: list, base: dict, writer: AtomicShardWriter, scorer: ShardScorer | None = None) -> list[dict]:
+        """Run every (sample, t, variant) of a chunk in batches of one t; write in input order;
+        hand written outputs beside their sources to ``scorer``."""
+        from metrics.suite import PairBatch
+
+        pairs = PairBatch.empty()
         items = [_Item(i, t, v) for t in self.cfg.t for i in range(len(decoded)) for v in range(self.cfg.variants)]
         results: dict[tuple[int, float, int], dict] = {}
         for t in self.cfg.t:
@@ -158,7 +172,7 @@ class ShardProcessor:
             for batch in chunked(same_t, self.cfg.batch_size):
                 results.update(self._run_batch(batch, decoded, base))
         rows = []
-        for i, (sample, field, _image) in enumerate(decoded):
+        for i, (sample, field, image) in enumerate(decoded):
             out_field = output_field(field)
             carried = carried_fields(sample.fields)
             for t in self.cfg.t:
@@ -171,7 +185,10 @@ class ShardProcessor:
                         meta.update(model=self.cfg.model, config_hash=self.config_hash)
                         writer.write(row["key"], {**carried, out_field: encode_image(pixels, out_field),
                                                   METADATA_FIELD: json.dumps(meta, sort_keys=True).encode()})
+                        pairs.append(row["key"], sample.key, t, v, image.pixels, pixels)
                     rows.append(row)
+        if scorer is not None:
+            scorer.add(pairs)
         return rows
 
     def _run_batch(self, batch: list[_Item], decoded: list, base: dict) -> dict:

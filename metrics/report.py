@@ -1,0 +1,126 @@
+"""A static HTML report a person opens in a browser: one self-contained file (plots and the
+contact sheet are embedded as PNG data URIs). Pure rendering: callers pass the summary and
+per-output tables, the contact sheet image and the runs' configurations.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+
+import numpy as np
+import pandas as pd
+
+SERIES_FIELDS = ("job", "model", "sampler", "steps", "cascade")
+
+
+def series_label(row: pd.Series | dict) -> str:
+    """Runs that differ only in t form one line in the plots."""
+    model = str(row["model"]).rstrip("/").rsplit("/", 1)[-1]
+    return f"{row['job']} {model} {row['sampler']}-{row['steps']} cascade {row['cascade']}"
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _image_uri(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _lines(summary: pd.DataFrame, columns: list[tuple[str, str]], title: str, ylabel: str):
+    """One axis per column; one line per series against t."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False)
+    for ax, (column, label) in zip(axes[0], columns):
+        for name, group in summary.groupby(summary.apply(series_label, axis=1)):
+            group = group.sort_values("t")
+            values = pd.to_numeric(group[column], errors="coerce")
+            ax.plot(group["t"], values, marker="o", label=name)
+        ax.set_xlabel("t (noise level t_B / T)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def _histograms(per_sample: pd.DataFrame, prefix: str, threshold: float):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    values = pd.to_numeric(per_sample[f"{prefix}_l2"], errors="coerce")
+    finite = values.dropna()
+    bins = np.linspace(0, max(float(finite.max()) if len(finite) else 1.0, threshold) * 1.05, 40)
+    for (label, t), group in per_sample.groupby(["series", "t"]):
+        d = pd.to_numeric(group[f"{prefix}_l2"], errors="coerce").dropna()
+        if len(d):
+            ax.hist(d, bins=bins, histtype="step", linewidth=1.5, label=f"t={t:g}" + ("" if per_sample["series"].nunique() == 1 else f" {label}"))
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel(f"{prefix} identity distance (source vs output)")
+    ax.set_ylabel("outputs")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{prefix}: identity distance per t")
+    return fig
+
+
+def _table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
+    def cell(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "<td class=null>null</td>"
+        if isinstance(v, float):
+            return f"<td>{float_format.format(v)}</td>"
+        return f"<td>{html.escape(str(v))}</td>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_report(summary: pd.DataFrame, per_sample: pd.DataFrame, recognizers: dict[str, dict],
+                  configs: dict[str, dict], contact_sheet, fid_convention: str | None, title: str) -> str:
+    """The report's HTML. ``recognizers`` maps a column prefix to its threshold/rules;
+    ``configs`` maps a run dir to its config; ``contact_sheet`` is a PIL image or None."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if contact_sheet is not None:
+        parts.append("<h2>Sources and outputs</h2><p>Top row: sources at the model's resolution; then one row "
+                     f"per run and t.</p><img src='{_image_uri(contact_sheet)}'>")
+    parts.append("<h2>Identity</h2>")
+    for prefix, info in recognizers.items():
+        parts.append(f"<p><b>{prefix}</b>: {html.escape(info['distance'])}; re-identified when "
+                     f"{html.escape(info['reidentified'])}; threshold {info['threshold']:g}.</p>")
+        parts.append(f"<img src='{_png(_lines(summary, [(f'{prefix}_reid_rate', 're-identification rate'), (f'{prefix}_l2_mean', 'mean identity distance'), (f'{prefix}_output_face_rate', 'face detection rate of outputs')], prefix, 'value'))}'>")
+        parts.append(f"<img src='{_png(_histograms(per_sample, prefix, info['threshold']))}'>")
+    if "fid" in summary:
+        parts.append("<h2>Distribution (FID, KID)</h2>")
+        parts.append(f"<p>Convention: {html.escape(fid_convention or '')}. Reference: the input images at the model's "
+                     "resolution. FID is biased upward at small N: compare only at equal N.</p>")
+        parts.append(f"<img src='{_png(_lines(summary, [('fid', 'FID'), ('kid_mean', 'KID')], 'distribution', 'value'))}'>")
+    if "psnr_mean" in summary:
+        parts.append("<h2>Fidelity to the source</h2>")
+        parts.append(f"<img src='{_png(_lines(summary, [('psnr_mean', 'PSNR (dB)'), ('ssim_mean', 'SSIM'), ('rms_distance_mean', 'RMS distance')], 'fidelity', 'value'))}'>")
+    parts.append("<h2>Summary</h2>" + _table(summary.drop(columns=[c for c in ("run_dir",) if c in summary])))
+    parts.append("<h2>Runs</h2>")
+    for run_dir, cfg in configs.items():
+        shown = {k: v for k, v in cfg.items() if k not in ("inputs", "metrics")}
+        shown["inputs"] = f"{len(cfg.get('inputs', []))} shard(s)"
+        parts.append(f"<h3>{html.escape(run_dir)}</h3>" + _table(pd.DataFrame(
+            [(k, json.dumps(v, default=str) if isinstance(v, (list, dict, tuple)) else v) for k, v in sorted(shown.items())],
+            columns=["setting", "value"])))
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;font-size:12px;"
+             "margin-bottom:1em} td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#eee} "
+             ".null{color:#999} img{max-width:100%;margin:4px 0}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"

@@ -1,0 +1,184 @@
+"""Scoring a run's shards: per-output metric rows and Inception features per shard. No Ray.
+
+Two ways in, one set of files. During generation (``--metrics ...`` on a job) the shard
+processor hands each batch's sources and outputs to a ``ShardScorer``; afterwards
+(``jobs/evaluate.py``) ``evaluate_shard`` streams an output shard beside its input shard,
+matching outputs to sources by the ``source_key`` recorded in each output's
+``diffusion.json``. Either way each shard gets, under ``<run_dir>/eval-<hash8>/``:
+
+* ``rows/<shard>.parquet``: one row per output, joinable with the job's rows by ``key``;
+* ``features/<shard>.npz``: float32 Inception features of its sources and outputs
+  (what FID/KID are reduced from; no pickles);
+* ``manifest/<shard>.parquet``: the completion marker, written last.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import posixpath
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+
+from pipeline.images import BadImage, find_image_field, prepare_image
+from pipeline.records import rows_table, write_parquet_atomic
+from pipeline.shards import ShardReader, shard_name, temporary_path
+
+log = logging.getLogger(__name__)
+
+EVAL_MANIFEST_SCHEMA = pa.schema([
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("status", pa.string()),           # "ok" or "failed" (redone by the next evaluation)
+    ("error", pa.string()),
+    ("outputs_scored", pa.int64()),
+    ("outputs_error", pa.int64()),
+    ("seconds", pa.float64()),
+    ("finished_at", pa.string()),
+    ("worker", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One output shard to score, its input shard, and the three files it produces."""
+    input_url: str
+    output_url: str
+    rows_url: str
+    features_url: str
+    manifest_url: str
+
+    @classmethod
+    def for_shard(cls, eval_dir: str, input_url: str, output_url: str) -> "EvalTask":
+        stem = shard_name(output_url).removesuffix(".tar")
+        return cls(input_url, output_url, posixpath.join(eval_dir, "rows", f"{stem}.parquet"),
+                   posixpath.join(eval_dir, "features", f"{stem}.npz"),
+                   posixpath.join(eval_dir, "manifest", f"{stem}.parquet"))
+
+
+def write_bytes_atomic(data: bytes, url: str) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = temporary_path(path)
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def read_npz(url: str) -> dict[str, np.ndarray]:
+    fs, path = fsspec.core.url_to_fs(url)
+    with np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+class ShardScorer:
+    """Accumulates one shard's metric rows and features; ``finish`` writes its files."""
+
+    def __init__(self, suite, task: EvalTask):
+        from metrics.suite import ShardFeatures
+
+        self.suite, self.task = suite, task
+        self.rows: list[dict] = []
+        self.features = ShardFeatures()
+        self.seen_sources: set[str] = set()
+        self.started = time.time()
+
+    def add(self, batch) -> None:
+        if not batch.keys:
+            return
+        try:
+            self.rows.extend(self.suite.score(batch, self.features, self.seen_sources))
+        except Exception as exc:   # a metric network failing is not the data's fault: record it per output
+            log.error("scoring %d outputs failed:\n%s", len(batch.keys), traceback.format_exc())
+            self.add_errors(batch.keys, batch.source_keys, batch.ts, batch.variants, f"scoring failed: {type(exc).__name__}: {exc}")
+
+    def add_errors(self, keys, source_keys, ts, variants, error: str) -> None:
+        self.rows.extend({"key": k, "source_key": s, "t": t, "variant": v, "status": "error", "error": error}
+                         for k, s, t, v in zip(keys, source_keys, ts, variants))
+
+    def finish(self, worker: str, error: str | None = None) -> dict:
+        scoring_failed = sum((r["error"] or "").startswith("scoring failed") for r in self.rows)
+        status = "failed" if error or scoring_failed else "ok"
+        if error is None:
+            write_parquet_atomic(rows_table(self.rows, self.suite.schema), self.task.rows_url)
+            if self.suite.inception is not None:
+                buf = io.BytesIO()
+                np.savez(buf, **self.features.arrays())
+                write_bytes_atomic(buf.getvalue(), self.task.features_url)
+        row = {"input_shard": self.task.input_url, "output_shard": self.task.output_url, "status": status,
+               "error": error or (f"{scoring_failed} output(s) failed in scoring; see rows" if scoring_failed else None),
+               "outputs_scored": sum(r["status"] == "ok" for r in self.rows),
+               "outputs_error": sum(r["status"] == "error" for r in self.rows),
+               "seconds": round(time.time() - self.started, 3), "worker": worker,
+               "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        write_parquet_atomic(rows_table([row], EVAL_MANIFEST_SCHEMA), self.task.manifest_url)
+        return row
+
+
+def evaluate_shard(suite, task: EvalTask, image_field: str | None = None) -> dict:
+    """Score every output of ``task.output_url`` against its source in ``task.input_url``.
+
+    Outputs are written in input order, so both shards stream side by side: memory holds
+    one batch, whatever the shard size. Each source is prepared at its output's size by the
+    job's own rule (``pipeline.images.prepare_image``)."""
+    from metrics.suite import PairBatch
+
+    scorer = ShardScorer(suite, task)
+    worker = f"{socket.gethostname()}:{suite.device}"
+    try:
+        inputs = iter(ShardReader(task.input_url))
+        source = None
+        batch = PairBatch.empty()
+        for sample in ShardReader(task.output_url):
+            meta = json.loads(sample.fields.get("diffusion.json", b"{}"))
+            src_key, t, variant = meta.get("source_key", sample.key), meta.get("t"), meta.get("variant", 0)
+            try:
+                output = prepare_image(sample.fields[find_image_field(sample.fields)], _size(sample), 1).pixels
+                while source is None or source.key != src_key:
+                    source = next(inputs, None)
+                    if source is None:
+                        raise BadImage(f"source {src_key!r} not found in {task.input_url} (after the previous source)")
+                src = prepare_image(source.fields[find_image_field(source.fields, image_field)], output.shape[0], 1).pixels
+            except BadImage as exc:
+                scorer.add_errors([sample.key], [src_key], [t], [variant], str(exc))
+                inputs, source = iter(ShardReader(task.input_url)), None   # a missing source: rescan for the next
+                continue
+            batch.append(sample.key, src_key, t, variant, src, output)
+            if len(batch.keys) >= suite.settings.batch_size:
+                scorer.add(batch)
+                batch = PairBatch.empty()
+        scorer.add(batch)
+    except Exception as exc:   # storage or reader failure: the shard is scored again next time
+        log.error("evaluating %s failed:\n%s", task.output_url, traceback.format_exc())
+        return scorer.finish(worker, error=f"{type(exc).__name__}: {exc}")
+    return scorer.finish(worker)
+
+
+def _size(sample) -> int:
+    """The output's side length (outputs are square, at the model's resolution)."""
+    from PIL import Image
+
+    field = find_image_field(sample.fields)
+    with Image.open(io.BytesIO(sample.fields[field])) as img:
+        return img.size[0]
+
+
+def read_eval_manifest(eval_dir: str) -> list[dict]:
+    from pipeline.records import read_parquet_dir
+
+    return read_parquet_dir(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA)
+
+
+def write_eval_settings(eval_dir: str, settings) -> None:
+    """``settings.json``: what was measured, with resolved thresholds and conventions."""
+    from metrics.suite import describe
+
+    write_bytes_atomic(json.dumps(describe(settings), indent=2, sort_keys=True, default=list).encode(),
+                       posixpath.join(eval_dir, "settings.json"))
