@@ -53,7 +53,7 @@ def _lines(summary: pd.DataFrame, columns: list[tuple[str, str]], title: str, yl
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return fig
 
 
