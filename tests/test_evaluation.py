@@ -144,3 +144,17 @@ def test_fid_reduced_shard_by_shard_equals_fid_over_all_features():
                                 FeatureStats.of(np.concatenate([s["source"] for s in shards]).astype(np.float64)))
         assert result[t]["fid"] == pytest.approx(direct, rel=1e-9)
         assert result[t]["fid_n_outputs"] == 210 and result[t]["kid_mean"] > 0.01 and result[t]["fid_note"] is None
+
+
+def test_fid_against_a_stored_mu_sigma_reference(tmp_path):
+    from metrics.fid import load_reference_npz, save_reference_npz
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(300, 16))
+    save_reference_npz(str(tmp_path / "ref.npz"), ref.mean(0), np.cov(ref, rowvar=False))
+    reference = load_reference_npz(str(tmp_path / "ref.npz"))
+    out = (rng.normal(size=(120, 16)) + 0.5).astype(np.float32)
+    shard = {"source": np.zeros((0, 16), np.float32), "output": out, "output_t": np.full(120, 0.4)}
+    result = distribution_metrics(iter([shard]), reference=reference)[0.4]
+    assert result["fid"] == pytest.approx(fid_from_stats(FeatureStats.of(out.astype(np.float64)), reference), rel=1e-9)
+    assert result["fid"] > 1.0 and result["kid_mean"] is None and "KID needs reference features" in result["kid_note"]
