@@ -36,7 +36,6 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
     os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="bench_torch_home_")
-    import numpy as np
     import torch
 
     from metrics.identity import FACENET_WEIGHTS, load_recognizer, save_random_facenet_weights, why_unavailable

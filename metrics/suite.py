@@ -209,9 +209,10 @@ class MetricSuite:
         from metrics.identity import compare_embeddings
 
         # A source shared by several outputs (augmentation) is embedded once.
-        unique = list(dict.fromkeys(batch.source_keys))
-        first = {k: batch.source_keys.index(k) for k in unique}
-        source_emb = dict(zip(unique, recognizer.embed([batch.sources[first[k]] for k in unique])))
+        first: dict[str, int] = {}
+        for i, key in enumerate(batch.source_keys):
+            first.setdefault(key, i)
+        source_emb = dict(zip(first, recognizer.embed([batch.sources[i] for i in first.values()])))
         output_emb = recognizer.embed(batch.outputs)
         prefix = column_prefix(recognizer.name)
         for row, src_key, out in zip(rows, batch.source_keys, output_emb):

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.images import BadImage, find_image_field, prepare_image
-from pipeline.records import rows_table, write_parquet_atomic
-from pipeline.shards import ShardReader, shard_name, temporary_path
+from pipeline.records import rows_table, write_bytes_atomic, write_parquet_atomic
+from pipeline.shards import ShardReader, shard_name
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,6 @@ class EvalTask:
         return cls(input_url, output_url, posixpath.join(eval_dir, "rows", f"{stem}.parquet"),
                    posixpath.join(eval_dir, "features", f"{stem}.npz"),
                    posixpath.join(eval_dir, "manifest", f"{stem}.parquet"))
-
-
-def write_bytes_atomic(data: bytes, url: str) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = temporary_path(path)
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
 
 
 def read_npz(url: str) -> dict[str, np.ndarray]:
@@ -140,7 +131,7 @@ def evaluate_shard(suite, task: EvalTask, image_field: str | None = None) -> dic
             meta = json.loads(sample.fields.get("diffusion.json", b"{}"))
             src_key, t, variant = meta.get("source_key", sample.key), meta.get("t"), meta.get("variant", 0)
             try:
-                output = prepare_image(sample.fields[find_image_field(sample.fields)], _size(sample), 1).pixels
+                output = prepare_image(sample.fields[find_image_field(sample.fields)], None, 1).pixels
                 while source is None or source.key != src_key:
                     source = next(inputs, None)
                     if source is None:
@@ -159,15 +150,6 @@ def evaluate_shard(suite, task: EvalTask, image_field: str | None = None) -> dic
         log.error("evaluating %s failed:\n%s", task.output_url, traceback.format_exc())
         return scorer.finish(worker, error=f"{type(exc).__name__}: {exc}")
     return scorer.finish(worker)
-
-
-def _size(sample) -> int:
-    """The output's side length (outputs are square, at the model's resolution)."""
-    from PIL import Image
-
-    field = find_image_field(sample.fields)
-    with Image.open(io.BytesIO(sample.fields[field])) as img:
-        return img.size[0]
 
 
 def read_eval_manifest(eval_dir: str) -> list[dict]:

@@ -97,8 +97,9 @@ def fit_to_resolution(img: Image.Image, resolution: int) -> tuple[Image.Image, s
     return img.crop((left, top, left + resolution, top + resolution)), "short-side-bicubic+center-crop"
 
 
-def prepare_image(data: bytes, resolution: int, min_side: int) -> PreparedImage:
-    """Decode untrusted bytes into an RGB array at the model resolution, or raise BadImage."""
+def prepare_image(data: bytes, resolution: int | None, min_side: int) -> PreparedImage:
+    """Decode untrusted bytes into an RGB array at the model resolution (None: the image's
+    own shorter side, i.e. unchanged for square outputs), or raise BadImage."""
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -108,7 +109,7 @@ def prepare_image(data: bytes, resolution: int, min_side: int) -> PreparedImage:
     if min(width, height) < min_side:
         raise BadImage(f"image too small: {width}x{height} (shorter side must be >= {min_side})")
     rgb, conversion = to_rgb(img)
-    fitted, resize_rule = fit_to_resolution(rgb, resolution)
+    fitted, resize_rule = fit_to_resolution(rgb, resolution or min(width, height))
     return PreparedImage(np.asarray(fitted, dtype=np.uint8).copy(), width, height, mode, conversion, resize_rule)
 
 

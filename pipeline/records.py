@@ -7,6 +7,7 @@ renamed, like shards.
 """
 from __future__ import annotations
 
+import io
 import posixpath
 
 import fsspec
@@ -67,13 +68,30 @@ def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
 
-def write_parquet_atomic(table: pa.Table, url: str) -> None:
+def write_bytes_atomic(data: bytes, url: str) -> None:
+    """Write under a hidden temporary name, then rename: readers never see a partial file."""
     fs, path = fsspec.core.url_to_fs(url)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = temporary_path(path)
     with fs.open(tmp, "wb") as f:
-        pq.write_table(table, f)
+        f.write(data)
     fs.mv(tmp, path)
+
+
+def write_parquet_atomic(table: pa.Table, url: str) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    write_bytes_atomic(buf.getvalue(), url)
+
+
+def finished_files(url: str, suffix: str) -> list[str]:
+    """URLs of the files directly under ``url`` ending in ``suffix``, skipping hidden
+    temporaries of unfinished writes (empty if the directory does not exist yet)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.exists(path):
+        return []
+    return [fs.unstrip_protocol(f) if "://" in url else f for f in sorted(fs.ls(path, detail=False))
+            if f.endswith(suffix) and not posixpath.basename(f).startswith(".")]
 
 
 def read_manifest_dir(url: str) -> list[dict]:
@@ -83,12 +101,8 @@ def read_manifest_dir(url: str) -> list[dict]:
 
 def read_parquet_dir(url: str, schema: pa.Schema) -> list[dict]:
     """The rows of every finished (non-hidden) Parquet file directly under ``url``."""
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        return []
     out: list[dict] = []
-    for file in sorted(fs.ls(path, detail=False)):
-        if file.endswith(".parquet") and not posixpath.basename(file).startswith("."):
-            with fs.open(file, "rb") as f:
-                out.extend(pq.read_table(f, schema=schema).to_pylist())
+    for file in finished_files(url, ".parquet"):
+        with fsspec.open(file, "rb") as f:
+            out.extend(pq.read_table(f, schema=schema).to_pylist())
     return out

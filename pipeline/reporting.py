@@ -18,6 +18,7 @@ from metrics.report import render_report, series_label
 from metrics.summary import distribution_metrics, fidelity_summary, identity_summary
 from pipeline.config import load_run_config
 from pipeline.evaluation import read_npz
+from pipeline.records import finished_files, write_parquet_atomic
 from pipeline.images import find_image_field, prepare_image
 from pipeline.preview import contact_sheet
 from pipeline.shards import ShardReader, expand_shard_urls
@@ -26,26 +27,18 @@ CONFIG_COLUMNS = ("job", "method", "model", "sampler", "steps", "cascade", "seed
 
 
 def _read_rows(url: str) -> pd.DataFrame:
-    fs, path = fsspec.core.url_to_fs(url)
-    files = [f for f in sorted(fs.ls(path, detail=False)) if f.endswith(".parquet") and not posixpath.basename(f).startswith(".")] \
-        if fs.exists(path) else []
     frames = []
-    for f in files:
-        with fs.open(f, "rb") as fh:
-            frames.append(pd.read_parquet(fh))
+    for file in finished_files(url, ".parquet"):
+        with fsspec.open(file, "rb") as f:
+            frames.append(pd.read_parquet(f))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _feature_files(eval_dir: str):
-    fs, path = fsspec.core.url_to_fs(posixpath.join(eval_dir, "features"))
-    if not fs.exists(path):
-        return
-    for f in sorted(fs.ls(path, detail=False)):
-        if f.endswith(".npz") and not posixpath.basename(f).startswith("."):
-            yield read_npz(f if "://" not in eval_dir else fs.unstrip_protocol(f))
+    return (read_npz(f) for f in finished_files(posixpath.join(eval_dir, "features"), ".npz"))
 
 
-def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, kid_max: int = 5000) -> tuple[list[dict], pd.DataFrame, dict]:
+def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, kid_max: int = 4000) -> tuple[list[dict], pd.DataFrame, dict]:
     """(summary rows, one per t; per-output rows with job columns; eval settings.json)."""
     cfg = load_run_config(run_dir)
     eval_dir = posixpath.join(run_dir, eval_name)
@@ -83,13 +76,7 @@ def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, 
 
 
 def _decoded(sample, resolution: int | None = None, field: str | None = None) -> np.ndarray:
-    data = sample.fields[find_image_field(sample.fields, field)]
-    if resolution is None:
-        from PIL import Image
-        import io
-
-        resolution = Image.open(io.BytesIO(data)).size[0]
-    return prepare_image(data, resolution, 1).pixels
+    return prepare_image(sample.fields[find_image_field(sample.fields, field)], resolution, 1).pixels
 
 
 def _run_outputs(run_dir: str, source_keys: list[str]) -> dict[float, dict[str, np.ndarray]]:
@@ -137,7 +124,6 @@ def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarr
 def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: tuple | None = None,
                  title: str = "Evaluation report") -> pd.DataFrame:
     """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html."""
-    from pipeline.records import write_parquet_atomic
     import pyarrow as pa
 
     summaries, samples, recognizers, convention = [], [], {}, None
