@@ -10,23 +10,43 @@ from pipeline.config import JobConfig
 
 def common_parser(description: str, default_t: list[float]) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--input", nargs="+", required=True,
-                    help="shards: brace patterns, lists, directories or fsspec URLs (s3://, gs://, file://)")
-    ap.add_argument("--output", required=True, help="output root (local path or fsspec URL); runs go in subdirectories")
-    ap.add_argument("--model", required=True, help="hub id (e.g. google/ddpm-celebahq-256) or a local model directory")
+    add_io_flags(ap)
     ap.add_argument("--t", type=float, nargs="+", default=default_t, help="Boomerang noise level t_B / T, in (0, 1]")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps for a full (t = 1) reverse process")
     ap.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     ap.add_argument("--cascade", type=int, default=1, help="repeat the Boomerang round trip k times")
     ap.add_argument("--seed", type=int, default=0)
+    add_prompt_flags(ap, default_guidance=1.0)
+    add_image_flags(ap)
+    add_execution_flags(ap)
+    ap.add_argument("--metrics", action="store_true",
+                    help="score outputs in the same pass (see the metrics flags); else run jobs/evaluate.py later")
+    add_metric_flags(ap)
+    return ap
+
+
+def add_io_flags(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--input", nargs="+", required=True,
+                    help="shards: brace patterns, lists, directories or fsspec URLs (s3://, gs://, file://)")
+    ap.add_argument("--output", required=True, help="output root (local path or fsspec URL); runs go in subdirectories")
+    ap.add_argument("--model", required=True, help="hub id (e.g. google/ddpm-celebahq-256) or a local model directory")
+
+
+def add_prompt_flags(ap: argparse.ArgumentParser, default_guidance: float) -> None:
     ap.add_argument("--prompt", default="", help="text-conditioned models: the prompt (e.g. 'person')")
     ap.add_argument("--negative-prompt", default="")
-    ap.add_argument("--guidance-scale", type=float, default=1.0)
+    ap.add_argument("--guidance-scale", type=float, default=default_guidance)
+
+
+def add_image_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--resolution", type=int, default=None, help="override the model's image size")
     ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                     help="auto: bf16 (or fp16) on GPU, fp32 on CPU")
     ap.add_argument("--min-side", type=int, default=16, help="inputs whose shorter side is smaller are error rows")
     ap.add_argument("--image-field", default=None, help="field holding the image (default: first of jpg, png, ...)")
+
+
+def add_execution_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--num-gpus", type=int, default=None, help="GPU workers (default: every GPU of the cluster)")
     ap.add_argument("--num-cpu-workers", type=int, default=1, help="CPU workers when the cluster has no GPU")
@@ -34,10 +54,6 @@ def common_parser(description: str, default_t: list[float]) -> argparse.Argument
     ap.add_argument("--address", default=None, help="Ray cluster address; 'auto' joins a cluster started here with `ray start` "
                          "(default: RAY_ADDRESS, as set by `ray job submit`, else a private local cluster)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    ap.add_argument("--metrics", action="store_true",
-                    help="score outputs in the same pass (see the metrics flags); else run jobs/evaluate.py later")
-    add_metric_flags(ap)
-    return ap
 
 
 def add_metric_flags(ap: argparse.ArgumentParser) -> None:

@@ -28,8 +28,31 @@ EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_worke
                     "device", "metrics")
 
 
+class HashedConfig:
+    """What every job configuration shares: fields named in ``execution_fields`` are left out
+    of the hash; the others name the run directory ``<output>/<job>-<hash12>``."""
+    execution_fields: tuple[str, ...] = EXECUTION_FIELDS
+
+    def output_settings(self) -> dict:
+        """The fields that determine the outputs (hashed)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.execution_fields}
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.output_settings(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def run_dir(self) -> str:
+        return posixpath.join(self.output.rstrip("/"), f"{self.job}-{self.config_hash()[:12]}")
+
+    def to_json(self) -> str:
+        return json.dumps({"config_hash": self.config_hash(), "run_dir": self.run_dir,
+                           "hashed_fields": sorted(self.output_settings()),
+                           "config": dataclasses.asdict(self)}, indent=2, sort_keys=True, default=list)
+
+
 @dataclass(frozen=True)
-class JobConfig:
+class JobConfig(HashedConfig):
     job: str
     inputs: tuple[str, ...]
     output: str
@@ -83,23 +106,6 @@ class JobConfig:
             raise ValueError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
         if not self.inputs:
             raise ValueError("no --input shards given")
-
-    def output_settings(self) -> dict:
-        """The fields that determine the outputs (hashed)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_FIELDS}
-
-    def config_hash(self) -> str:
-        blob = json.dumps(self.output_settings(), sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    @property
-    def run_dir(self) -> str:
-        return posixpath.join(self.output.rstrip("/"), f"{self.job}-{self.config_hash()[:12]}")
-
-    def to_json(self) -> str:
-        return json.dumps({"config_hash": self.config_hash(), "run_dir": self.run_dir,
-                           "hashed_fields": sorted(self.output_settings()),
-                           "config": dataclasses.asdict(self)}, indent=2, sort_keys=True, default=list)
 
 
 def load_run_config(run_dir: str) -> JobConfig:

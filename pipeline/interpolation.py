@@ -70,16 +70,14 @@ def noisediffusion_weights(lam, gamma: float = 0.0, mu=None, nu=None) -> NoiseDi
     return NoiseDiffusionWeights(alpha, beta, mu_t, nu_t, gamma)
 
 
-def noisediffusion(l1: torch.Tensor, l2: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lam, *, a: float,
-                   b: float, eps: torch.Tensor | None = None, gamma: float = 0.0, boundary: float = 2.0,
-                   mu=None, nu=None, ends_are_reconstructions: bool = True) -> torch.Tensor:
-    """NoiseDiffusion's starting latent for decoding (methods.md, as the official code computes it):
+def noisediffusion_combination(l1: torch.Tensor, l2: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lam, *,
+                               a: float, b: float, eps: torch.Tensor | None = None, gamma: float = 0.0,
+                               boundary: float = 2.0, mu=None, nu=None) -> torch.Tensor:
+    """NoiseDiffusion's combination before the final clip, in float64 (methods.md):
 
         z = alpha clip(l1) + beta clip(l2) + (mu - alpha) a x1 + (nu - beta) a x2 + gamma b eps
-        z = clip(z)                          with clip to [-boundary, boundary]
 
-    At lam = 0 and 1 (when ``ends_are_reconstructions``) the inverted latents themselves are
-    returned, so the ends decode to the reconstructions. ``eps`` is needed when gamma > 0."""
+    ``eps`` is needed when gamma > 0."""
     w = noisediffusion_weights(lam, gamma, mu, nu)
     w_a, w_b = (_per_sample(v.to(l1.device), l1) for v in (w.alpha, w.beta))
     w_mu, w_nu = (_per_sample(v.to(l1.device), l1) for v in (w.mu, w.nu))
@@ -89,10 +87,25 @@ def noisediffusion(l1: torch.Tensor, l2: torch.Tensor, x1: torch.Tensor, x2: tor
         if eps is None:
             raise ValueError("gamma > 0 needs eps (fresh Gaussian noise)")
         z = z + gamma * b * eps.double()
-    z = z.clamp(-boundary, boundary)
+    return z
+
+
+def _ends_as_reconstructions(z: torch.Tensor, l1: torch.Tensor, l2: torch.Tensor, lam) -> torch.Tensor:
+    """At lam = 0 and 1 the inverted latents themselves, so the ends decode to the reconstructions."""
+    lam_t = _per_sample(torch.as_tensor(lam, dtype=torch.float64).reshape(-1).expand(l1.shape[0]), l1)
+    return torch.where(lam_t == 0, l1.double(), torch.where(lam_t == 1, l2.double(), z))
+
+
+def noisediffusion(l1: torch.Tensor, l2: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lam, *, a: float,
+                   b: float, eps: torch.Tensor | None = None, gamma: float = 0.0, boundary: float = 2.0,
+                   mu=None, nu=None, ends_are_reconstructions: bool = True) -> torch.Tensor:
+    """NoiseDiffusion's starting latent for decoding (methods.md, as the official code computes it):
+    :func:`noisediffusion_combination` clipped to [-boundary, boundary]. At lam = 0 and 1 (when
+    ``ends_are_reconstructions``) the inverted latents are returned instead."""
+    z = noisediffusion_combination(l1, l2, x1, x2, lam, a=a, b=b, eps=eps, gamma=gamma, boundary=boundary,
+                                   mu=mu, nu=nu).clamp(-boundary, boundary)
     if ends_are_reconstructions:
-        lam_t = _per_sample(torch.as_tensor(lam, dtype=torch.float64).reshape(-1).expand(l1.shape[0]), l1)
-        z = torch.where(lam_t == 0, l1.double(), torch.where(lam_t == 1, l2.double(), z))
+        z = _ends_as_reconstructions(z, l1, l2, lam)
     return z.to(l1.dtype)
 
 
@@ -102,6 +115,47 @@ def noise_injection(x1: torch.Tensor, x2: torch.Tensor, lam, *, a: float, b: flo
     (``eps2`` for independent noise), then slerp."""
     eps2 = eps1 if eps2 is None else eps2
     return slerp(a * x1 + b * eps1, a * x2 + b * eps2, lam)
+
+
+METHODS = ("slerp", "noise", "noisediffusion")
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Everything but the tensors that decides a starting latent (see the CLI for meanings)."""
+    gamma: float = 0.0
+    boundary: float = 2.0
+    mu: float | None = None
+    nu: float | None = None
+    independent_noise: bool = False
+
+
+def start_latents(method: str, l1: torch.Tensor, l2: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, lam, *,
+                  a: float, b: float, eps: torch.Tensor, eps2: torch.Tensor, params: MethodParams
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent each method decodes from, and the same before any clipping (what latent
+    validity is measured on). ``eps`` is the method's noise (noise injection's shared noise, or
+    NoiseDiffusion's fresh noise when gamma > 0); ``eps2`` the second image's noise when noise
+    injection uses independent noise."""
+    if method == "slerp":
+        z = slerp(l1, l2, lam)
+        return z, z
+    if method == "noise":
+        z = noise_injection(x1, x2, lam, a=a, b=b, eps1=eps, eps2=eps2 if params.independent_noise else None)
+        return z, z
+    if method == "noisediffusion":
+        raw = noisediffusion_combination(l1, l2, x1, x2, lam, a=a, b=b, eps=eps, gamma=params.gamma,
+                                         boundary=params.boundary, mu=params.mu, nu=params.nu)
+        z = _ends_as_reconstructions(raw.clamp(-params.boundary, params.boundary), l1, l2, lam)
+        return z.to(l1.dtype), raw.to(l1.dtype)
+    raise ValueError(f"unknown interpolation method {method!r}: choose from {', '.join(METHODS)}")
+
+
+def latent_validity(z: torch.Tensor, boundary: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: |z| / sqrt(d), near 1 for a latent the model expects at a high noise level
+    (the paper's hypersphere argument), and the share of entries beyond +-boundary."""
+    flat = z.double().flatten(1)
+    return flat.norm(dim=1) / math.sqrt(flat.shape[1]), (flat.abs() > boundary).double().mean(1)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,60 @@ def read_parquet_dir(url: str, schema: pa.Schema) -> list[dict]:
         with fsspec.open(file, "rb") as f:
             out.extend(pq.read_table(f, schema=schema).to_pylist())
     return out
+
+
+# -- pair interpolation (jobs/interpolate_pairs.py) ------------------------------------------
+
+INVERSION_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("status", pa.string()),           # "ok", "error" (undecodable, duplicate, ...) or "unused" (in no pair)
+    ("error", pa.string()),
+    ("input_shard", pa.string()),
+    ("cache_url", pa.string()),        # the image's inversion (safetensors: latent, clean, pixels)
+    ("image_field", pa.string()),
+    ("orig_width", pa.int64()),
+    ("orig_height", pa.int64()),
+    ("orig_mode", pa.string()),
+    ("conversion", pa.string()),
+    ("resize_rule", pa.string()),
+    ("timestep", pa.int64()),          # the level the inversion reached
+    ("model_evals", pa.int64()),       # network evaluations spent on this image's inversion
+    ("latent_norm_ratio", pa.float64()),      # |inverted latent| / sqrt(d)
+    ("beyond_boundary_share", pa.float64()),  # share of its entries beyond +-B (clipped by NoiseDiffusion)
+    ("precision", pa.string()),
+    ("seconds", pa.float64()),
+])
+
+FRAME_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # <pair_id>_<method>_l<lam x 1000>
+    ("pair_id", pa.string()),
+    ("key_a", pa.string()),
+    ("key_b", pa.string()),
+    ("shard_a", pa.string()),
+    ("shard_b", pa.string()),
+    ("method", pa.string()),
+    ("lam", pa.float64()),
+    ("status", pa.string()),           # "ok" or "error"
+    ("error", pa.string()),
+    ("output_shard", pa.string()),
+    ("timestep", pa.int64()),          # the level decoding starts from
+    ("steps", pa.int64()),
+    ("invert_steps", pa.int64()),
+    ("model_evals", pa.int64()),       # network evaluations spent decoding this frame (inversions: their own rows)
+    ("seed", pa.int64()),
+    ("rms_to_a", pa.float64()),        # RMS pixel distance in [0, 1] to image A (as the model saw it)
+    ("rms_to_b", pa.float64()),
+    ("rms_to_prev", pa.float64()),     # to the previous frame of the same pair and method (smoothness)
+    ("lpips_to_a", pa.float64()),
+    ("lpips_to_b", pa.float64()),
+    ("lpips_to_prev", pa.float64()),
+    ("latent_norm_ratio", pa.float64()),      # |z| / sqrt(d) of the starting latent before clipping
+    ("beyond_boundary_share", pa.float64()),  # share of its entries beyond +-B before clipping
+    ("brightness", pa.float64()),      # mean pixel value in [0, 1]
+    ("saturated_share", pa.float64()), # share of channel values at 0 or 255
+    ("precision", pa.string()),
+    ("seconds", pa.float64()),
+])
+
+# The decoding stage's per-group completion marker: a manifest row plus the group's identity.
+PAIR_MANIFEST_SCHEMA = MANIFEST_SCHEMA.append(pa.field("pairs_hash", pa.string()))

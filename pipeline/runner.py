@@ -26,7 +26,7 @@ import fsspec
 
 from pipeline.config import JobConfig, model_fingerprint
 from pipeline.progress import Progress
-from pipeline.records import MANIFEST_SCHEMA, read_manifest_dir, rows_table, write_parquet_atomic
+from pipeline.records import MANIFEST_SCHEMA, read_manifest_dir, read_parquet_dir, rows_table, write_parquet_atomic
 from pipeline.tasks import ShardTask, input_size
 from pipeline.shards import expand_shard_urls, shard_name
 
@@ -44,17 +44,22 @@ def resolve_config(cfg: JobConfig) -> JobConfig:
     """Expand the inputs and pin the model's identity into the (hashed) configuration."""
     from pipeline.model_source import resolve_model_dir
 
-    shards = tuple(expand_shard_urls(list(cfg.inputs)))
+    model_dir = resolve_model_dir(cfg.model)
+    check_steps(cfg, model_dir)
+    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir))
+
+
+def expand_inputs(inputs) -> tuple[str, ...]:
+    """The input shard URLs; outputs are named after them, so base names must be unique."""
+    shards = tuple(expand_shard_urls(list(inputs)))
     if not shards:
-        raise ValueError(f"--input {list(cfg.inputs)} matches no shards")
+        raise ValueError(f"--input {list(inputs)} matches no shards")
     names = [shard_name(u) for u in shards]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise ValueError(f"input shards share base names {clashes[:5]}: outputs are named after inputs, so "
                          f"process each directory as its own run (or rename the shards)")
-    model_dir = resolve_model_dir(cfg.model)
-    check_steps(cfg, model_dir)
-    return dataclasses.replace(cfg, inputs=shards, model_fingerprint=model_fingerprint(model_dir))
+    return shards
 
 
 def check_steps(cfg: JobConfig, model_dir) -> None:
@@ -74,16 +79,22 @@ def plan_run(cfg: JobConfig) -> RunPlan:
     different input size since they were processed (the input was replaced or its upload
     completed). ``ok`` and ``truncated`` shards of unchanged inputs are final."""
     run_dir = cfg.run_dir
-    done = {row["input_shard"]: row for row in read_manifest_dir(posixpath.join(run_dir, "manifest"))}
+    pending, skipped = pending_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"))
+    return RunPlan(run_dir, [ShardTask.for_shard(run_dir, url, size) for url, size in pending], skipped)
+
+
+def pending_inputs(inputs, manifest_dir: str) -> tuple[list[tuple[str, int | None]], list[str]]:
+    """Input shards still to process, with their sizes, and those already done."""
+    done = {row["input_shard"]: row for row in read_manifest_dir(manifest_dir)}
     pending, skipped = [], []
-    for url in cfg.inputs:
+    for url in inputs:
         size = input_size(url)
         prev = done.get(url)
         if prev and prev["status"] in ("ok", "truncated") and prev["input_bytes"] == size:
             skipped.append(url)
         else:
-            pending.append(ShardTask.for_shard(run_dir, url, size))
-    return RunPlan(run_dir, pending, skipped)
+            pending.append((url, size))
+    return pending, skipped
 
 
 def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
@@ -99,11 +110,20 @@ def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
         f.write(previous + json.dumps(entry) + "\n")
 
 
-def merge_manifest(run_dir: str) -> list[dict]:
+def merge_manifest(run_dir: str, schema=MANIFEST_SCHEMA) -> list[dict]:
     """Rewrite ``manifest.parquet`` from the per-shard files (one row per shard)."""
-    rows = read_manifest_dir(posixpath.join(run_dir, "manifest"))
-    write_parquet_atomic(rows_table(rows, MANIFEST_SCHEMA), posixpath.join(run_dir, "manifest.parquet"))
+    rows = read_parquet_dir(posixpath.join(run_dir, "manifest"), schema)
+    write_parquet_atomic(rows_table(rows, schema), posixpath.join(run_dir, "manifest.parquet"))
     return rows
+
+
+def print_summary(rows: list[dict], run_dir: str, unit: str = "samples") -> None:
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    totals = {k: sum(r[k] or 0 for r in rows) for k in ("samples_in", "samples_ok", "samples_error")}
+    print(f"done: shards {by_status}; {unit} in {totals['samples_in']}, ok {totals['samples_ok']}, "
+          f"error {totals['samples_error']}; outputs under {run_dir}", file=sys.stderr, flush=True)
 
 
 class ProgressCounter:
@@ -115,6 +135,9 @@ class ProgressCounter:
 
     def add(self, n: int) -> None:
         self.samples += n
+
+    def reset(self) -> None:
+        self.samples = 0
 
     def total(self) -> int:
         return self.samples
@@ -231,12 +254,7 @@ def run_job(cfg: JobConfig) -> list[dict]:
                                  num_cpu_workers=cfg.num_cpu_workers, cpu_threads=cfg.cpu_threads, counter=counter)
         _dispatch(ray, workers, counter, plan.pending, lambda task, error: _failed_shard_row(cfg, task, error))
     rows = merge_manifest(plan.run_dir)
-    by_status = {}
-    for row in rows:
-        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
-    totals = {k: sum(r[k] or 0 for r in rows) for k in ("samples_in", "samples_ok", "samples_error")}
-    print(f"done: shards {by_status}; samples in {totals['samples_in']}, ok {totals['samples_ok']}, "
-          f"error {totals['samples_error']}; outputs under {plan.run_dir}", file=sys.stderr, flush=True)
+    print_summary(rows, plan.run_dir)
     return rows
 
 

@@ -24,7 +24,8 @@ import torch
 from pipeline.boomerang import boomerang
 from pipeline.config import JobConfig
 from pipeline.evaluation import EvalTask, ShardScorer
-from pipeline.images import IMAGE_FIELDS, BadImage, encode_image, find_image_field, output_field, prepare_image, to_model_range, to_uint8
+from pipeline.images import (IMAGE_FIELDS, BadImage, PreparedImage, encode_image, find_image_field, output_field,
+                             prepare_image, to_model_range, to_uint8)
 from pipeline.models import DiffusionModel
 from pipeline.noise import sample_generators, sample_seed
 from pipeline.records import MANIFEST_SCHEMA, ROW_SCHEMA, rows_table, write_parquet_atomic
@@ -89,11 +90,11 @@ class ShardProcessor:
             eval_dir = posixpath.join(self.cfg.run_dir, self.suite.settings.eval_dir_name())
             scorer = ShardScorer(self.suite, EvalTask.for_shard(eval_dir, task.input_url, task.output_url))
         try:
-            remove_stale_temporaries(task)
+            remove_stale_temporaries(task.output_url, task.rows_url, task.manifest_url)
             rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress, scorer)
         except Exception as exc:   # infrastructure failure (storage, model): the shard is redone next run
             log.error("shard %s failed:\n%s", task.input_url, traceback.format_exc())
-            remove_outputs(task)
+            remove_outputs(task.output_url, task.rows_url)
             manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", samples_in=0, samples_ok=0,
                             samples_error=0, outputs_ok=0, outputs_error=0)
         else:
@@ -129,17 +130,9 @@ class ShardProcessor:
         with AtomicShardWriter(task.output_url) as writer:
             for chunk in chunked(reader, self.chunk_samples):
                 samples_in += len(chunk)
-                decoded = []
-                for sample in chunk:
-                    error = self._validate(sample, seen)
-                    if error is None:
-                        try:
-                            field = find_image_field(sample.fields, self.cfg.image_field)
-                            decoded.append((sample, field, prepare_image(sample.fields[field], self.model.resolution, self.cfg.min_side)))
-                            continue
-                        except BadImage as exc:
-                            error = str(exc)
-                    rows.append({**base, "key": sample.key, "source_key": sample.key, "status": "error", "error": error})
+                decoded, errors = decode_samples(chunk, seen, self.cfg.image_field, self.model.resolution, self.cfg.min_side)
+                rows.extend({**base, "key": sample.key, "source_key": sample.key, "status": "error", "error": error}
+                            for sample, error in errors)
                 generated = self._generate(decoded, base, writer, scorer)
                 per_sample = len(self.cfg.t) * self.cfg.variants      # outputs per sample, in sample order
                 samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
@@ -147,17 +140,6 @@ class ShardProcessor:
                 rows.extend(generated)
                 progress(len(chunk))
         return rows, samples_in, samples_ok, reader.error
-
-    @staticmethod
-    def _validate(sample: RawSample, seen: set[str]) -> str | None:
-        if sample.truncated:
-            return "shard ends inside this sample (truncated tar)"
-        if sample.key in seen:
-            return "duplicate key in shard (members of one sample not adjacent, or a repeated key)"
-        seen.add(sample.key)
-        if "." in posixpath.basename(sample.key):
-            return "key contains a dot"
-        return None
 
     def _generate(self, decoded: list, base: dict, writer: AtomicShardWriter, scorer: ShardScorer | None = None) -> list[dict]:
         """Run every (sample, t, variant) of a chunk in batches of one t; write in input order;
@@ -229,18 +211,48 @@ class ShardProcessor:
         return out
 
 
-def remove_stale_temporaries(task: ShardTask) -> None:
-    """Delete partial files a killed run left for this shard (``.<name>.tmp-<uuid>``).
+def sample_error(sample: RawSample, seen: set[str]) -> str | None:
+    """Why a sample cannot be used whatever its image (``seen``: keys met so far in the shard)."""
+    if sample.truncated:
+        return "shard ends inside this sample (truncated tar)"
+    if sample.key in seen:
+        return "duplicate key in shard (members of one sample not adjacent, or a repeated key)"
+    seen.add(sample.key)
+    if "." in posixpath.basename(sample.key):
+        return "key contains a dot"
+    return None
+
+
+def decode_samples(chunk: list[RawSample], seen: set[str], image_field: str | None, resolution: int | None,
+                   min_side: int) -> tuple[list[tuple[RawSample, str, PreparedImage]], list[tuple[RawSample, str]]]:
+    """Decode a chunk's images: (sample, image field, image) for the good ones and
+    (sample, reason) for the rest, each in input order."""
+    decoded, errors = [], []
+    for sample in chunk:
+        error = sample_error(sample, seen)
+        if error is None:
+            try:
+                field = find_image_field(sample.fields, image_field)
+                decoded.append((sample, field, prepare_image(sample.fields[field], resolution, min_side)))
+                continue
+            except BadImage as exc:
+                error = str(exc)
+        errors.append((sample, error))
+    return decoded, errors
+
+
+def remove_stale_temporaries(*urls: str) -> None:
+    """Delete partial files a killed run left for these files (``.<name>.tmp-<uuid>``).
     Only one run at a time may work on a run directory."""
-    for url in (task.output_url, task.rows_url, task.manifest_url):
+    for url in urls:
         fs, path = fsspec.core.url_to_fs(url)
         for leftover in fs.glob(temporary_pattern(path)):
             fs.rm(leftover)
 
 
-def remove_outputs(task: ShardTask) -> None:
-    """Delete an earlier attempt's shard and rows, so a failed redo leaves nothing stale."""
-    for url in (task.output_url, task.rows_url):
+def remove_outputs(*urls: str) -> None:
+    """Delete an earlier attempt's files (shard, rows), so a failed redo leaves nothing stale."""
+    for url in urls:
         fs, path = fsspec.core.url_to_fs(url)
         if fs.exists(path):
             fs.rm(path)

@@ -1,0 +1,184 @@
+"""Orchestration of a pair-interpolation run on a Ray cluster (with ``pipeline.runner``, the
+only modules that import Ray).
+
+Two stages over the same workers (each loads the model once):
+
+1. **Inversion**, one task per input shard: every image some pair uses is decoded and
+   DDIM-inverted where it lives, once per run, into ``inversions/cache/``.
+2. **Frames**, one task per group of ``pairs_per_shard`` pairs: the driver matches each pair's
+   keys to the cached inversions (keys are looked up across all shards, which is how pairs
+   spanning shards are gathered: only the small cached tensors travel, never the input shards),
+   and a worker decodes the group's frames into ``shards/pairs-<n>.tar``.
+
+Reruns: stage 1 skips shards whose inversions are finished and whose size is unchanged;
+stage 2 skips groups whose manifest is ``ok`` and whose pairs and inversions are the same
+(``pairs_hash``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import sys
+
+from pipeline.interp_config import InterpConfig
+from pipeline.interp_tasks import InversionTask, PairTask
+from pipeline.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
+                            random_pairs, read_pairs_file, resolve_refs)
+from pipeline.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA, read_parquet_dir
+from pipeline.runner import (ProgressCounter, RunPlan, _connect, _dispatch, _init_torch, _start_workers, check_steps,
+                             expand_inputs, merge_manifest, pending_inputs, print_summary, write_run_files)
+from pipeline.shard_processor import remove_outputs
+
+
+def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
+    """Expand the inputs and pin the model's and the pairs file's identities into the hash."""
+    from pipeline.config import model_fingerprint
+    from pipeline.model_source import resolve_model_dir
+
+    model_dir = resolve_model_dir(cfg.model)
+    check_steps(cfg, model_dir)
+    fingerprint = file_fingerprint(cfg.pairs_file) if cfg.pairs_file else ""
+    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
+                               pairs_fingerprint=fingerprint)
+
+
+class InterpWorker:
+    """Ray actor body: the model and the metric networks, loaded once, for both stages."""
+
+    def __init__(self, cfg: InterpConfig, cpu_threads: int | None, counter=None):
+        from pipeline.interp_processor import InterpolationProcessor
+        from pipeline.models import load_model
+
+        _init_torch(cpu_threads)
+        model = load_model(cfg.model, sampler="ddim", device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
+        inception = lpips = None
+        if cfg.fid:
+            from metrics.inception import load_fid_inception
+
+            inception = load_fid_inception(cfg.inception_weights, device=model.device)
+        if cfg.lpips:
+            from metrics.fidelity import load_lpips
+
+            lpips = load_lpips(device=model.device)
+        self.processor = InterpolationProcessor(cfg, model, inception, lpips)
+        self.counter = counter
+
+    def process(self, task) -> dict:
+        report = (lambda n: self.counter.add.remote(n)) if self.counter is not None else (lambda n: None)
+        return self.processor.process(task, progress=report)
+
+
+def check_metric_weights(cfg: InterpConfig) -> None:
+    """A missing metric weights file fails here, before any work."""
+    from metrics.suite import MetricSettings, check_available
+
+    check_available(MetricSettings(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
+
+
+def _failed_row(schema):
+    def record(task, error: str) -> dict:
+        from pipeline.records import rows_table, write_parquet_atomic
+
+        row = {"input_shard": task.input_url, "status": "failed", "error": error, "samples_in": 0, "samples_ok": 0,
+               "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
+        write_parquet_atomic(rows_table([row], schema), task.manifest_url)
+        return row
+    return record
+
+
+def locate_inversions(run_dir: str, inputs) -> tuple[dict[str, list[ImageRef]], dict[str, list[str]], list[str]]:
+    """From stage 1's files: every key's inversion (or error), the keys of each shard in
+    order, and the shards whose inversion failed."""
+    inv_dir = posixpath.join(run_dir, "inversions")
+    manifests = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(inv_dir, "manifest"), MANIFEST_SCHEMA)}
+    wanted = set(inputs)
+    located: dict[str, list[ImageRef]] = {}
+    keys_by_shard: dict[str, list[str]] = {url: [] for url in inputs}
+    failed = [url for url in inputs if manifests.get(url, {}).get("status") not in ("ok", "truncated")]
+    for row in read_parquet_dir(posixpath.join(inv_dir, "rows"), INVERSION_ROW_SCHEMA):
+        shard = row["input_shard"]
+        if shard not in wanted or shard in failed or row["status"] == "unused":
+            continue
+        keys_by_shard[shard].append(row["key"])
+        located.setdefault(row["key"], []).append(ImageRef(
+            row["key"], shard, row["cache_url"], None if row["status"] == "ok" else row["error"],
+            manifests[shard]["finished_at"]))
+    return located, keys_by_shard, failed
+
+
+def plan_pair_tasks(cfg: InterpConfig, located, keys_by_shard, failed: list[str]) -> tuple[list[PairTask], int]:
+    """Every group of pairs as a task, and how many of them are already done."""
+    if cfg.pairs == "file":
+        raw = read_pairs_file(cfg.pairs_file)
+    elif cfg.pairs == "consecutive":
+        raw = consecutive_pairs(keys_by_shard)
+    else:
+        raw = random_pairs([k for keys in keys_by_shard.values() for k in keys], cfg.num_pairs, cfg.seed)
+    pairs = number_pairs(raw)
+    refs = resolve_refs(pairs, located)
+    if failed:
+        note = f" (the inversion of shard(s) {', '.join(failed[:3])} failed; a rerun redoes it)"
+        refs = {k: dataclasses.replace(r, error=r.error + note) if r.shard is None else r for k, r in refs.items()}
+    run_dir = cfg.run_dir
+    done = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(run_dir, "manifest"), PAIR_MANIFEST_SCHEMA)}
+    tasks, n_done = [], 0
+    groups = group_pairs(pairs, cfg.pairs_per_shard)
+    for i, group in enumerate(groups):
+        group_refs = sorted({refs[k] for p in group for k in (p.key_a, p.key_b)}, key=lambda r: r.key)
+        task = PairTask.for_group(run_dir, i, group, group_refs, pairs_hash(group, refs))
+        prev = done.get(task.name)
+        if prev and prev["status"] == "ok" and prev["pairs_hash"] == task.pairs_hash:
+            n_done += 1
+        else:
+            tasks.append(task)
+    _remove_stale_groups(run_dir, len(groups), done)
+    return tasks, n_done
+
+
+def _remove_stale_groups(run_dir: str, n_groups: int, done: dict) -> None:
+    """Groups past the current count (the pair list shrank) would mix old frames into the run."""
+    for name in done:
+        if int(name.rsplit("-", 1)[1]) >= n_groups:
+            stale = PairTask.for_group(run_dir, int(name.rsplit("-", 1)[1]), [], [], "")
+            remove_outputs(stale.output_url, stale.rows_url, stale.features_url, stale.manifest_url)
+
+
+def run_interpolation(cfg: InterpConfig) -> list[dict]:
+    """Both stages for every pending shard and group; returns the frames stage's manifest rows."""
+    import ray
+
+    cfg = resolve_interp_config(cfg)
+    run_dir = cfg.run_dir
+    if cfg.fid or cfg.lpips:
+        check_metric_weights(cfg)
+    wanted = None
+    if cfg.pairs == "file":
+        wanted = frozenset(k for pair in read_pairs_file(cfg.pairs_file) for k in pair)
+    pending, skipped = pending_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"))
+    inversions = [InversionTask.for_shard(run_dir, url, size, wanted) for url, size in pending]
+    write_run_files(cfg, RunPlan(run_dir, inversions, skipped))
+    print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(skipped)} already inverted",
+          file=sys.stderr, flush=True)
+    workers, counter = [], None
+
+    def run_stage(tasks: list, schema) -> None:
+        nonlocal workers, counter
+        if not tasks:
+            return
+        if not workers:
+            _connect(ray, cfg.address)
+            counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
+            # Every GPU (or --num-cpu-workers): stage 2's task count is not known yet.
+            workers = _start_workers(ray, InterpWorker, (cfg,), n_tasks=1 << 30, num_gpus=cfg.num_gpus,
+                                     num_cpu_workers=cfg.num_cpu_workers, cpu_threads=cfg.cpu_threads, counter=counter)
+        ray.get(counter.reset.remote())
+        _dispatch(ray, workers, counter, tasks, _failed_row(schema))
+
+    run_stage(inversions, MANIFEST_SCHEMA)
+    located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)
+    pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed)
+    print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
+    run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA)
+    rows = merge_manifest(run_dir, PAIR_MANIFEST_SCHEMA)
+    print_summary(rows, run_dir, unit="pairs")
+    return rows
