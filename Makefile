@@ -10,8 +10,10 @@ EVAL_DATA  ?=
 EVAL_OUT   ?= eval_out
 EVAL_MODEL ?= $(EVAL_OUT)/face_model
 EVAL_STEPS ?= 600
+# Interpolation: the model the pairs go through (the embedded demo model by default).
+INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench eval eval-model eval-recognizer eval-augment clean
+.PHONY: install test test-all demo demo-model bench bench-interp eval eval-model eval-recognizer eval-augment eval-interp clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +42,10 @@ demo-model: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench.py --out bench_out
+
+# Pair interpolation: the official code's batch-1 pattern against this pipeline's worker.
+bench-interp: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench_interp.py --out bench_out/interp --model $(INTERP_MODEL)
 
 # A t grid (0.1 ... 0.9), scored in the same pass, into $(EVAL_OUT)/<set>/report/report.html.
 ifeq ($(EVAL_DATA),)
@@ -78,6 +84,13 @@ eval-augment: install $(EVAL_MODEL)/train.json
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/augmentation_experiment.py --out $(EVAL_OUT)/augment-$(notdir $(EVAL_DATA)) \
 		--data $(EVAL_DATA) --model $(EVAL_MODEL)
 endif
+
+# Slerp vs noise injection vs NoiseDiffusion, frame strips side by side and the metric table:
+# held-out synthetic faces by default; EVAL_DATA=<folder> interpolates those images instead
+# (real photos are natural, out-of-model images for the synthetic-face demo model).
+eval-interp: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_interp.py --out $(EVAL_OUT)/interp$(if $(EVAL_DATA),-$(notdir $(EVAL_DATA))) \
+		$(if $(EVAL_DATA),--data $(EVAL_DATA)) --model $(INTERP_MODEL)
 
 clean:
 	rm -rf demo_out bench_out eval_out

@@ -36,8 +36,7 @@ DEFAULT_T = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 def offline_metrics(face_box: str, device: str, want_fid: bool | None) -> tuple[MetricSettings, list[str]]:
     """Settings for what can run here without a download, and notes on what was skipped."""
     from metrics.identity import RECOGNIZER_NAMES, why_unavailable
-    from metrics.inception import FID_WEIGHTS_FILE, FID_WEIGHTS_URL
-    from metrics.weights import WeightsUnavailableError, find_weights
+    from metrics.inception import why_fid_unavailable
 
     notes, recognizers = [], []
     for name in RECOGNIZER_NAMES:
@@ -48,12 +47,10 @@ def offline_metrics(face_box: str, device: str, want_fid: bool | None) -> tuple[
             notes.append(f"recognizer {name} skipped: {reason}")
     fid = want_fid
     if fid is None:
-        try:
-            find_weights(FID_WEIGHTS_FILE, "hub/checkpoints", FID_WEIGHTS_URL, allow_download=False)
-            fid = True
-        except WeightsUnavailableError as exc:
-            fid = False
-            notes.append(f"FID/KID skipped: {exc}")
+        reason = why_fid_unavailable()
+        fid = reason is None
+        if reason:
+            notes.append(f"FID/KID skipped: {reason}")
     return MetricSettings(recognizers=tuple(recognizers), face_box=face_box, fid=fid, device=device), notes
 
 

@@ -126,6 +126,17 @@ class FIDInceptionV3(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
+def why_fid_unavailable(weights: str | os.PathLike | None = None) -> str | None:
+    """None when the FID Inception weights are here (no download tried), else why not."""
+    from metrics.weights import WeightsUnavailableError
+
+    try:
+        find_weights(FID_WEIGHTS_FILE, "hub/checkpoints", FID_WEIGHTS_URL, weights, allow_download=False)
+    except WeightsUnavailableError as exc:
+        return str(exc)
+    return None
+
+
 def load_fid_inception(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
                        ) -> FIDInceptionV3:
     """The FID network with pytorch-fid's weights, in eval mode with gradients off.

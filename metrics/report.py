@@ -21,7 +21,7 @@ def series_label(row: pd.Series | dict) -> str:
     return f"{row['job']} {model} {row['sampler']}-{row['steps']} cascade {row['cascade']}"
 
 
-def _png(fig) -> str:
+def figure_uri(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -30,7 +30,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _image_uri(image) -> str:
+def image_uri(image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -78,7 +78,7 @@ def _histograms(per_sample: pd.DataFrame, prefix: str, threshold: float):
     return fig
 
 
-def _table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
+def html_table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
     def cell(v):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return "<td class=null>null</td>"
@@ -97,30 +97,36 @@ def render_report(summary: pd.DataFrame, per_sample: pd.DataFrame, recognizers: 
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if contact_sheet is not None:
         parts.append("<h2>Sources and outputs</h2><p>Top row: sources at the model's resolution; then one row "
-                     f"per run and t.</p><img src='{_image_uri(contact_sheet)}'>")
+                     f"per run and t.</p><img src='{image_uri(contact_sheet)}'>")
     parts.append("<h2>Identity</h2>")
     for prefix, info in recognizers.items():
         parts.append(f"<p><b>{prefix}</b>: {html.escape(info['distance'])}; re-identified when "
                      f"{html.escape(info['reidentified'])}; threshold {info['threshold']:g}.</p>")
-        parts.append(f"<img src='{_png(_lines(summary, [(f'{prefix}_reid_rate', 're-identification rate'), (f'{prefix}_l2_mean', 'mean identity distance'), (f'{prefix}_output_face_rate', 'face detection rate of outputs')], prefix, 'value'))}'>")
-        parts.append(f"<img src='{_png(_histograms(per_sample, prefix, info['threshold']))}'>")
+        parts.append(f"<img src='{figure_uri(_lines(summary, [(f'{prefix}_reid_rate', 're-identification rate'), (f'{prefix}_l2_mean', 'mean identity distance'), (f'{prefix}_output_face_rate', 'face detection rate of outputs')], prefix, 'value'))}'>")
+        parts.append(f"<img src='{figure_uri(_histograms(per_sample, prefix, info['threshold']))}'>")
     if "fid" in summary:
         parts.append("<h2>Distribution (FID, KID)</h2>")
         parts.append(f"<p>Convention: {html.escape(fid_convention or '')}. Reference: the input images at the model's "
                      "resolution. FID is biased upward at small N: compare only at equal N.</p>")
-        parts.append(f"<img src='{_png(_lines(summary, [('fid', 'FID'), ('kid_mean', 'KID')], 'distribution', 'value'))}'>")
+        parts.append(f"<img src='{figure_uri(_lines(summary, [('fid', 'FID'), ('kid_mean', 'KID')], 'distribution', 'value'))}'>")
     if "psnr_mean" in summary:
         parts.append("<h2>Fidelity to the source</h2>")
-        parts.append(f"<img src='{_png(_lines(summary, [('psnr_mean', 'PSNR (dB)'), ('ssim_mean', 'SSIM'), ('rms_distance_mean', 'RMS distance')], 'fidelity', 'value'))}'>")
-    parts.append("<h2>Summary</h2>" + _table(summary.drop(columns=[c for c in ("run_dir",) if c in summary])))
+        parts.append(f"<img src='{figure_uri(_lines(summary, [('psnr_mean', 'PSNR (dB)'), ('ssim_mean', 'SSIM'), ('rms_distance_mean', 'RMS distance')], 'fidelity', 'value'))}'>")
+    parts.append("<h2>Summary</h2>" + html_table(summary.drop(columns=[c for c in ("run_dir",) if c in summary])))
     parts.append("<h2>Runs</h2>")
     for run_dir, cfg in configs.items():
         shown = {k: v for k, v in cfg.items() if k not in ("inputs", "metrics")}
         shown["inputs"] = f"{len(cfg.get('inputs', []))} shard(s)"
-        parts.append(f"<h3>{html.escape(run_dir)}</h3>" + _table(pd.DataFrame(
+        parts.append(f"<h3>{html.escape(run_dir)}</h3>" + html_table(pd.DataFrame(
             [(k, json.dumps(v, default=str) if isinstance(v, (list, dict, tuple)) else v) for k, v in sorted(shown.items())],
             columns=["setting", "value"])))
+    return html_page(title, parts)
+
+
+def html_page(title: str, parts: list[str]) -> str:
+    """One self-contained HTML page from its body parts."""
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;font-size:12px;"
              "margin-bottom:1em} td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#eee} "
              ".null{color:#999} img{max-width:100%;margin:4px 0}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}"
+            f"</style></head><body>{''.join(parts)}</body></html>")

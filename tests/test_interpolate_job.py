@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import png_bytes, write_tar
+from metrics.inception import save_random_fid_weights
 from pipeline.interp_config import InterpConfig
+from pipeline.interp_reporting import write_interp_report
 from pipeline.interp_runner import run_interpolation
 from pipeline.pairs import consecutive_pairs, random_pairs, read_pairs_file, write_pairs_file
 from pipeline.shards import ShardReader
@@ -60,8 +62,10 @@ def test_pairs_file_spans_shards_reuses_inversions_and_isolates_bad_pairs(ray_cl
                                                                           tmp_path):
     pairs = tmp_path / "pairs.csv"
     write_pairs_file([("a", "c"), ("b", "bad"), ("a", "d"), ("c", "nowhere")], str(pairs))
+    inception = save_random_fid_weights(tmp_path / "inception.pth")     # random weights: plumbing, not quality
     manifest = run_interpolation(make_cfg(pixel_model_dir, two_shards, tmp_path / "out", pairs="file",
-                                          pairs_file=str(pairs), pairs_per_shard=3))
+                                          pairs_file=str(pairs), pairs_per_shard=3, fid=True,
+                                          inception_weights=str(inception)))
     run_dir = only_run_dir(tmp_path / "out")
     rows = pd.read_parquet(run_dir / "rows")
     per_pair = len(METHODS) * len(LAMS)
@@ -93,6 +97,13 @@ def test_pairs_file_spans_shards_reuses_inversions_and_isolates_bad_pairs(ray_cl
     nd = ok[ok.method == "noisediffusion"].sort_values(["pair_id", "lam"])
     assert nd.groupby("pair_id").rms_to_prev.apply(lambda s: s.isna().sum()).eq(1).all()
     assert ok.latent_norm_ratio.gt(0).all() and ok.saturated_share.between(0, 1).all()
+    # The report: one summary row per method, FID/KID of each method's frames against the inputs.
+    report = Path(write_interp_report(str(run_dir)))
+    summary = pd.read_parquet(report / "summary.parquet").set_index("method")
+    assert list(summary.index) == list(METHODS) and (summary.frames_ok == 2 * len(LAMS)).all()
+    assert (summary.frames_error == 2 * len(LAMS)).all() and summary.fid.notna().all() and summary.kid_mean.notna().all()
+    assert summary.loc["noise", "latent_norm_ratio_mean"] != summary.loc["slerp", "latent_norm_ratio_mean"]
+    assert "<img" in (report / "report.html").read_text() and (report / "strips.png").exists()
 
 
 def test_frames_do_not_depend_on_batching_and_reruns_do_nothing(ray_cluster, pixel_model_dir, two_shards, tmp_path):
