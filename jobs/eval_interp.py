@@ -4,7 +4,8 @@ Offline default: held-out synthetic faces (identities the embedded demo model ne
 the embedded demo model. ``--data`` takes a folder of images (one subfolder per class, e.g.
 ../shared/datasets/orl_faces): real photographs are natural, out-of-model images for a model
 trained on synthetic faces, the setting NoiseDiffusion is about. Pairs are drawn at random
-(seeded) across all shards. Writes <out>/runs/interpolate-<hash>/report/report.html.
+(seeded) across all shards and written as a pairs file, so only their images are inverted.
+Writes <out>/runs/interpolate-<hash>/report/report.html.
 """
 from __future__ import annotations
 
@@ -47,12 +48,17 @@ def main() -> int:
     from pipeline.interp_config import InterpConfig
     from pipeline.interp_reporting import write_interp_report
     from pipeline.interp_runner import resolve_interp_config, run_interpolation
+    from pipeline.pairs import random_pairs, write_pairs_file
+    from pipeline.shards import ShardReader
 
     data_dir = posixpath.join(args.out, "input")
     if args.data:
         inputs = write_folder_shards(args.data, data_dir, split="all", per_shard=100)
     else:
         inputs = write_demo_shards(data_dir, shards=2, per_shard=2 * args.pairs)
+    keys = [sample.key for url in inputs for sample in ShardReader(url)]
+    pairs_file = posixpath.join(args.out, "pairs.csv")
+    write_pairs_file(random_pairs(keys, args.pairs, seed=0), pairs_file)
     notes = []
     fid_reason = why_fid_unavailable()
     if fid_reason:
@@ -63,8 +69,8 @@ def main() -> int:
     except WeightsUnavailableError as exc:
         lpips = False
         notes.append(f"LPIPS skipped: {exc}")
-    cfg = InterpConfig(inputs=tuple(inputs), output=posixpath.join(args.out, "runs"), model=args.model, pairs="random",
-                       num_pairs=args.pairs, methods=("slerp", "noise", "noisediffusion"), steps=args.steps,
+    cfg = InterpConfig(inputs=tuple(inputs), output=posixpath.join(args.out, "runs"), model=args.model, pairs="file",
+                       pairs_file=pairs_file, methods=("slerp", "noise", "noisediffusion"), steps=args.steps,
                        invert_steps=args.invert_steps, gamma=args.gamma, boundary=args.boundary,
                        fid=fid_reason is None, lpips=lpips, batch_size=args.batch_size, cpu_threads=args.cpu_threads,
                        device=args.device, pairs_per_shard=4)

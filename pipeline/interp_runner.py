@@ -144,7 +144,8 @@ def _remove_stale_groups(run_dir: str, n_groups: int, done: dict) -> None:
 
 
 def run_interpolation(cfg: InterpConfig) -> list[dict]:
-    """Both stages for every pending shard and group; returns the frames stage's manifest rows."""
+    """Both stages for every pending shard and group; returns the frames stage's manifest rows
+    plus a ``failed`` row per input shard whose inversion failed."""
     import ray
 
     cfg = resolve_interp_config(cfg)
@@ -161,7 +162,7 @@ def run_interpolation(cfg: InterpConfig) -> list[dict]:
           file=sys.stderr, flush=True)
     workers, counter = [], None
 
-    def run_stage(tasks: list, schema) -> None:
+    def run_stage(tasks: list, schema, units: tuple[str, str]) -> None:
         nonlocal workers, counter
         if not tasks:
             return
@@ -172,13 +173,17 @@ def run_interpolation(cfg: InterpConfig) -> list[dict]:
             workers = _start_workers(ray, InterpWorker, (cfg,), n_tasks=1 << 30, num_gpus=cfg.num_gpus,
                                      num_cpu_workers=cfg.num_cpu_workers, cpu_threads=cfg.cpu_threads, counter=counter)
         ray.get(counter.reset.remote())
-        _dispatch(ray, workers, counter, tasks, _failed_row(schema))
+        _dispatch(ray, workers, counter, tasks, _failed_row(schema), units=units)
 
-    run_stage(inversions, MANIFEST_SCHEMA)
+    run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
     located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)
     pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed)
     print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
-    run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA)
+    run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
     rows = merge_manifest(run_dir, PAIR_MANIFEST_SCHEMA)
     print_summary(rows, run_dir, unit="pairs")
-    return rows
+    if failed:
+        print(f"inversion failed for shard(s) {', '.join(failed)}: their pairs are error rows; rerun to redo them",
+              file=sys.stderr, flush=True)
+    # Failed inversion shards count as failed work too (a scheduler should see a non-zero exit).
+    return rows + [{"input_shard": url, "status": "failed"} for url in failed]

@@ -6,8 +6,10 @@ import time
 
 
 class Progress:
-    def __init__(self, total_shards: int, stream=sys.stderr, min_interval: float = 2.0):
+    def __init__(self, total_shards: int, stream=sys.stderr, min_interval: float = 2.0,
+                 units: tuple[str, str] = ("shards", "samples")):
         self.total_shards = total_shards
+        self.units = units
         self.stream = stream
         self.started = time.time()
         self.min_interval = min_interval if stream.isatty() else max(min_interval, 10.0)
@@ -21,8 +23,9 @@ class Progress:
             per_shard = samples_in_finished_shards / shards_done
             remaining = max(per_shard * self.total_shards - samples_done, 0.0)
             eta = f"{remaining / rate:.0f}s"
-        return (f"[{shards_done}/{self.total_shards} shards] {samples_done} samples, "
-                f"{rate:.2f} samples/s, elapsed {elapsed:.0f}s, ETA {eta}")
+        tasks, items = self.units
+        return (f"[{shards_done}/{self.total_shards} {tasks}] {samples_done} {items}, "
+                f"{rate:.2f} {items}/s, elapsed {elapsed:.0f}s, ETA {eta}")
 
     def update(self, shards_done: int, samples_done: int, samples_in_finished_shards: int, force: bool = False) -> None:
         now = time.time()

@@ -266,12 +266,13 @@ def _failed_shard_row(cfg: JobConfig, task: ShardTask, error: str) -> dict:
     return row
 
 
-def _dispatch(ray, workers: list, counter, tasks: list, record_failure, count_key: str = "samples_in") -> None:
+def _dispatch(ray, workers: list, counter, tasks: list, record_failure, count_key: str = "samples_in",
+              units: tuple[str, str] = ("shards", "samples")) -> None:
     """Feed tasks to idle workers until all are done. A task whose worker died (after its
     restarts) or raised is recorded by ``record_failure(task, error)`` and redone next run."""
     queue = list(reversed(tasks))
     in_flight: dict = {}            # object ref -> (worker, task)
-    progress = Progress(len(tasks))
+    progress = Progress(len(tasks), units=units)
     shards_done = counted_done = 0
     idle = list(workers)
 

@@ -1,0 +1,201 @@
+"""Cold Diffusion's deterministic degradations ``D(x, s)``, s = 0..T (methods.md section 3), as
+pure batched torch functions: ``x`` is (N, C, H, W), ``s`` an int or an (N,) integer tensor of
+severities; ``D(x, 0) = x`` and information lost grows with s. No Ray, no I/O.
+
+Blur is cumulative (``D(x, s) = G_{s-1} * ... * G_0 * x``) but costs one FFT convolution per
+call whatever s: each step kernel is separable and symmetric, so the composition is the
+product of the steps' transfer functions on the padded signal's period (the image itself for
+circular padding; its mirror extension, period 2H - 2, for reflect padding, which is what
+repeated reflect-padded convolutions compute). The cumulative transfer functions for every s
+are precomputed once, so a sampler's step is O(1) convolutions, not O(s).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _severity(s, n: int, T: int, device) -> torch.Tensor:
+    s = torch.as_tensor(s, device=device).long()
+    s = s.expand(n) if s.ndim == 0 else s
+    if s.shape != (n,):
+        raise ValueError(f"severity must be an int or one per sample ({n}), got shape {tuple(s.shape)}")
+    if (s < 0).any() or (s > T).any():
+        raise ValueError(f"severity must be in 0..{T}, got {s.tolist()}")
+    return s
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def blur_sigmas(T: int, schedule: str, c: float, base: float = 0.0) -> list[float]:
+    """Per-step sigma: constant ``c``, incremental ``base + c (i + 1)`` (the paper's CIFAR-10
+    schedule 0.35 + i/100 is base 0.34, c 0.01), or exponential ``exp(c i)``."""
+    if schedule == "constant":
+        return [c] * T
+    if schedule == "incremental":
+        return [base + c * (i + 1) for i in range(T)]
+    if schedule == "exponential":
+        return [math.exp(c * i) for i in range(T)]
+    raise ValueError(f"blur schedule {schedule!r}: choose constant, incremental or exponential")
+
+
+def gaussian_taps(sigma: float, size: int) -> torch.Tensor:
+    """A normalised 1-D Gaussian of odd length ``size`` (float64)."""
+    if size % 2 != 1:
+        raise ValueError(f"kernel size must be odd, got {size}")
+    r = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-0.5 * (r / sigma) ** 2)
+    return g / g.sum()
+
+
+@dataclass
+class GaussianBlur:
+    """Cumulative Gaussian blur with a k x k separable step kernel per step."""
+    T: int
+    kernel_size: int = 11
+    schedule: str = "incremental"
+    c: float = 0.01
+    base: float = 0.34
+    padding: str = "reflect"                  # or "circular"
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("reflect", "circular"):
+            raise ValueError(f"blur padding {self.padding!r}: choose reflect or circular")
+        self.sigmas = blur_sigmas(self.T, self.schedule, self.c, self.base)
+        self.taps = [gaussian_taps(s, self.kernel_size) for s in self.sigmas]
+
+    def _period(self, n: int) -> int:
+        return n if self.padding == "circular" else 2 * n - 2
+
+    def _transfer(self, n: int) -> torch.Tensor:
+        """(T + 1, period) real transfer functions of the cumulative 1-D kernels along an axis of length n."""
+        if n not in self._tables:
+            period = self._period(n)
+            half = self.kernel_size // 2
+            if self.padding == "reflect" and half > n - 1:
+                raise ValueError(f"reflect padding needs images of at least {half + 1} pixels for kernel {self.kernel_size}")
+            out = torch.ones(self.T + 1, period, dtype=torch.float64)
+            for i, taps in enumerate(self.taps):
+                folded = torch.zeros(period, dtype=torch.float64)
+                folded.index_add_(0, (torch.arange(self.kernel_size) - half) % period, taps)
+                # A symmetric kernel has a real transfer function.
+                out[i + 1] = out[i] * torch.fft.fft(folded).real
+            self._tables[n] = out
+        return self._tables[n]
+
+    def _extend(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        if self.padding == "circular":
+            return x
+        n = x.shape[dim]
+        return torch.cat([x, x.flip(dim).narrow(dim, 1, n - 2)], dim=dim)
+
+    def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
+        s = _severity(s, x.shape[0], self.T, x.device)
+        h, w = x.shape[-2:]
+        th, tw = self._transfer(h).to(x.device)[s], self._transfer(w).to(x.device)[s]
+        ext = self._extend(self._extend(x.double(), -2), -1)
+        spec = torch.fft.fft2(ext) * th[:, None, :, None] * tw[:, None, None, :]
+        out = torch.fft.ifft2(spec).real[..., :h, :w]
+        return out.to(x.dtype)
+
+    def step_by_step(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        """The reference: s separate padded convolutions, as the released code does (O(s))."""
+        half = self.kernel_size // 2
+        out = x.double()
+        c = x.shape[1]
+        mode = "reflect" if self.padding == "reflect" else "circular"
+        for taps in self.taps[:s]:
+            k2 = torch.outer(taps, taps).expand(c, 1, -1, -1)
+            out = F.conv2d(F.pad(out, (half, half, half, half), mode=mode), k2, groups=c)
+        return out.to(x.dtype)
+
+
+def gaussian_hole(h: int, w: int, sigma: float, centre: tuple[float, float]) -> torch.Tensor:
+    """``1 - g / max(g)`` for a 2-D Gaussian g centred at ``centre`` (row, col): 0 at the centre."""
+    rows = torch.arange(h, dtype=torch.float64)[:, None] - centre[0]
+    cols = torch.arange(w, dtype=torch.float64)[None, :] - centre[1]
+    g = torch.exp(-(rows ** 2 + cols ** 2) / (2 * sigma ** 2))
+    return 1 - g / g.max()
+
+
+@dataclass
+class GaussianMasks:
+    """Cumulative multiplicative masks ``prod_{i < s} z_i`` with ``z_i`` a Gaussian hole of
+    sigma ``c (i + i0)``, centred, or at one centre per sample (``centres`` (N, 2) in pixels)."""
+    T: int
+    c: float = 0.2
+    i0: float = 1.0
+
+    def masks(self, s: torch.Tensor, h: int, w: int, centres: torch.Tensor | None) -> torch.Tensor:
+        out = torch.ones(len(s), 1, h, w, dtype=torch.float64)
+        for n in range(len(s)):
+            centre = ((h - 1) / 2, (w - 1) / 2) if centres is None else tuple(float(v) for v in centres[n])
+            for i in range(int(s[n])):
+                out[n, 0] *= gaussian_hole(h, w, self.c * (i + self.i0), centre)
+        return out
+
+
+@dataclass
+class Inpainting(GaussianMasks):
+    """The image times the cumulative mask: a growing hole (centred, or ``centres`` per sample)."""
+
+    def __call__(self, x: torch.Tensor, s, centres: torch.Tensor | None = None) -> torch.Tensor:
+        s = _severity(s, x.shape[0], self.T, x.device)
+        return (x.double() * self.masks(s.cpu(), *x.shape[-2:], centres).to(x.device)).to(x.dtype)
+
+
+@dataclass
+class Fade(GaussianMasks):
+    """Fade to a constant colour through the cumulative masks: ``m x + (1 - m) colour``
+    (``colour`` (N, C) in the images' range; default 0)."""
+
+    def __call__(self, x: torch.Tensor, s, colour: torch.Tensor | None = None,
+                 centres: torch.Tensor | None = None) -> torch.Tensor:
+        s = _severity(s, x.shape[0], self.T, x.device)
+        m = self.masks(s.cpu(), *x.shape[-2:], centres).to(x.device)
+        fill = torch.zeros(x.shape[:2], dtype=torch.float64, device=x.device) if colour is None else colour.double()
+        return (m * x.double() + (1 - m) * fill[..., None, None]).to(x.dtype)
+
+
+@dataclass
+class SuperResolution:
+    """Step s: average-pool to H / 2^s, nearest-upsample back to H (information lost is
+    everything finer than the 2^s grid)."""
+    T: int = 3
+
+    def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
+        s = _severity(s, x.shape[0], self.T, x.device)
+        h, w = x.shape[-2:]
+        if h % 2 ** self.T or w % 2 ** self.T:
+            raise ValueError(f"super-resolution with T={self.T} needs sides divisible by {2 ** self.T}, got {h}x{w}")
+        out = x.clone()
+        for level in s.unique().tolist():
+            if level == 0:
+                continue
+            idx = (s == level).nonzero().flatten()
+            f = 2 ** level
+            low = F.avg_pool2d(x[idx], f)
+            out[idx] = F.interpolate(low, scale_factor=f, mode="nearest")
+        return out
+
+
+@dataclass
+class Decolorization:
+    """``f_s x + (1 - f_s) gray(x)`` with f_s = 1 - s / T (luma weights 0.299, 0.587, 0.114)."""
+    T: int = 20
+
+    def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
+        s = _severity(s, x.shape[0], self.T, x.device)
+        if x.shape[1] != 3:
+            raise ValueError(f"decolorization needs 3-channel images, got {x.shape[1]}")
+        gray = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
+        f = _per_sample(1 - s.double() / self.T, x)
+        return f * x + (1 - f) * gray.expand_as(x)
