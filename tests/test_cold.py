@@ -1,0 +1,86 @@
+"""Cold Diffusion degradations and samplers as pure tensor math (methods.md section 3)."""
+import pytest
+import torch
+
+from pipeline.cold import cold_local_sample, cold_restore
+from pipeline.degradations import Decolorization, Fade, GaussianBlur, Inpainting, SuperResolution, blur_sigmas
+
+
+def images(n=4, c=3, size=16, seed=0, dtype=torch.float64):
+    return torch.rand(n, c, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 2 - 1
+
+
+OPERATORS = {
+    "blur-reflect": GaussianBlur(T=20, kernel_size=7, schedule="incremental", c=0.05, base=0.3, padding="reflect"),
+    "blur-circular": GaussianBlur(T=20, kernel_size=7, schedule="exponential", c=0.05, padding="circular"),
+    "inpaint": Inpainting(T=10, c=0.5, i0=1),
+    "superres": SuperResolution(T=3),
+    "decolor": Decolorization(T=10),
+    "fade": Fade(T=10, c=0.5, i0=1),
+}
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_identity_at_zero_batch_consistency_and_monotone_loss(name):
+    op, x = OPERATORS[name], images()
+    torch.testing.assert_close(op(x, 0), x, rtol=0, atol=1e-12)
+    levels = torch.tensor([0, op.T // 2, op.T, 1])
+    mixed = op(x, levels)
+    for i, s in enumerate(levels.tolist()):
+        torch.testing.assert_close(mixed[i:i + 1], op(x[i:i + 1], s), rtol=0, atol=1e-12)
+    # The distance to the input never shrinks as s grows (nested information loss).
+    dist = torch.stack([(op(x, s) - x).flatten(1).norm(dim=1) for s in range(op.T + 1)])
+    assert (dist[1:] >= dist[:-1] - 1e-9).all() and (dist[-1] > dist[0]).all()
+
+
+def test_blur_fast_path_matches_step_by_step_convolutions():
+    x = images(n=2, size=24)
+    for padding in ("reflect", "circular"):
+        for schedule, c, base in (("constant", 1.0, 0.0), ("incremental", 0.05, 0.3), ("exponential", 0.05, 0.0)):
+            op = GaussianBlur(T=15, kernel_size=9, schedule=schedule, c=c, base=base, padding=padding)
+            for s in (1, 7, 15):
+                # Stated tolerance: 1e-9 in float64 (the two differ only by rounding).
+                torch.testing.assert_close(op(x, s), op.step_by_step(x, s), rtol=0, atol=1e-9)
+    assert blur_sigmas(3, "incremental", 0.01, 0.34) == pytest.approx([0.35, 0.36, 0.37])
+
+
+def test_tacos_reproduces_the_degradation_path_with_a_perfect_restorer():
+    x0 = images()
+    for name, op in OPERATORS.items():
+        s = op.T
+        oracle = lambda x, level, x0=x0: x0                        # noqa: E731 - a perfect restorer
+        result = cold_restore(oracle, op, op(x0, s), s, algorithm="tacos", keep_trajectory=True)
+        assert result.restorer_evals == s
+        for k, x_k in zip(range(s, -1, -1), result.trajectory):
+            torch.testing.assert_close(x_k, op(x0, k), rtol=0, atol=1e-9, msg=f"{name} step {k}")
+        torch.testing.assert_close(result.samples, x0, rtol=0, atol=1e-9)
+
+
+def test_tacos_cancels_a_smooth_restorer_error_that_the_naive_sampler_keeps():
+    x0, op, s = images(size=32), GaussianBlur(T=20, kernel_size=9, schedule="constant", c=1.5, padding="circular"), 20
+    # A restorer off by a colour shift plus a low-frequency field: TACoS ends at x0 + e - D(e, s)
+    # (blur keeps the mean, so the shift cancels), naive at x0 + e.
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32, dtype=torch.float64), torch.linspace(0, 1, 32, dtype=torch.float64),
+                            indexing="ij")
+    error = (0.2 + 0.05 * torch.sin(2 * torch.pi * xx) * torch.cos(2 * torch.pi * yy)).expand_as(x0)
+    biased = lambda x, level: x0 + error                            # noqa: E731
+    tacos = cold_restore(biased, op, op(x0, s), s, algorithm="tacos").samples
+    naive = cold_restore(biased, op, op(x0, s), s, algorithm="naive").samples
+    torch.testing.assert_close(tacos, x0 + error - op(error, s), rtol=0, atol=1e-9)
+    assert (tacos - x0).norm() < 0.2 * (naive - x0).norm()
+    local = cold_local_sample(lambda x, level: x0, op, x0, 5)
+    torch.testing.assert_close(local.samples, x0, rtol=0, atol=1e-9)
+
+
+def test_bad_severities_and_settings_are_rejected():
+    op = GaussianBlur(T=5, kernel_size=5)
+    with pytest.raises(ValueError, match="0..5"):
+        op(images(), 6)
+    with pytest.raises(ValueError, match="one per sample"):
+        op(images(), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="schedule"):
+        GaussianBlur(T=5, schedule="linear")
+    with pytest.raises(ValueError, match="divisible"):
+        SuperResolution(T=3)(images(size=20), 1)
+    with pytest.raises(ValueError, match="naive"):
+        cold_restore(lambda x, s: x, op, images(), 2, algorithm="ddim")
