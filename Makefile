@@ -13,7 +13,7 @@ EVAL_STEPS ?= 600
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench bench-interp eval eval-model eval-recognizer eval-augment eval-interp clean
+.PHONY: install test test-all demo demo-model bench bench-interp eval eval-model eval-recognizer eval-augment eval-interp eval-cold clean
 
 install: $(VENV)/.installed
 
@@ -91,6 +91,11 @@ endif
 eval-interp: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_interp.py --out $(EVAL_OUT)/interp$(if $(EVAL_DATA),-$(notdir $(EVAL_DATA))) \
 		$(if $(EVAL_DATA),--data $(EVAL_DATA)) --model $(INTERP_MODEL)
+
+# Cold Diffusion: train a 32x32 blur restorer on CPU (Ray Train, a few minutes; resumable),
+# then restoration error against s for Algorithm 1, TACoS and the degraded input.
+eval-cold: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_cold.py --out $(EVAL_OUT)/cold
 
 clean:
 	rm -rf demo_out bench_out eval_out

@@ -5,13 +5,19 @@ import argparse
 import logging
 
 from metrics.suite import RECOGNIZERS, MetricSettings
-from pipeline.config import JobConfig
+from pipeline.config import METHODS, JobConfig
 
 
 def common_parser(description: str, default_t: list[float]) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_io_flags(ap)
+    ap.add_argument("--method", choices=METHODS, default="boomerang",
+                    help="boomerang (noise + diffusion model), or cold-<degradation> with a restorer from "
+                         "jobs/train_restoration.py as --model (deterministic degrade-then-restore)")
     ap.add_argument("--t", type=float, nargs="+", default=default_t, help="Boomerang noise level t_B / T, in (0, 1]")
+    ap.add_argument("--s", type=int, nargs="+", default=[], help="cold methods: severity levels (1..T of the restorer)")
+    ap.add_argument("--algorithm", choices=["tacos", "naive"], default="tacos",
+                    help="cold methods: TACoS (Algorithm 2) or the naive Algorithm 1")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps for a full (t = 1) reverse process")
     ap.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     ap.add_argument("--cascade", type=int, default=1, help="repeat the Boomerang round trip k times")
@@ -89,7 +95,8 @@ def metric_settings_from_args(args: argparse.Namespace) -> MetricSettings:
 def config_from_args(job: str, args: argparse.Namespace, **extra) -> JobConfig:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return JobConfig(
-        job=job, inputs=tuple(args.input), output=args.output, model=args.model, t=tuple(args.t),
+        job=job, inputs=tuple(args.input), output=args.output, model=args.model, method=args.method, t=tuple(args.t),
+        s=tuple(args.s), algorithm=args.algorithm,
         cascade=args.cascade, steps=args.steps, sampler=args.sampler, seed=args.seed, prompt=args.prompt,
         negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, resolution=args.resolution,
         dtype=args.dtype, min_side=args.min_side, image_field=args.image_field, batch_size=args.batch_size,

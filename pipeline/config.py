@@ -21,7 +21,11 @@ import fsspec
 from metrics.suite import MetricSettings
 
 JOBS = ("anonymize", "augment")
-METHODS = ("boomerang",)
+# Boomerang (noise + a pretrained diffusion model) or cold local sampling with a trained restorer
+# for one degradation (jobs/train_restoration.py): degrade to severity s, restore with TACoS.
+COLD_METHODS = ("cold-blur", "cold-inpaint", "cold-superres", "cold-decolor", "cold-fade")
+METHODS = ("boomerang", *COLD_METHODS)
+COLD_FIELDS = ("s", "algorithm")
 
 # Fields that do not affect outputs, so they are left out of the hash.
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
@@ -72,6 +76,8 @@ class JobConfig(HashedConfig):
     min_side: int = 16
     image_field: str | None = None
     mix_real_prob: float | None = None
+    s: tuple[int, ...] = ()               # cold methods: severities (instead of t)
+    algorithm: str = "tacos"               # cold methods: tacos (Algorithm 2) or naive (Algorithm 1)
     model_fingerprint: str = ""
     # execution only
     batch_size: int = 16
@@ -90,6 +96,9 @@ class JobConfig(HashedConfig):
         for name in ("variants", "cascade", "steps", "batch_size", "num_cpu_workers", "min_side"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.is_cold:
+            self._check_cold()
+            return
         if not self.t or any(not 0.0 < t <= 1.0 for t in self.t):
             raise ValueError(f"--t values must be in (0, 1], got {list(self.t)}")
         runs = [int(self.steps * t + 1e-9) for t in self.t]
@@ -106,6 +115,34 @@ class JobConfig(HashedConfig):
             raise ValueError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
         if not self.inputs:
             raise ValueError("no --input shards given")
+
+    @property
+    def is_cold(self) -> bool:
+        return self.method in COLD_METHODS
+
+    @property
+    def levels(self) -> tuple:
+        """What one output is made at: t values (Boomerang) or severities (cold methods)."""
+        return self.s if self.is_cold else self.t
+
+    def _check_cold(self) -> None:
+        if not self.s or any(s < 1 for s in self.s) or len(set(self.s)) != len(self.s):
+            raise ValueError(f"{self.method} needs distinct severities --s >= 1, got {list(self.s)}")
+        if self.algorithm not in ("tacos", "naive"):
+            raise ValueError(f"--algorithm {self.algorithm!r}: choose tacos or naive")
+        if self.variants != 1 or self.cascade != 1:
+            raise ValueError("cold local sampling is deterministic: --variants and --cascade must be 1 "
+                             "(use several --s values for several neighbours)")
+        if self.job == "anonymize" and len(self.s) != 1:
+            raise ValueError("anonymize writes one output per input: use a single --s")
+        if not self.inputs:
+            raise ValueError("no --input shards given")
+
+    def output_settings(self) -> dict:
+        """As the base class, without the cold-method fields for Boomerang runs (so run
+        directories made before those fields existed keep their hash)."""
+        settings = super().output_settings()
+        return settings if self.is_cold else {k: v for k, v in settings.items() if k not in COLD_FIELDS}
 
 
 def load_run_config(run_dir: str) -> JobConfig:

@@ -7,6 +7,8 @@ bare ``UNet2DModel`` config at the root as in the older ``google/ddpm-*`` reposi
 * ``latent``      VQModel or AutoencoderKL + UNet2DModel  (e.g. CompVis/ldm-celebahq-256)
 * ``text-latent`` AutoencoderKL + UNet2DConditionModel + CLIP text encoder and tokenizer
                   (Stable Diffusion layout; prompt, negative prompt, guidance scale)
+* ``cold``        a Cold Diffusion restorer: ``cold.json`` (its degradation) + ``unet/``
+                  predicting x0 (``pipeline.restoration``); no noise scheduler
 
 The sampler (``ddpm`` ancestral or ``ddim``) is built from the model's own scheduler config,
 so noise schedules always match the training run. Latent scaling follows the pipelines the
@@ -31,7 +33,10 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def detect_kind(model_dir: Path) -> str:
-    """'pixel', 'latent' or 'text-latent', from the directory layout."""
+    """'pixel', 'latent', 'text-latent' or 'cold' (a restorer from jobs/train_restoration.py),
+    from the directory layout."""
+    if (model_dir / "cold.json").exists():
+        return "cold"
     index = model_dir / "model_index.json"
     if index.exists():
         parts = {k for k in json.loads(index.read_text()) if not k.startswith("_")}
@@ -77,10 +82,13 @@ class DiffusionModel:
     autoencoder: torch.nn.Module | None = None
     text_encoder: torch.nn.Module | None = None
     tokenizer: object | None = None
+    degradation: object | None = None          # cold restorers: the operator D(x, s) they undo
     _prompt_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_train_timesteps(self) -> int:
+        if self.degradation is not None:
+            return int(self.degradation.T)
         return int(self.scheduler.config.num_train_timesteps)
 
     def passes_per_eval(self, guidance_scale: float) -> int:
@@ -143,6 +151,8 @@ def load_model(spec: str, *, sampler: str = "ddim", device: str = "auto", dtype:
     dev, dt = pick_device_and_dtype(device, dtype)
     model_dir = resolve_model_dir(spec)
     kind = detect_kind(model_dir)
+    if kind == "cold":
+        return _load_restorer(spec, model_dir, dev, dt, resolution)
     has_index = (model_dir / "model_index.json").exists()
     sub = (lambda name: {"subfolder": name}) if has_index else (lambda name: {})
     unet_cls = UNet2DConditionModel if kind == "text-latent" else UNet2DModel
@@ -166,3 +176,13 @@ def load_model(spec: str, *, sampler: str = "ddim", device: str = "auto", dtype:
     return DiffusionModel(kind=kind, source=spec, unet=unet.to(dev).eval(), scheduler=scheduler, device=dev, dtype=dt,
                           resolution=resolution or sample_size * scale, autoencoder=autoencoder,
                           text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def _load_restorer(spec: str, model_dir: Path, dev: torch.device, dt: torch.dtype, resolution: int | None) -> DiffusionModel:
+    from pipeline.restoration import build_degradation
+
+    cold = json.loads((model_dir / "cold.json").read_text())
+    unet = UNet2DModel.from_pretrained(model_dir / "unet", torch_dtype=dt).to(dev).eval()
+    return DiffusionModel(kind="cold", source=spec, unet=unet, scheduler=None, device=dev, dtype=dt,
+                          resolution=resolution or int(cold["resolution"]),
+                          degradation=build_degradation(cold["degradation"]))

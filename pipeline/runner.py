@@ -45,6 +45,7 @@ def resolve_config(cfg: JobConfig) -> JobConfig:
     from pipeline.model_source import resolve_model_dir
 
     model_dir = resolve_model_dir(cfg.model)
+    check_method_matches_model(cfg, model_dir)
     check_steps(cfg, model_dir)
     return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir))
 
@@ -60,6 +61,26 @@ def expand_inputs(inputs) -> tuple[str, ...]:
         raise ValueError(f"input shards share base names {clashes[:5]}: outputs are named after inputs, so "
                          f"process each directory as its own run (or rename the shards)")
     return shards
+
+
+def check_method_matches_model(cfg: JobConfig, model_dir) -> None:
+    """Cold methods need a restorer trained for their degradation, with s within its T;
+    Boomerang needs a diffusion model. Checked before any work, from cold.json alone."""
+    from pathlib import Path
+
+    cold_file = Path(model_dir) / "cold.json"
+    if not cfg.is_cold:
+        if cold_file.exists():
+            raise ValueError(f"{cfg.model} is a Cold Diffusion restorer: use --method cold-<degradation> --s N")
+        return
+    if not cold_file.exists():
+        raise ValueError(f"--method {cfg.method} needs a restorer trained by jobs/train_restoration.py "
+                         f"(a directory with cold.json); {cfg.model} is not one")
+    spec = json.loads(cold_file.read_text())["degradation"]
+    if f"cold-{spec['name']}" != cfg.method:
+        raise ValueError(f"{cfg.model} restores '{spec['name']}' degradations: use --method cold-{spec['name']}")
+    if max(cfg.s) > int(spec["T"]):
+        raise ValueError(f"--s {max(cfg.s)} exceeds the restorer's T = {spec['T']}")
 
 
 def check_steps(cfg: JobConfig, model_dir) -> None:

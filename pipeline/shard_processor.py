@@ -22,6 +22,7 @@ import fsspec
 import torch
 
 from pipeline.boomerang import boomerang
+from pipeline.cold import as_restorer, cold_local_sample
 from pipeline.config import JobConfig
 from pipeline.evaluation import EvalTask, ShardScorer
 from pipeline.images import (IMAGE_FIELDS, BadImage, PreparedImage, encode_image, find_image_field, output_field,
@@ -39,9 +40,10 @@ GENERATION_FAILED = "generation failed"
 
 @dataclass
 class _Item:
-    """One output to make: a decoded sample at one t and one variant."""
+    """One output to make: a decoded sample at one level (t for Boomerang, severity s for cold
+    methods) and one variant."""
     sample_index: int
-    t: float
+    level: float
     variant: int
 
 
@@ -52,9 +54,12 @@ def carried_fields(fields: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in fields.items() if not (set(k.split(".")) & set(IMAGE_FIELDS))}
 
 
-def output_key(cfg: JobConfig, key: str, t: float, variant: int) -> str:
-    """The source key for anonymization; key + t + variant suffix for augmentation (no dots)."""
-    return key if cfg.job == "anonymize" else f"{key}_t{round(t * 1000):04d}_v{variant}"
+def output_key(cfg: JobConfig, key: str, level: float, variant: int) -> str:
+    """The source key for anonymization; key + level + variant suffix for augmentation (no dots):
+    ``_t<t x 1000>`` for Boomerang, ``_s<severity>`` for cold methods."""
+    if cfg.job == "anonymize":
+        return key
+    return f"{key}_s{int(level):03d}_v{variant}" if cfg.is_cold else f"{key}_t{round(level * 1000):04d}_v{variant}"
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -125,7 +130,7 @@ class ShardProcessor:
         seen: set[str] = set()
         samples_in = samples_ok = 0
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
-                "sampler": self.cfg.sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
+                "sampler": self.cfg.algorithm if self.cfg.is_cold else self.cfg.sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
                 "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
         with AtomicShardWriter(task.output_url) as writer:
             for chunk in chunked(reader, self.chunk_samples):
@@ -134,7 +139,7 @@ class ShardProcessor:
                 rows.extend({**base, "key": sample.key, "source_key": sample.key, "status": "error", "error": error}
                             for sample, error in errors)
                 generated = self._generate(decoded, base, writer, scorer)
-                per_sample = len(self.cfg.t) * self.cfg.variants      # outputs per sample, in sample order
+                per_sample = len(self.cfg.levels) * self.cfg.variants      # outputs per sample, in sample order
                 samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
                                   for i in range(0, len(generated), per_sample))
                 rows.extend(generated)
@@ -147,19 +152,20 @@ class ShardProcessor:
         from metrics.suite import PairBatch
 
         pairs = PairBatch.empty()
-        items = [_Item(i, t, v) for t in self.cfg.t for i in range(len(decoded)) for v in range(self.cfg.variants)]
+        levels = self.cfg.levels
+        items = [_Item(i, lv, v) for lv in levels for i in range(len(decoded)) for v in range(self.cfg.variants)]
         results: dict[tuple[int, float, int], dict] = {}
-        for t in self.cfg.t:
-            same_t = [it for it in items if it.t == t]
-            for batch in chunked(same_t, self.cfg.batch_size):
+        for level in levels:
+            same_level = [it for it in items if it.level == level]
+            for batch in chunked(same_level, self.cfg.batch_size):
                 results.update(self._run_batch(batch, decoded, base))
         rows = []
         for i, (sample, field, image) in enumerate(decoded):
             out_field = output_field(field)
             carried = carried_fields(sample.fields)
-            for t in self.cfg.t:
+            for level in levels:
                 for v in range(self.cfg.variants):
-                    row = results[(i, t, v)]
+                    row = results[(i, level, v)]
                     pixels = row.pop("_pixels", None)
                     if pixels is not None:
                         meta = {k: row[k] for k in ("source_key", "method", "t", "timestep", "variant", "seed", "cascade",
@@ -167,7 +173,7 @@ class ShardProcessor:
                         meta.update(model=self.cfg.model, config_hash=self.config_hash)
                         writer.write(row["key"], {**carried, out_field: encode_image(pixels, out_field),
                                                   METADATA_FIELD: json.dumps(meta, sort_keys=True).encode()})
-                        pairs.append(row["key"], sample.key, t, v, image.pixels, pixels)
+                        pairs.append(row["key"], sample.key, row["t"], v, image.pixels, pixels)
                     rows.append(row)
         if scorer is not None:
             scorer.add(pairs)
@@ -182,8 +188,9 @@ class ShardProcessor:
         for it, key in zip(batch, keys):
             sample, field, image = decoded[it.sample_index]
             dropped = sorted(set(sample.fields) - set(carried_fields(sample.fields)) - {field})
-            out[(it.sample_index, it.t, it.variant)] = {
-                **base, "key": output_key(cfg, key, it.t, it.variant), "source_key": key, "t": it.t,
+            out[(it.sample_index, it.level, it.variant)] = {
+                **base, "key": output_key(cfg, key, it.level, it.variant), "source_key": key,
+                "t": it.level / model.num_train_timesteps if cfg.is_cold else it.level,
                 "variant": it.variant, "seed": sample_seed(cfg.seed, key, it.variant), "image_field": field,
                 "orig_width": image.orig_width, "orig_height": image.orig_height, "orig_mode": image.orig_mode,
                 "conversion": image.conversion, "resize_rule": image.resize_rule,
@@ -193,10 +200,8 @@ class ShardProcessor:
             with torch.inference_mode():
                 generators = sample_generators(cfg.seed, keys, variants)
                 x0 = model.encode(to_model_range([decoded[it.sample_index][2].pixels for it in batch]), generators)
-                eps = model.eps_model(len(batch), cfg.prompt, cfg.negative_prompt, cfg.guidance_scale)
-                result = boomerang(eps, model.scheduler, x0, t_frac=batch[0].t, num_steps=cfg.steps,
-                                   generators=generators, cascade=cfg.cascade)
-                pixels = to_uint8(model.decode(result.samples))
+                samples, timestep, evals = self._apply_method(x0, batch[0].level, generators)
+                pixels = to_uint8(model.decode(samples))
         except Exception as exc:
             log.error("batch of %d failed:\n%s", len(batch), traceback.format_exc())
             for row in out.values():
@@ -204,11 +209,21 @@ class ShardProcessor:
             return out
         seconds = (time.time() - started) / len(batch)
         for j, it in enumerate(batch):
-            out[(it.sample_index, it.t, it.variant)].update(
-                status="ok", error=None, timestep=result.t_b, seconds=seconds,
-                model_evals=result.model_evals * model.passes_per_eval(cfg.guidance_scale),
-                _pixels=pixels[j])
+            out[(it.sample_index, it.level, it.variant)].update(
+                status="ok", error=None, timestep=timestep, seconds=seconds, model_evals=evals, _pixels=pixels[j])
         return out
+
+    def _apply_method(self, x0: torch.Tensor, level, generators) -> tuple[torch.Tensor, int, int]:
+        """(samples, level actually used, network evaluations per sample) for one batch."""
+        cfg, model = self.cfg, self.model
+        if cfg.is_cold:
+            # Cold local sampling: degrade to severity s deterministically, restore with TACoS (or Algorithm 1).
+            result = cold_local_sample(as_restorer(model.unet), model.degradation, x0, int(level), algorithm=cfg.algorithm)
+            return result.samples, int(level), result.restorer_evals
+        eps = model.eps_model(len(generators), cfg.prompt, cfg.negative_prompt, cfg.guidance_scale)
+        result = boomerang(eps, model.scheduler, x0, t_frac=level, num_steps=cfg.steps, generators=generators,
+                           cascade=cfg.cascade)
+        return result.samples, result.t_b, result.model_evals * model.passes_per_eval(cfg.guidance_scale)
 
 
 def sample_error(sample: RawSample, seen: set[str]) -> str | None:
