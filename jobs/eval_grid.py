@@ -73,6 +73,7 @@ def main() -> int:
     args = ap.parse_args()
     started = time.time()
 
+    from pipeline.cli import print_results
     from pipeline.reporting import write_report
     from pipeline.runner import resolve_config, run_job
 
@@ -99,10 +100,7 @@ def main() -> int:
     summary = write_report(run_dirs, settings.eval_dir_name(), report_dir, title=title)
     columns = ["t"] + [c for c in summary.columns if c.endswith(("_reid_rate", "_l2_mean", "_output_face_rate"))] + \
         [c for c in ("fid", "kid_mean", "psnr_mean", "ssim_mean") if c in summary]
-    print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\nreport: {report_dir}/report.html  ({time.time() - started:.0f} s)")
+    print_results(summary[columns], notes, report_dir, started)
     return 0
 
 

@@ -42,9 +42,9 @@ def main() -> int:
     args = ap.parse_args()
     started = time.time()
 
-    from metrics.fidelity import lpips_backbone_path
+    from metrics.fidelity import why_lpips_unavailable
     from metrics.inception import why_fid_unavailable
-    from metrics.weights import WeightsUnavailableError
+    from pipeline.cli import print_results
     from pipeline.interp_config import InterpConfig
     from pipeline.interp_reporting import write_interp_report
     from pipeline.interp_runner import resolve_interp_config, run_interpolation
@@ -59,16 +59,9 @@ def main() -> int:
     keys = [sample.key for url in inputs for sample in ShardReader(url)]
     pairs_file = posixpath.join(args.out, "pairs.csv")
     write_pairs_file(random_pairs(keys, args.pairs, seed=0), pairs_file)
-    notes = []
-    fid_reason = why_fid_unavailable()
-    if fid_reason:
-        notes.append(f"FID/KID skipped: {fid_reason}")
-    try:
-        lpips_backbone_path(allow_download=False)
-        lpips = True
-    except WeightsUnavailableError as exc:
-        lpips = False
-        notes.append(f"LPIPS skipped: {exc}")
+    fid_reason, lpips_reason = why_fid_unavailable(), why_lpips_unavailable()
+    notes = [f"{name} skipped: {reason}" for name, reason in (("FID/KID", fid_reason), ("LPIPS", lpips_reason)) if reason]
+    lpips = lpips_reason is None
     cfg = InterpConfig(inputs=tuple(inputs), output=posixpath.join(args.out, "runs"), model=args.model, pairs="file",
                        pairs_file=pairs_file, methods=("slerp", "noise", "noisediffusion"), steps=args.steps,
                        invert_steps=args.invert_steps, gamma=args.gamma, boundary=args.boundary,
@@ -81,11 +74,7 @@ def main() -> int:
     import pandas as pd
 
     summary = pd.read_parquet(posixpath.join(report_dir, "summary.parquet"))
-    print(summary[[c for c in SHOWN if c in summary and summary[c].notna().any()]].to_string(
-        index=False, float_format=lambda v: f"{v:.4f}"))
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\nreport: {report_dir}/report.html  ({time.time() - started:.0f} s)")
+    print_results(summary[[c for c in SHOWN if c in summary and summary[c].notna().any()]], notes, report_dir, started)
     return 0
 
 

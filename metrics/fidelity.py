@@ -118,6 +118,17 @@ def lpips_backbone_path(net: str = "alex", weights=None, allow_download: bool = 
                         what=f"LPIPS {net} backbone (torchvision ImageNet weights)", allow_download=allow_download)
 
 
+def why_lpips_unavailable(net: str = "alex") -> str | None:
+    """None when the LPIPS backbone weights are here (no download tried), else why not."""
+    from metrics.weights import WeightsUnavailableError
+
+    try:
+        lpips_backbone_path(net, allow_download=False)
+    except WeightsUnavailableError as exc:
+        return str(exc)
+    return None
+
+
 def load_lpips(net: str = "alex", device="cpu", weights=None, allow_download: bool = True) -> Lpips:
     """LPIPS v0.1 (``lpips`` package heads) with its backbone loaded from the torch cache.
 

@@ -130,3 +130,16 @@ def html_page(title: str, parts: list[str]) -> str:
              ".null{color:#999} img{max-width:100%;margin:4px 0}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}"
             f"</style></head><body>{''.join(parts)}</body></html>")
+
+
+def render_comparison_report(title: str, summary: pd.DataFrame, image, notes: list[str], settings: dict) -> str:
+    """A one-table comparison page: the image (e.g. strips of each method), the table, notes
+    on what was skipped, and the settings."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts.extend(f"<p class=null>{html.escape(n)}</p>" for n in notes)
+    if image is not None:
+        parts.append(f"<img src='{image_uri(image)}'>")
+    parts.append("<h2>Methods</h2>" + html_table(summary))
+    parts.append("<h2>Settings</h2>" + html_table(pd.DataFrame(
+        [(k, json.dumps(v, default=str)) for k, v in sorted(settings.items())], columns=["setting", "value"])))
+    return html_page(title, parts)

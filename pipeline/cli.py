@@ -109,3 +109,14 @@ def exit_code(manifest_rows: list[dict]) -> int:
     """Non-zero when a shard failed outright (a scheduler should alert); bad samples and
     truncated shards are recorded in the rows and manifest and do not fail the run."""
     return 1 if any(r["status"] == "failed" for r in manifest_rows) else 0
+
+
+def print_results(table, notes: list[str], report_dir: str, started: float | None = None) -> None:
+    """What an evaluation job ends with: its table, what was skipped and why, the report's path."""
+    import time
+
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for note in notes:
+        print(f"note: {note}")
+    took = f"  ({time.time() - started:.0f} s)" if started is not None else ""
+    print(f"\nreport: {report_dir}/report.html{took}")

@@ -129,8 +129,9 @@ class ShardProcessor:
         rows: list[dict] = []
         seen: set[str] = set()
         samples_in = samples_ok = 0
+        sampler = self.cfg.algorithm if self.cfg.is_cold else self.cfg.sampler
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
-                "sampler": self.cfg.algorithm if self.cfg.is_cold else self.cfg.sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
+                "sampler": sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
                 "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
         with AtomicShardWriter(task.output_url) as writer:
             for chunk in chunked(reader, self.chunk_samples):

@@ -24,15 +24,19 @@ def stream_images(shards: list[str], resolution: int, seed: int, image_field: st
     epoch_order = list(shards)
     while True:
         rng.shuffle(epoch_order)
-        found = 0
+        found, problems = 0, []
         for url in epoch_order:
             seen: set[str] = set()
-            for chunk in chunked(ShardReader(url), 64):
+            reader = ShardReader(url)
+            for chunk in chunked(reader, 64):
                 decoded, _ = decode_samples(chunk, seen, image_field, resolution, min_side)
                 found += len(decoded)
                 yield from (img.pixels for _, _, img in decoded)
+            if reader.error:
+                problems.append(f"{url}: {reader.error}")
         if not found:
-            raise ValueError(f"no decodable images in {len(shards)} training shard(s)")
+            raise ValueError(f"no decodable images in {len(shards)} training shard(s)"
+                             + (f"; first problem: {problems[0]}" if problems else ""))
 
 
 def shuffled_batches(images: Iterator[np.ndarray], batch_size: int, seed: int, buffer: int = 512) -> Iterator[torch.Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
@@ -90,6 +90,9 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
 
     from pipeline.runner import _connect
 
+    # Ray Train runs the loop in its own working directory: local paths must be absolute.
+    cfg = replace(cfg, out=str(Path(cfg.out).resolve()),
+                  shards=tuple(u if "://" in u else str(Path(u).resolve()) for u in cfg.shards))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
