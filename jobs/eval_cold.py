@@ -5,7 +5,7 @@ T = 50, 11x11 kernel, sigma_i = 0.35 + i/100, reflect padding) on synthetic face
 held-out faces (identities never seen in training) measures, for several s, the error of
 restoring D(x0, s) with Algorithm 1 (naive), Algorithm 2 (TACoS) and the restorer's one-shot
 prediction R(D(x0, s), s), against the degraded input itself. Writes <out>/cold_eval.json,
-<out>/cold_eval.csv and a strip image; rerunning resumes training where it stopped.
+<out>/cold_eval.csv and the loss curve; rerunning resumes training where it stopped.
 """
 from __future__ import annotations
 
