@@ -27,6 +27,8 @@ def degradation_spec(args: argparse.Namespace) -> dict:
         spec.update(kernel_size=args.kernel_size, schedule=args.schedule, c=args.c, base=args.base, padding=args.padding)
     elif args.degradation in ("inpaint", "fade"):
         spec.update(c=args.c, i0=args.i0)
+    elif args.degradation == "snow":
+        spec.update(coverage=args.coverage, streak=args.streak, seed=args.snow_seed)
     return spec
 
 
@@ -42,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--base", type=float, default=0.34, help="blur, incremental: sigma_i = base + c (i + 1)")
     ap.add_argument("--padding", choices=["reflect", "circular"], default="reflect")
     ap.add_argument("--i0", type=float, default=1.0, help="inpaint/fade: mask sigma offset")
+    ap.add_argument("--coverage", type=float, default=0.08, help="snow: share of pixels that are flakes at s = T")
+    ap.add_argument("--streak", type=int, default=8, help="snow: motion-streak length in pixels at s = T")
+    ap.add_argument("--snow-seed", type=int, default=0, help="snow: the fixed snow field")
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 64], help="UNet channels per level")
     ap.add_argument("--steps", type=int, default=1000)

@@ -134,12 +134,25 @@ class GaussianMasks:
     c: float = 0.2
     i0: float = 1.0
 
+    _centred: dict = field(default_factory=dict, repr=False)
+
     def masks(self, s: torch.Tensor, h: int, w: int, centres: torch.Tensor | None) -> torch.Tensor:
+        if centres is None:
+            # Every cumulative mask of the centred holes, built once per image size: a sampler's
+            # step then costs a lookup, not s Gaussian evaluations.
+            if (h, w) not in self._centred:
+                self._centred[(h, w)] = self._cumulative(h, w, ((h - 1) / 2, (w - 1) / 2), self.T)
+            return self._centred[(h, w)][s][:, None]
         out = torch.ones(len(s), 1, h, w, dtype=torch.float64)
         for n in range(len(s)):
-            centre = ((h - 1) / 2, (w - 1) / 2) if centres is None else tuple(float(v) for v in centres[n])
-            for i in range(int(s[n])):
-                out[n, 0] *= gaussian_hole(h, w, self.c * (i + self.i0), centre)
+            out[n, 0] = self._cumulative(h, w, tuple(float(v) for v in centres[n]), int(s[n]))[-1]
+        return out
+
+    def _cumulative(self, h: int, w: int, centre: tuple[float, float], s: int) -> torch.Tensor:
+        """(s + 1, h, w): the products of the first 0..s holes around ``centre``."""
+        out = torch.ones(s + 1, h, w, dtype=torch.float64)
+        for i in range(s):
+            out[i + 1] = out[i] * gaussian_hole(h, w, self.c * (i + self.i0), centre)
         return out
 
 
@@ -199,3 +212,81 @@ class Decolorization:
         gray = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
         f = _per_sample(1 - s.double() / self.T, x)
         return f * x + (1 - f) * gray.expand_as(x)
+
+
+@dataclass
+class Snow:
+    """An ImageNet-C-style snow layer over a brightened image, not cumulative: at f = s / T
+
+        y = x + brightness f (max(x, min(1.5 gray(x) + 0.5, 1)) - x)     (in [0, 1] units)
+        D(x, s) = y + min(snow_s + rot180(snow_s), max(1 - y, 0))          (saturate at white)
+
+    ``snow_s`` is one fixed random field (``seed``; zoomed by ``zoom``), thresholded so that the
+    top ``coverage f`` of it shows as flakes, trailed by a motion streak along ``angle`` degrees
+    whose length grows to ``streak`` pixels. Every term is non-negative and grows with s, so
+    information lost grows with s; the same field serves every image, so D is deterministic."""
+    T: int = 200
+    seed: int = 0
+    coverage: float = 0.08
+    zoom: float = 2.0
+    streak: int = 8
+    angle: float = -60.0
+    brightness: float = 0.3
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    _fields: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.coverage <= 1 or self.streak < 1 or self.zoom <= 0:
+            raise ValueError(f"snow needs 0 < coverage <= 1, streak >= 1 and zoom > 0, got {self.coverage}, "
+                             f"{self.streak}, {self.zoom}")
+
+    def _field(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random field at this size and its values sorted from the top (the thresholds)."""
+        if (h, w) not in self._fields:
+            g = torch.Generator().manual_seed(self.seed)
+            coarse = torch.randn(1, 1, max(1, math.ceil(h / self.zoom)), max(1, math.ceil(w / self.zoom)),
+                                 generator=g, dtype=torch.float64)
+            u = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            self._fields[(h, w)] = (u, u.flatten().sort(descending=True).values)
+        return self._fields[(h, w)]
+
+    def layer(self, s: int, h: int, w: int) -> torch.Tensor:
+        """(h, w) snow in [0, 1] units at severity s: flakes plus their streaks, and rotated by 180 degrees."""
+        u, ranked = self._field(h, w)
+        shown = round(self.coverage * s / self.T * u.numel())
+        if shown == 0:
+            return torch.zeros(h, w, dtype=torch.float64)
+        # Flakes: how far the field stands above the threshold, 1 at its peak when s = T.
+        top = ranked[0] - ranked[min(max(round(self.coverage * u.numel()), 1), u.numel() - 1)]
+        flakes = (u - ranked[shown - 1]).clamp(min=0) / top.clamp(min=1e-12)
+        # Unnormalized streak: each extra tap adds a trail, so the layer only grows with s.
+        length = 1 + round((self.streak - 1) * s / self.T)
+        dy, dx = math.sin(math.radians(self.angle)), math.cos(math.radians(self.angle))
+        out = torch.zeros(h, w, dtype=torch.float64)
+        for i in range(length):
+            out += _shifted(flakes, round(i * dy), round(i * dx)) * (1 - i / self.streak)
+        return out + out.flip(-2, -1)
+
+    def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
+        s = _severity(s, x.shape[0], self.T, x.device)
+        lo, hi = self.value_range
+        y = (x.double() - lo) / (hi - lo)
+        gray = y if y.shape[1] == 1 else (y * torch.tensor(LUMA, dtype=y.dtype, device=y.device)[None, :, None, None]
+                                          ).sum(1, keepdim=True)
+        f = _per_sample(s.double() / self.T, y)
+        y = y + self.brightness * f * (torch.maximum(y, (1.5 * gray + 0.5).clamp(max=1)) - y)
+        h, w = x.shape[-2:]
+        layers = {level: self.layer(level, h, w) for level in set(s.tolist())}
+        snow = torch.stack([layers[level] for level in s.tolist()]).to(x.device)[:, None]
+        y = y + torch.minimum(snow, (1 - y).clamp(min=0))
+        return (y * (hi - lo) + lo).to(x.dtype)
+
+
+def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``image`` moved by (dy, dx) pixels, zeros where nothing moves in."""
+    h, w = image.shape
+    out = torch.zeros_like(image)
+    if abs(dy) < h and abs(dx) < w:
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            image[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out

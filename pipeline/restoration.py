@@ -19,10 +19,10 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from pipeline.degradations import Decolorization, Fade, GaussianBlur, Inpainting, SuperResolution
+from pipeline.degradations import Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution
 
 DEGRADATIONS = {"blur": GaussianBlur, "inpaint": Inpainting, "superres": SuperResolution, "decolor": Decolorization,
-                "fade": Fade}
+                "fade": Fade, "snow": Snow}
 COLD_CONFIG = "cold.json"
 
 

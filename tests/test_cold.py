@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from pipeline.cold import cold_local_sample, cold_restore
-from pipeline.degradations import Decolorization, Fade, GaussianBlur, Inpainting, SuperResolution, blur_sigmas
+from pipeline.degradations import (Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution,
+                                  blur_sigmas)
 
 
 def images(n=4, c=3, size=16, seed=0, dtype=torch.float64):
@@ -17,6 +18,7 @@ OPERATORS = {
     "superres": SuperResolution(T=3),
     "decolor": Decolorization(T=10),
     "fade": Fade(T=10, c=0.5, i0=1),
+    "snow": Snow(T=10, coverage=0.2, streak=4),
 }
 
 
@@ -42,6 +44,31 @@ def test_blur_fast_path_matches_step_by_step_convolutions():
                 # Stated tolerance: 1e-9 in float64 (the two differ only by rounding).
                 torch.testing.assert_close(op(x, s), op.step_by_step(x, s), rtol=0, atol=1e-9)
     assert blur_sigmas(3, "incremental", 0.01, 0.34) == pytest.approx([0.35, 0.36, 0.37])
+
+
+def test_cached_centred_masks_equal_masks_built_per_centre():
+    op, x = Inpainting(T=8, c=0.7, i0=1), images(n=3, size=12)
+    centred = torch.full((3, 2), 5.5, dtype=torch.float64)
+    levels = torch.tensor([0, 3, 8])
+    torch.testing.assert_close(op(x, levels), op(x, levels, centres=centred), rtol=0, atol=1e-12)
+    off_centre = op(x, 8, centres=torch.tensor([[0.0, 0.0]] * 3))
+    assert off_centre[..., 0, 0].abs().max() < 1e-6 and (off_centre[..., -1, -1] - x[..., -1, -1]).abs().max() < 0.5
+
+
+def test_snow_only_adds_light_saturates_at_white_and_is_fixed_by_its_seed():
+    x = images(n=2, size=32)
+    op = Snow(T=20, coverage=0.1, streak=5)
+    y = op(x, 20)
+    assert (y >= x - 1e-12).all() and y.max() <= 1 + 1e-12
+    flakes = (y > 0.99) & (x < 0.9)
+    assert flakes.double().mean() > 0.05                    # visible snow at full severity
+    torch.testing.assert_close(Snow(T=20, coverage=0.1, streak=5)(x, 20), y, rtol=0, atol=0)
+    assert not torch.equal(Snow(T=20, coverage=0.1, streak=5, seed=1)(x, 20), y)
+    # Inputs already past white (e.g. a restorer's overshoot) stay as they are at s = 0.
+    bright = x + 1.5
+    torch.testing.assert_close(op(bright, 0), bright, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="coverage"):
+        Snow(T=5, coverage=0)
 
 
 def test_tacos_reproduces_the_degradation_path_with_a_perfect_restorer():
