@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from metrics.fidelity import load_lpips, why_lpips_unavailable
     from metrics.inception import load_fid_inception, why_fid_unavailable
     from metrics.report import render_comparison_report
-    from pipeline.cli import print_results
+    from pipeline.cli import exit_code, print_results
     from pipeline.config import JobConfig
     from pipeline.models import load_model
     from pipeline.preview import contact_sheet
@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.factor < 2 or args.factor & (args.factor - 1):
         raise SystemExit(f"--factor must be a power of 2, got {args.factor}")
     resolution = args.resolution or load_model(args.model, device="cpu").resolution
+    if args.sr_restorer:
+        trained_at = load_model(args.sr_restorer, device="cpu").resolution
+        if trained_at != resolution:
+            raise SystemExit(f"--sr-restorer was trained at {trained_at} px but the comparison runs at {resolution} px: "
+                             f"train it with --resolution {resolution}, or pass --resolution {trained_at}")
     made = low_resolution_shards(expand_shard_urls(args.input), posixpath.join(args.output, "enhance-inputs"),
                                  resolution, args.factor, args.upsample)
     runs = {}
@@ -149,14 +154,23 @@ def main(argv: list[str] | None = None) -> int:
         jobs["cold super-resolution (TACoS)"] = JobConfig(
             inputs=tuple(made["nearest"]), model=args.sr_restorer, method="cold-superres",
             s=(int(math.log2(args.factor)),), **common)
+    failed = []
     for name, cfg in jobs.items():
-        run_job(cfg)
+        if exit_code(run_job(cfg)):
+            failed.append(name)
         runs[name] = resolve_config(cfg).run_dir
     reference = read_images(made["reference"])
     methods = {f"{args.upsample} upsampling": read_images(made[args.upsample])}
     methods.update({name: read_images(expand_shard_urls(posixpath.join(run, "shards"))) for name, run in runs.items()})
     fid_reason, lpips_reason = why_fid_unavailable(), why_lpips_unavailable()
     notes = [f"{name} skipped: {reason}" for name, reason in (("FID/KID", fid_reason), ("LPIPS", lpips_reason)) if reason]
+    # Each method is scored on the images it made; missing ones are said, never silently averaged away.
+    for name, images in list(methods.items()):
+        if len(images) < len(reference):
+            where = f" (error rows in {runs[name]}/rows)" if name in runs else ""
+            notes.append(f"{name}: {len(images)} of {len(reference)} images made{where}")
+        if not images:
+            del methods[name]
     lpips = load_lpips(allow_download=False) if lpips_reason is None else None
     inception = load_fid_inception() if fid_reason is None else None
     rows = compare(reference, methods, lpips, inception)
@@ -177,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                                     {"runs": runs, "factor": args.factor, "resolution": resolution})
     write_bytes_atomic(page.encode(), posixpath.join(report_dir, "report.html"))
     print_results(summary, notes, report_dir)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

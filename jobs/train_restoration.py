@@ -1,17 +1,21 @@
 """Train a Cold Diffusion restorer R(x_s, s) ≈ x0 on WebDataset shards with Ray Train.
 
     ray job submit --working-dir . -- python jobs/train_restoration.py \\
-        --data 's3://bucket/celeba/celeba-{000000..000099}.tar' --out restorers/blur \\
+        --data 's3://bucket/celeba/celeba-{000000..000099}.tar' --out /shared/restorers/blur \\
         --degradation blur --T 50 --kernel-size 11 --schedule incremental --c 0.01 --base 0.34
 
 One Ray Train worker per GPU (--num-workers, default: every GPU, else 1 CPU worker). L1 loss,
 EMA weights, checkpoints every --checkpoint-every steps; rerunning the command resumes from the
-latest checkpoint (raise --steps to train longer). OUT/restorer/ is the trained model: pass it
-as --model to the anonymize and augment jobs with --method cold-<degradation>.
+latest checkpoint (raise --steps to train longer); resuming with another degradation, resolution
+or --widths is refused. --out must be an absolute path every worker sees (a shared file system
+on a multi-node cluster; a relative path would land in the Ray job's temporary working
+directory). OUT/restorer/ is the trained model: pass it as --model to the anonymize and augment
+jobs with --method cold-<degradation>.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,13 +24,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.restoration import DEGRADATIONS  # noqa: E402
 
 
+# Defaults per degradation for 32-pixel images, from the paper's small-image settings
+# (methods.md section 3): CIFAR-10 blur and inpainting, 32 px super-resolution down to 4 px.
+DEFAULT_T = {"blur": 50, "inpaint": 50, "fade": 100, "superres": 3, "decolor": 20, "snow": 200}
+DEFAULT_C = {"blur": 0.01, "inpaint": 0.1, "fade": 0.2}
+
+
 def degradation_spec(args: argparse.Namespace) -> dict:
-    """The operator's settings from the flags (defaults: the paper's CIFAR-10 blur, T = 50)."""
-    spec = {"name": args.degradation, "T": args.T}
+    """The operator's settings from the flags, with the degradation's own defaults."""
+    spec = {"name": args.degradation, "T": args.T or DEFAULT_T[args.degradation]}
+    c = args.c if args.c is not None else DEFAULT_C.get(args.degradation)
     if args.degradation == "blur":
-        spec.update(kernel_size=args.kernel_size, schedule=args.schedule, c=args.c, base=args.base, padding=args.padding)
+        spec.update(kernel_size=args.kernel_size, schedule=args.schedule, c=c, base=args.base, padding=args.padding)
     elif args.degradation in ("inpaint", "fade"):
-        spec.update(c=args.c, i0=args.i0)
+        spec.update(c=c, i0=args.i0)
     elif args.degradation == "snow":
         spec.update(coverage=args.coverage, streak=args.streak, seed=args.snow_seed)
     return spec
@@ -37,10 +48,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", nargs="+", required=True, help="training shards (patterns, directories, URLs)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--degradation", choices=sorted(DEGRADATIONS), default="blur")
-    ap.add_argument("--T", type=int, default=50, help="severity levels")
+    ap.add_argument("--T", type=int, default=None,
+                    help="severity levels (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_T.items()) + ")")
     ap.add_argument("--kernel-size", type=int, default=11)
     ap.add_argument("--schedule", choices=["constant", "incremental", "exponential"], default="incremental")
-    ap.add_argument("--c", type=float, default=0.01, help="blur: sigma step (schedule); inpaint/fade: mask sigma scale")
+    ap.add_argument("--c", type=float, default=None, help="blur: sigma step (schedule); inpaint/fade: mask sigma "
+                    "scale (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_C.items()) + ")")
     ap.add_argument("--base", type=float, default=0.34, help="blur, incremental: sigma_i = base + c (i + 1)")
     ap.add_argument("--padding", choices=["reflect", "circular"], default="reflect")
     ap.add_argument("--i0", type=float, default=1.0, help="inpaint/fade: mask sigma offset")
@@ -62,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not Path(args.out).is_absolute():
+        # A submitted job runs in a temporary copy of --working-dir: a relative --out would vanish with it.
+        raise SystemExit(f"--out {args.out} is relative inside a Ray job: give an absolute path on shared storage")
     import ray
 
     from pipeline.runner import _connect

@@ -23,9 +23,12 @@ from metrics.suite import MetricSettings
 JOBS = ("anonymize", "augment")
 # Boomerang (noise + a pretrained diffusion model) or cold local sampling with a trained restorer
 # for one degradation (jobs/train_restoration.py): degrade to severity s, restore with TACoS.
-COLD_METHODS = ("cold-blur", "cold-inpaint", "cold-superres", "cold-decolor", "cold-fade")
+# One per degradation in pipeline.restoration.DEGRADATIONS (a test keeps the two in step).
+COLD_METHODS = ("cold-blur", "cold-inpaint", "cold-superres", "cold-decolor", "cold-fade", "cold-snow")
 METHODS = ("boomerang", *COLD_METHODS)
 COLD_FIELDS = ("s", "algorithm")
+# Boomerang's sampling settings: they do not touch a cold run's outputs, so its hash leaves them out.
+BOOMERANG_FIELDS = ("t", "steps", "sampler", "cascade", "variants", "prompt", "negative_prompt", "guidance_scale")
 
 # Fields that do not affect outputs, so they are left out of the hash.
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
@@ -139,10 +142,11 @@ class JobConfig(HashedConfig):
             raise ValueError("no --input shards given")
 
     def output_settings(self) -> dict:
-        """As the base class, without the cold-method fields for Boomerang runs (so run
-        directories made before those fields existed keep their hash)."""
-        settings = super().output_settings()
-        return settings if self.is_cold else {k: v for k, v in settings.items() if k not in COLD_FIELDS}
+        """As the base class, without the other method's fields: Boomerang runs leave out the
+        cold fields (so run directories made before those existed keep their hash), cold runs
+        leave out Boomerang's sampling settings (changing them reruns nothing)."""
+        unused = BOOMERANG_FIELDS if self.is_cold else COLD_FIELDS
+        return {k: v for k, v in super().output_settings().items() if k not in unused}
 
 
 def load_run_config(run_dir: str) -> JobConfig:

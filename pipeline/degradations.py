@@ -75,21 +75,25 @@ class GaussianBlur:
     def _period(self, n: int) -> int:
         return n if self.padding == "circular" else 2 * n - 2
 
-    def _transfer(self, n: int) -> torch.Tensor:
-        """(T + 1, period) real transfer functions of the cumulative 1-D kernels along an axis of length n."""
-        if n not in self._tables:
-            period = self._period(n)
-            half = self.kernel_size // 2
-            if self.padding == "reflect" and half > n - 1:
-                raise ValueError(f"reflect padding needs images of at least {half + 1} pixels for kernel {self.kernel_size}")
-            out = torch.ones(self.T + 1, period, dtype=torch.float64)
-            for i, taps in enumerate(self.taps):
-                folded = torch.zeros(period, dtype=torch.float64)
-                folded.index_add_(0, (torch.arange(self.kernel_size) - half) % period, taps)
-                # A symmetric kernel has a real transfer function.
-                out[i + 1] = out[i] * torch.fft.fft(folded).real
-            self._tables[n] = out
-        return self._tables[n]
+    def _transfer(self, n: int, device) -> torch.Tensor:
+        """(T + 1, period) real transfer functions of the cumulative 1-D kernels along an axis of
+        length n, kept on ``device`` (built once per size and device)."""
+        if (n, str(device)) not in self._tables:
+            self._tables[(n, str(device))] = self._build_transfer(n).to(device)
+        return self._tables[(n, str(device))]
+
+    def _build_transfer(self, n: int) -> torch.Tensor:
+        period = self._period(n)
+        half = self.kernel_size // 2
+        if self.padding == "reflect" and half > n - 1:
+            raise ValueError(f"reflect padding needs images of at least {half + 1} pixels for kernel {self.kernel_size}")
+        out = torch.ones(self.T + 1, period, dtype=torch.float64)
+        for i, taps in enumerate(self.taps):
+            folded = torch.zeros(period, dtype=torch.float64)
+            folded.index_add_(0, (torch.arange(self.kernel_size) - half) % period, taps)
+            # A symmetric kernel has a real transfer function.
+            out[i + 1] = out[i] * torch.fft.fft(folded).real
+        return out
 
     def _extend(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         if self.padding == "circular":
@@ -100,7 +104,7 @@ class GaussianBlur:
     def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
         s = _severity(s, x.shape[0], self.T, x.device)
         h, w = x.shape[-2:]
-        th, tw = self._transfer(h).to(x.device)[s], self._transfer(w).to(x.device)[s]
+        th, tw = self._transfer(h, x.device)[s], self._transfer(w, x.device)[s]
         ext = self._extend(self._extend(x.double(), -2), -1)
         spec = torch.fft.fft2(ext) * th[:, None, :, None] * tw[:, None, None, :]
         out = torch.fft.ifft2(spec).real[..., :h, :w]
@@ -174,7 +178,7 @@ class Fade(GaussianMasks):
                  centres: torch.Tensor | None = None) -> torch.Tensor:
         s = _severity(s, x.shape[0], self.T, x.device)
         m = self.masks(s.cpu(), *x.shape[-2:], centres).to(x.device)
-        fill = torch.zeros(x.shape[:2], dtype=torch.float64, device=x.device) if colour is None else colour.double()
+        fill = torch.zeros(x.shape[:2], dtype=torch.float64, device=x.device) if colour is None else colour.to(x.device).double()
         return (m * x.double() + (1 - m) * fill[..., None, None]).to(x.dtype)
 
 

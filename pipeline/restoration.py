@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,9 +111,21 @@ def save_restorer(directory: str | Path, unet: torch.nn.Module, degradation_spec
                   extra: dict | None = None) -> Path:
     """A restorer directory ``load_model`` reads: ``unet/`` (diffusers format) and ``cold.json``."""
     directory = Path(directory)
-    _unwrap(unet).save_pretrained(directory / "unet")
-    (directory / COLD_CONFIG).write_text(json.dumps(
+    # Written aside, then swapped in: a job loading the restorer while training goes on never
+    # sees new weights beside an old cold.json, or half a file.
+    fresh = directory.with_name(f".{directory.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    _unwrap(unet).save_pretrained(fresh / "unet")
+    (fresh / COLD_CONFIG).write_text(json.dumps(
         {"degradation": degradation_spec, "resolution": resolution, "prediction": "x0", **(extra or {})}, indent=2))
+    if directory.exists():
+        stale = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(stale, ignore_errors=True)
+        directory.rename(stale)
+        fresh.rename(directory)
+        shutil.rmtree(stale)
+    else:
+        fresh.rename(directory)
     return directory
 
 

@@ -6,6 +6,10 @@ share of the shards (``shards[rank::world]``). Rank 0 checkpoints training state
 ``checkpoint_every`` steps and at the end into ``<out>/checkpoints/`` and exports the EMA
 restorer to ``<out>/restorer/`` (loadable by ``load_model``); a rerun resumes from the latest
 checkpoint. Progress lines and ``loss.csv`` / ``loss.png`` go to ``<out>/``.
+
+``out`` must be a directory every worker sees (one machine, or a shared file system on a
+multi-node cluster): the driver picks the checkpoint to resume from and every rank loads that
+same one, so ranks never start at different steps.
 """
 from __future__ import annotations
 
@@ -39,11 +43,12 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from pipeline.restoration import (RestorerTrainer, build_degradation, latest_checkpoint, loss_curve_png,
-                                      save_restorer)
+    from pipeline.restoration import RestorerTrainer, build_degradation, loss_curve_png, save_restorer
     from pipeline.tiny_models import tiny_unet
     from pipeline.train_data import shuffled_batches, stream_images
 
+    config = dict(config)
+    resume = config.pop("resume_from")
     cfg = RestorationConfig(**{**config, "shards": tuple(config["shards"]), "widths": tuple(config["widths"])})
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -55,8 +60,10 @@ def train_loop(config: dict) -> None:
     trainer.unet = ray.train.torch.prepare_model(unet)          # to the worker's device; DDP when world > 1
     device = ray.train.torch.get_device()
     losses: list[float] = []
-    resume = latest_checkpoint(out / "checkpoints")
     if resume is not None:                                      # after the move: optimizer state follows the weights
+        if not Path(resume).is_dir():
+            raise FileNotFoundError(f"rank {rank} cannot see checkpoint {resume}: --out must be on storage every "
+                                    "Ray Train worker shares (e.g. NFS/EFS on a multi-node cluster)")
         losses = trainer.load_checkpoint(resume)
     trainer.ema.to(device)
     mine = list(cfg.shards[rank::world]) or list(cfg.shards)
@@ -94,11 +101,55 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
     cfg = replace(cfg, out=str(Path(cfg.out).resolve()),
                   shards=tuple(u if "://" in u else str(Path(u).resolve()) for u in cfg.shards))
     out = Path(cfg.out)
+    check_degradation(cfg)
+    resume = resume_point(cfg)
+    if resume is not None and int(resume.name.split("-")[1]) >= cfg.steps:
+        print(f"nothing to train: {resume} is at or past --steps {cfg.steps} (raise --steps to train longer)")
+        return out / "restorer"
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     _connect(ray, address)
-    trainer = TorchTrainer(train_loop, train_loop_config=asdict(cfg),
+    print(f"training into {out}" + (f", resuming from {resume.name}" if resume else ""), flush=True)
+    loop_config = {**asdict(cfg), "resume_from": None if resume is None else str(resume)}
+    trainer = TorchTrainer(train_loop, train_loop_config=loop_config,
                            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
                            run_config=RunConfig(storage_path=str((out / "ray_train").resolve()), name="restorer"))
     trainer.fit()
     return out / "restorer"
+
+
+# What a checkpoint's weights depend on: resuming under other values would silently mix trainings.
+RESUME_MUST_MATCH = ("degradation", "resolution", "widths")
+
+
+def resume_point(cfg: RestorationConfig) -> Path | None:
+    """The latest checkpoint under ``<out>/checkpoints`` if it was trained with this setup;
+    a checkpoint of another degradation, resolution or network is refused."""
+    from pipeline.restoration import latest_checkpoint
+
+    out = Path(cfg.out)
+    latest = latest_checkpoint(out / "checkpoints")
+    if latest is None:
+        return None
+    previous_file = out / "train_config.json"
+    previous = json.loads(previous_file.read_text()) if previous_file.exists() else {}
+    now = json.loads(json.dumps(asdict(cfg)))                    # tuples as lists, like the file
+    changed = [k for k in RESUME_MUST_MATCH if previous.get(k) != now[k]]
+    if changed:
+        raise ValueError(f"{out} holds a restorer trained with other {', '.join(changed)} "
+                         f"({', '.join(f'{k}={previous.get(k)}' for k in changed)}): use a new --out")
+    return latest
+
+
+def check_degradation(cfg: RestorationConfig) -> None:
+    """Build the operator and apply it at s = T to one image of the training size, so a bad
+    spec fails here, before the cluster starts."""
+    import torch
+
+    from pipeline.restoration import build_degradation
+
+    try:
+        degrade = build_degradation(cfg.degradation)
+        degrade(torch.zeros(1, 3, cfg.resolution, cfg.resolution), degrade.T)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"degradation {cfg.degradation} at resolution {cfg.resolution}: {exc}") from exc

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from pipeline.degradations import SuperResolution
@@ -39,3 +40,8 @@ def test_enhance_job_compares_every_method_against_the_references(ray_cluster, p
                                    "cold super-resolution (TACoS)"]
     assert (summary.images == 4).all() and summary.psnr.between(0, 100).all() and summary.ssim.between(-1, 1).all()
     assert (tmp_path / "out" / "enhance-report" / "report.html").exists()
+    # A restorer trained at another size is refused before any work.
+    small = save_restorer(tmp_path / "sr8", tiny_unet(sample_size=8, widths=(16, 32)), {"name": "superres", "T": 2}, 8)
+    with pytest.raises(SystemExit, match="trained at 8 px"):
+        enhance.main(["--input", *shards, "--output", str(tmp_path / "out2"), "--model", pixel_model_dir,
+                      "--sr-restorer", str(small), "--factor", "4"])

@@ -77,26 +77,48 @@ def test_exported_restorer_loads_through_load_model(tmp_path):
 def test_ray_train_job_trains_then_resumes(ray_cluster, tmp_path):
     from pipeline.train_runner import RestorationConfig, train_restorer
 
-    shard = tmp_path / "data" / "train-000000.tar"
-    images = ((toy_images(n=24).permute(0, 2, 3, 1).numpy() + 1) * 127.5).astype(np.uint8)
-    with AtomicShardWriter(str(shard)) as w:
-        for i, img in enumerate(images):
-            w.write(f"img{i:03d}", {"png": png_bytes(img)})
-    cfg = RestorationConfig(shards=(str(shard),), out=str(tmp_path / "run"), degradation=SPEC, resolution=16,
-                            widths=(16, 32), steps=6, batch_size=8, checkpoint_every=3, lr=2e-3)
+    shards = []
+    for k in range(2):
+        shards.append(str(tmp_path / "data" / f"train-{k:06d}.tar"))
+        images = ((toy_images(n=12, seed=k).permute(0, 2, 3, 1).numpy() + 1) * 127.5).astype(np.uint8)
+        with AtomicShardWriter(shards[-1]) as w:
+            for i, img in enumerate(images):
+                w.write(f"img{i:03d}", {"png": png_bytes(img)})
+    # Two data-parallel workers (DDP over gloo), one shard each.
+    cfg = RestorationConfig(shards=tuple(shards), out=str(tmp_path / "run"), degradation=SPEC, resolution=16,
+                            widths=(16, 32), steps=6, batch_size=8, checkpoint_every=3, lr=2e-3, num_workers=2)
     restorer = train_restorer(cfg)
     assert load_model(str(restorer), device="cpu").kind == "cold"
     assert len((tmp_path / "run" / "loss.csv").read_text().splitlines()) == 1 + 6
     assert (tmp_path / "run" / "loss.png").exists()
+    # A checkpoint written under DDP resumes in a single worker (no wrapper prefixes in the files).
+    cfg = RestorationConfig(**{**cfg.__dict__, "num_workers": 1})
     train_restorer(RestorationConfig(**{**cfg.__dict__, "steps": 9}))          # resumes at step 6
     assert len((tmp_path / "run" / "loss.csv").read_text().splitlines()) == 1 + 9
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-00000009"
     assert json.loads((tmp_path / "run" / "restorer" / "cold.json").read_text())["trained_steps"] == 9
+    # Nothing left to train: no cluster work, the restorer as it is.
+    assert train_restorer(RestorationConfig(**{**cfg.__dict__, "steps": 9})) == restorer
+    assert len((tmp_path / "run" / "loss.csv").read_text().splitlines()) == 1 + 9
+    # Resuming another degradation or size from these weights is refused before any work.
+    with pytest.raises(ValueError, match="other degradation"):
+        train_restorer(RestorationConfig(**{**cfg.__dict__, "steps": 12, "degradation": {**SPEC, "T": 9}}))
+    with pytest.raises(ValueError, match="divisible"):
+        train_restorer(RestorationConfig(**{**cfg.__dict__, "out": str(tmp_path / "sr"),
+                                            "degradation": {"name": "superres", "T": 5}}))
 
 
-def test_unknown_degradation_is_rejected():
+def test_unknown_degradation_is_rejected_and_every_degradation_is_a_job_method():
+    from pipeline.config import COLD_METHODS, JobConfig
+    from pipeline.restoration import DEGRADATIONS
+
     with pytest.raises(ValueError, match="choose one of"):
         build_degradation({"name": "snowfall", "T": 3})
+    assert set(COLD_METHODS) == {f"cold-{name}" for name in DEGRADATIONS}
+    # A cold run's directory depends on what shapes its outputs, not on Boomerang's settings.
+    cold = JobConfig(job="augment", inputs=("x.tar",), output="o", model="m", method="cold-blur", s=(2,))
+    assert JobConfig(**{**cold.__dict__, "steps": 7, "t": (0.9,), "prompt": "a face"}).run_dir == cold.run_dir
+    assert JobConfig(**{**cold.__dict__, "s": (3,)}).run_dir != cold.run_dir
 
 
 def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster, tmp_path):
