@@ -13,7 +13,7 @@ EVAL_STEPS ?= 600
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench bench-interp eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance clean
+.PHONY: install test test-all demo demo-model bench bench-interp bench-cold eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,9 @@ bench: install
 # Pair interpolation: the official code's batch-1 pattern against this pipeline's worker.
 bench-interp: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench_interp.py --out bench_out/interp --model $(INTERP_MODEL)
+
+bench-cold: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench_cold.py --out bench_out/cold
 
 # A t grid (0.1 ... 0.9), scored in the same pass, into $(EVAL_OUT)/<set>/report/report.html.
 ifeq ($(EVAL_DATA),)

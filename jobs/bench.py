@@ -80,15 +80,16 @@ def bare_batched(model_dir: str, shards: list[str], t: float, steps: int, batch:
     return len(keys), time.perf_counter() - started
 
 
-def full_job(model_dir: str, shards: list[str], out: Path, t: float, steps: int, batch: int) -> dict:
-    """The job in a fresh process (own Ray cluster); returns timing and memory."""
+def full_job(model_dir: str, shards: list[str], out: Path, batch: int, **settings) -> dict:
+    """The anonymize job in a fresh process (own Ray cluster), with the method's ``settings`` (e.g.
+    ``t=(0.5,), steps=20``; plain values only); returns timing and memory."""
     code = (
         "import json, resource, sys, time\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from pipeline.config import JobConfig\nfrom pipeline.runner import run_job\n"
         "t0 = time.perf_counter()\n"
         f"rows = run_job(JobConfig(job='anonymize', inputs=tuple({shards!r}), output={str(out)!r}, model={model_dir!r}, "
-        f"t=({t},), steps={steps}, batch_size={batch}, seed=0))\n"
+        f"batch_size={batch}, seed=0, **{settings!r}))\n"
         "wall = time.perf_counter() - t0\n"
         "print(json.dumps({'wall': wall, 'images': sum(r['samples_ok'] for r in rows), "
         "'shard_seconds': sum(r['seconds'] for r in rows), 'worker_peak_rss_mb': max(r['worker_peak_rss_mb'] for r in rows), "
@@ -119,14 +120,14 @@ def main() -> None:
     naive = n_naive / (time.perf_counter() - t0)
     # (b) before and after (c): the machine is noisy, so (b) is the mean of both passes.
     n_bare, bare_s1 = bare_batched(model_dir, shards, args.t, args.steps, args.batch_size)
-    job = full_job(model_dir, shards, out / "job", args.t, args.steps, args.batch_size)
+    job = full_job(model_dir, shards, out / "job", args.batch_size, t=(args.t,), steps=args.steps)
     _, bare_s2 = bare_batched(model_dir, shards, args.t, args.steps, args.batch_size)
     bare = 2 * n_bare / (bare_s1 + bare_s2)
     job_ips, job_steady = job["images"] / job["wall"], job["images"] / job["shard_seconds"]
 
     mem_shards = write_demo_shards(str(out / "mem_input"), 20, 32)
-    small = full_job(model_dir, mem_shards[:2], out / "mem_small", 0.2, 10, args.batch_size)
-    large = full_job(model_dir, mem_shards, out / "mem_large", 0.2, 10, args.batch_size)
+    small = full_job(model_dir, mem_shards[:2], out / "mem_small", args.batch_size, t=(0.2,), steps=10)
+    large = full_job(model_dir, mem_shards, out / "mem_large", args.batch_size, t=(0.2,), steps=10)
 
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",

@@ -37,7 +37,9 @@ def degradation_spec(args: argparse.Namespace) -> dict:
     if args.degradation == "blur":
         spec.update(kernel_size=args.kernel_size, schedule=args.schedule, c=c, base=args.base, padding=args.padding)
     elif args.degradation in ("inpaint", "fade"):
-        spec.update(c=c, i0=args.i0)
+        spec.update(c=c, i0=args.i0, random_centre=args.random_centre)
+        if args.degradation == "fade":
+            spec.update(random_colour=args.random_colour)
     elif args.degradation == "snow":
         spec.update(coverage=args.coverage, streak=args.streak, seed=args.snow_seed)
     return spec
@@ -57,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--base", type=float, default=0.34, help="blur, incremental: sigma_i = base + c (i + 1)")
     ap.add_argument("--padding", choices=["reflect", "circular"], default="reflect")
     ap.add_argument("--i0", type=float, default=1.0, help="inpaint/fade: mask sigma offset")
+    ap.add_argument("--random-centre", action="store_true",
+                    help="inpaint/fade: a uniform random hole centre per sample (the paper's MNIST/CIFAR-10 setting)")
+    ap.add_argument("--random-colour", action="store_true", help="fade: a uniform random colour per sample")
     ap.add_argument("--coverage", type=float, default=0.08, help="snow: share of pixels that are flakes at s = T")
     ap.add_argument("--streak", type=int, default=8, help="snow: motion-streak length in pixels at s = T")
     ap.add_argument("--snow-seed", type=int, default=0, help="snow: the fixed snow field")

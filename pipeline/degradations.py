@@ -11,6 +11,7 @@ are precomputed once, so a sampler's step is O(1) convolutions, not O(s).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -104,22 +105,44 @@ class GaussianBlur:
     def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
         s = _severity(s, x.shape[0], self.T, x.device)
         h, w = x.shape[-2:]
-        th, tw = self._transfer(h, x.device)[s], self._transfer(w, x.device)[s]
-        ext = self._extend(self._extend(x.double(), -2), -1)
-        spec = torch.fft.fft2(ext) * th[:, None, :, None] * tw[:, None, None, :]
-        out = torch.fft.ifft2(spec).real[..., :h, :w]
+        # float64 inputs stay float64 (the tests' 1e-9 match); others run in float32 (errors ~1e-6).
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        th, tw = self._transfer(h, x.device)[s].to(work), self._transfer(w, x.device)[s].to(work)
+        ext = self._extend(self._extend(x.to(work), -2), -1)
+        # Real input, real even transfer functions: the half spectrum along the last axis is enough.
+        spec = torch.fft.rfft2(ext) * th[:, None, :, None] * tw[:, None, None, :tw.shape[1] // 2 + 1]
+        out = torch.fft.irfft2(spec, s=ext.shape[-2:])[..., :h, :w]
         return out.to(x.dtype)
 
-    def step_by_step(self, x: torch.Tensor, s: int) -> torch.Tensor:
-        """The reference: s separate padded convolutions, as the released code does (O(s))."""
+    def step_by_step(self, x: torch.Tensor, s: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The reference: s separate padded k x k convolutions, as the released code does (O(s))."""
         half = self.kernel_size // 2
-        out = x.double()
+        out = x.to(dtype)
         c = x.shape[1]
         mode = "reflect" if self.padding == "reflect" else "circular"
         for taps in self.taps[:s]:
-            k2 = torch.outer(taps, taps).expand(c, 1, -1, -1)
+            k2 = torch.outer(taps, taps).to(dtype=dtype, device=x.device).expand(c, 1, -1, -1)
             out = F.conv2d(F.pad(out, (half, half, half, half), mode=mode), k2, groups=c)
         return out.to(x.dtype)
+
+
+def uniform_draws(generators, n: int, k: int) -> torch.Tensor:
+    """(n, k) float64 uniforms in [0, 1): from one generator for the batch, or one row per
+    generator of a list (per-sample generators keep a sample's draw independent of its batch)."""
+    if isinstance(generators, torch.Generator):
+        return torch.rand(n, k, generator=generators, dtype=torch.float64)
+    if len(generators) != n:
+        raise ValueError(f"got {len(generators)} generators for {n} samples")
+    return torch.stack([torch.rand(k, generator=g, dtype=torch.float64) for g in generators])
+
+
+def bind(degrade, x: torch.Tensor, generators):
+    """``D`` with its per-sample random parameters (hole centres, fade colours) drawn once for
+    the batch ``x``, so that every use of it in training or in a sampler's steps sees the same
+    operator; deterministic operators come back unchanged."""
+    draw = getattr(degrade, "draw", None)
+    params = draw(x, generators) if draw is not None else {}
+    return functools.partial(degrade, **params) if params else degrade
 
 
 def gaussian_hole(h: int, w: int, sigma: float, centre: tuple[float, float]) -> torch.Tensor:
@@ -133,12 +156,21 @@ def gaussian_hole(h: int, w: int, sigma: float, centre: tuple[float, float]) -> 
 @dataclass
 class GaussianMasks:
     """Cumulative multiplicative masks ``prod_{i < s} z_i`` with ``z_i`` a Gaussian hole of
-    sigma ``c (i + i0)``, centred, or at one centre per sample (``centres`` (N, 2) in pixels)."""
+    sigma ``c (i + i0)``, centred, or at one centre per sample (``centres`` (N, 2) in pixels).
+    With ``random_centre`` the operator draws a uniform centre per sample (``draw``)."""
     T: int
     c: float = 0.2
     i0: float = 1.0
+    random_centre: bool = False
 
     _centred: dict = field(default_factory=dict, repr=False)
+
+    def draw(self, x: torch.Tensor, generators) -> dict:
+        """Per-sample parameters of the operator for the batch ``x`` (see ``bind``)."""
+        if not self.random_centre:
+            return {}
+        h, w = x.shape[-2:]
+        return {"centres": uniform_draws(generators, len(x), 2) * torch.tensor([h - 1, w - 1], dtype=torch.float64)}
 
     def masks(self, s: torch.Tensor, h: int, w: int, centres: torch.Tensor | None) -> torch.Tensor:
         if centres is None:
@@ -172,7 +204,15 @@ class Inpainting(GaussianMasks):
 @dataclass
 class Fade(GaussianMasks):
     """Fade to a constant colour through the cumulative masks: ``m x + (1 - m) colour``
-    (``colour`` (N, C) in the images' range; default 0)."""
+    (``colour`` (N, C) in the images' range; default 0). With ``random_colour`` the operator
+    draws one uniform colour in [-1, 1] per sample (``draw``)."""
+    random_colour: bool = False
+
+    def draw(self, x: torch.Tensor, generators) -> dict:
+        params = super().draw(x, generators)
+        if self.random_colour:
+            params["colour"] = uniform_draws(generators, len(x), x.shape[1]) * 2 - 1
+        return params
 
     def __call__(self, x: torch.Tensor, s, colour: torch.Tensor | None = None,
                  centres: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,7 +20,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from pipeline.degradations import Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution
+from pipeline.degradations import Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution, bind
 
 DEGRADATIONS = {"blur": GaussianBlur, "inpaint": Inpainting, "superres": SuperResolution, "decolor": Decolorization,
                 "fade": Fade, "snow": Snow}
@@ -64,10 +64,11 @@ class RestorerTrainer:
         s = torch.randint(1, self.degrade.T + 1, (n,), generator=generator).to(x0.device)
         flip = (torch.rand(n, generator=generator) < 0.5).to(x0.device)
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        degrade = bind(self.degrade, x0, generator)            # random centres / colours, if the operator has them
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * min(1.0, (self.step + 1) / self.warmup)
         self.unet.train()
-        loss = restoration_loss(self.unet, self.degrade, x0, s)
+        loss = restoration_loss(self.unet, degrade, x0, s)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)

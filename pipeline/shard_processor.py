@@ -24,6 +24,7 @@ import torch
 from pipeline.boomerang import boomerang
 from pipeline.cold import as_restorer, cold_local_sample
 from pipeline.config import JobConfig
+from pipeline.degradations import bind
 from pipeline.evaluation import EvalTask, ShardScorer
 from pipeline.images import (IMAGE_FIELDS, BadImage, PreparedImage, encode_image, find_image_field, output_field,
                              prepare_image, to_model_range, to_uint8)
@@ -219,7 +220,9 @@ class ShardProcessor:
         cfg, model = self.cfg, self.model
         if cfg.is_cold:
             # Cold local sampling: degrade to severity s deterministically, restore with TACoS (or Algorithm 1).
-            result = cold_local_sample(as_restorer(model.unet), model.degradation, x0, int(level), algorithm=cfg.algorithm)
+            # Random operator parameters (e.g. hole centres) come from each sample's own seeded generator.
+            degrade = bind(model.degradation, x0, generators)
+            result = cold_local_sample(as_restorer(model.unet), degrade, x0, int(level), algorithm=cfg.algorithm)
             return result.samples, int(level), result.restorer_evals
         eps = model.eps_model(len(generators), cfg.prompt, cfg.negative_prompt, cfg.guidance_scale)
         result = boomerang(eps, model.scheduler, x0, t_frac=level, num_steps=cfg.steps, generators=generators,

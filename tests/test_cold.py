@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline.cold import cold_local_sample, cold_restore
-from pipeline.degradations import (Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution,
+from pipeline.degradations import (Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution, bind,
                                   blur_sigmas)
 
 
@@ -43,6 +43,12 @@ def test_blur_fast_path_matches_step_by_step_convolutions():
             for s in (1, 7, 15):
                 # Stated tolerance: 1e-9 in float64 (the two differ only by rounding).
                 torch.testing.assert_close(op(x, s), op.step_by_step(x, s), rtol=0, atol=1e-9)
+    # Odd, non-square sides (the half spectrum must keep its Nyquist-free last bin right).
+    odd = torch.rand(2, 3, 17, 23, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    op = GaussianBlur(T=15, kernel_size=9, schedule="incremental", c=0.05, base=0.3, padding="reflect")
+    torch.testing.assert_close(op(odd, 11), op.step_by_step(odd, 11), rtol=0, atol=1e-9)
+    # float32 inputs are blurred in float32: stated tolerance 1e-5.
+    torch.testing.assert_close(op(odd.float(), 11).double(), op.step_by_step(odd, 11), rtol=0, atol=1e-5)
     assert blur_sigmas(3, "incremental", 0.01, 0.34) == pytest.approx([0.35, 0.36, 0.37])
 
 
@@ -69,6 +75,31 @@ def test_snow_only_adds_light_saturates_at_white_and_is_fixed_by_its_seed():
     torch.testing.assert_close(op(bright, 0), bright, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="coverage"):
         Snow(T=5, coverage=0)
+
+
+def test_random_centres_and_colours_are_drawn_once_per_sample_and_bound():
+    x = images(n=3, size=12)
+    op = Fade(T=6, c=0.7, i0=1, random_centre=True, random_colour=True)
+    gens = lambda: [torch.Generator().manual_seed(k) for k in (5, 6, 7)]    # noqa: E731 - per-sample generators
+    bound = bind(op, x, gens())
+    torch.testing.assert_close(bound(x, 4), bind(op, x, gens())(x, 4), rtol=0, atol=0)
+    # A sample's draw comes from its own generator, whatever batch it is in.
+    torch.testing.assert_close(bind(op, x[1:2], gens()[1:2])(x[1:2], 4), bound(x, 4)[1:2], rtol=0, atol=1e-12)
+    params = op.draw(x, gens())
+    assert params["centres"].shape == (3, 2) and params["colour"].shape == (3, 3)
+    assert params["centres"].min() >= 0 and params["centres"].max() <= 11 and params["colour"].abs().max() <= 1
+    assert torch.unique(params["centres"][:, 0]).numel() == 3                 # not one centre for all
+    torch.testing.assert_close(bound(x, 0), x, rtol=0, atol=1e-12)
+    # TACoS stays exact under a perfect restorer: every step sees the same bound operator.
+    result = cold_restore(lambda x_k, level: x, bound, bound(x, 6), 6, keep_trajectory=True)
+    for k, x_k in zip(range(6, -1, -1), result.trajectory):
+        torch.testing.assert_close(x_k, bound(x, k), rtol=0, atol=1e-9)
+    # Deterministic operators come back as they are; one generator serves a whole batch in training.
+    assert bind(OPERATORS["blur-reflect"], x, gens()) is OPERATORS["blur-reflect"]
+    centred = Inpainting(T=3)
+    assert bind(centred, x, gens()) is centred
+    one = Inpainting(T=4, c=0.7, random_centre=True).draw(x, torch.Generator().manual_seed(0))["centres"]
+    assert one.shape == (3, 2)
 
 
 def test_tacos_reproduces_the_degradation_path_with_a_perfect_restorer():

@@ -10,7 +10,7 @@ from conftest import png_bytes
 from pipeline.cold import as_restorer, cold_restore
 from pipeline.models import load_model
 from pipeline.restoration import RestorerTrainer, build_degradation, latest_checkpoint, save_restorer
-from pipeline.shards import AtomicShardWriter
+from pipeline.shards import AtomicShardWriter, ShardReader
 from pipeline.tiny_models import tiny_unet
 
 SPEC = {"name": "blur", "T": 8, "kernel_size": 5, "schedule": "constant", "c": 1.0, "base": 0.0, "padding": "reflect"}
@@ -45,6 +45,13 @@ def test_training_lowers_the_l1_loss_and_the_restorer_beats_the_degraded_input()
     with torch.no_grad():
         restored = cold_restore(as_restorer(t.unet.eval()), degrade, degrade(x, 8), 8, algorithm="tacos").samples
     assert (restored - x).abs().mean() < (degrade(x, 8) - x).abs().mean()
+
+
+def test_training_draws_random_operator_parameters_per_step():
+    t = RestorerTrainer(tiny_unet(sample_size=16, widths=(16, 32)), build_degradation(
+        {"name": "fade", "T": 5, "c": 0.6, "random_centre": True, "random_colour": True}), lr=2e-3, warmup=1)
+    losses = run(t, toy_images(n=4), 2)
+    assert all(np.isfinite(losses)) and t.step == 2
 
 
 def test_checkpoint_round_trip_and_resume_are_exact(tmp_path):
@@ -137,6 +144,16 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
     run_job(JobConfig(job="anonymize", s=(3,), **common))
     run_job(JobConfig(job="augment", s=(2, 8), algorithm="naive", **common))
     rows = {p.name.split("-")[0]: pd.read_parquet(p / "rows") for p in (tmp_path / "out").iterdir()}
+    # Random hole centres come from each key's seeded generator: outputs do not depend on batching.
+    spec = {"name": "inpaint", "T": 6, "c": 0.5, "i0": 1.0, "random_centre": True}
+    holes = str(save_restorer(tmp_path / "holes", tiny_unet(sample_size=16, widths=(16, 32)), spec, 16))
+    outputs = {}
+    for batch in (2, 5):
+        cfg = JobConfig(job="anonymize", s=(4,), **{**common, "model": holes, "method": "cold-inpaint",
+                                                    "batch_size": batch, "output": str(tmp_path / f"holes{batch}")})
+        run_job(cfg)
+        outputs[batch] = {s.key: s.fields for s in ShardReader(str(next((tmp_path / f"holes{batch}").glob("*/shards/*.tar"))))}
+    assert sorted(outputs[2]) == [f"face{i}" for i in range(5)] and outputs[2] == outputs[5]
     anon, aug = rows["anonymize"], rows["augment"]
     assert anon.status.eq("ok").all() and set(anon.key) == {f"face{i}" for i in range(5)}
     assert (anon.timestep == 3).all() and (anon.model_evals == 3).all() and np.allclose(anon.t, 3 / 8)
