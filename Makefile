@@ -10,6 +10,8 @@ EVAL_DATA  ?=
 EVAL_OUT   ?= eval_out
 EVAL_MODEL ?= $(EVAL_OUT)/face_model
 EVAL_STEPS ?= 600
+# Cold Diffusion evaluation: blur (default) or inpaint.
+COLD_DEGRADATION ?= blur
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
@@ -98,7 +100,7 @@ eval-interp: install
 # Cold Diffusion: train a 32x32 blur restorer on CPU (Ray Train, about 15 minutes on 2 cores; resumable),
 # then restoration error against s for Algorithm 1, TACoS and the degraded input.
 eval-cold: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_cold.py --out $(EVAL_OUT)/cold
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_cold.py --out $(EVAL_OUT)/cold --degradation $(COLD_DEGRADATION)
 
 # Resolution enhancement x4 on held-out synthetic faces: bicubic vs Boomerang (one pass, 3
 # cascaded passes) with the demo model vs a cold super-resolution restorer trained here (CPU).
