@@ -10,7 +10,7 @@ EVAL_DATA  ?=
 EVAL_OUT   ?= eval_out
 EVAL_MODEL ?= $(EVAL_OUT)/face_model
 EVAL_STEPS ?= 600
-# Cold Diffusion evaluation: blur (default) or inpaint.
+# Cold Diffusion evaluation: blur (default), inpaint or snow.
 COLD_DEGRADATION ?= blur
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model

@@ -1,9 +1,10 @@
 """Does TACoS beat the naive sampler? Restoration error against severity (``make eval-cold``).
 
-Trains a small restorer offline on CPU (Ray Train, one worker) for one of the paper's CIFAR-10
-degradations (--degradation blur: T = 50, 11x11 kernel, sigma_i = 0.35 + i/100, reflect
-padding; inpaint: T = 50, Gaussian holes of sigma 0.1 (i + 1) at a random centre per image) on
-synthetic faces, then on held-out faces (identities never seen in training) measures, for
+Trains a small restorer offline on CPU (Ray Train, one worker) for one degradation
+(--degradation blur: the paper's CIFAR-10 blur, T = 50, 11x11 kernel, sigma_i = 0.35 + i/100,
+reflect padding; inpaint: its CIFAR-10 inpainting, T = 50, Gaussian holes of sigma
+0.1 (i + 1) at a random centre per image; snow: T = 200, this project's ImageNet-C-style snow)
+on synthetic faces, then on held-out faces (identities never seen in training) measures, for
 several s, the error of restoring D(x0, s) with Algorithm 1 (naive), Algorithm 2 (TACoS) and
 the restorer's one-shot prediction R(D(x0, s), s), against the degraded input itself. Writes
 <out>/<degradation>/cold_eval.json, cold_eval.csv and the loss curve; rerunning resumes
@@ -27,7 +28,9 @@ DEGRADATIONS = {
     "blur": {"name": "blur", "T": 50, "kernel_size": 11, "schedule": "incremental", "c": 0.01, "base": 0.34,
              "padding": "reflect"},
     "inpaint": {"name": "inpaint", "T": 50, "c": 0.1, "i0": 1.0, "random_centre": True},
+    "snow": {"name": "snow", "T": 200, "coverage": 0.08, "streak": 8, "seed": 0},
 }
+SEVERITIES = {"blur": [5, 10, 20, 30, 40, 50], "inpaint": [5, 10, 20, 30, 40, 50], "snow": [10, 25, 50, 100, 150, 200]}
 
 
 def evaluate(restorer_dir: str, shards: list[str], severities: list[int], n: int) -> list[dict]:
@@ -71,7 +74,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--train-images", type=int, default=1024)
     ap.add_argument("--eval-images", type=int, default=64)
-    ap.add_argument("--severities", type=int, nargs="+", default=[5, 10, 20, 30, 40, 50])
+    ap.add_argument("--severities", type=int, nargs="+", default=None, help="default: " + str(SEVERITIES))
     args = ap.parse_args()
     started = time.time()
     from pipeline.train_runner import RestorationConfig, train_restorer
@@ -85,7 +88,7 @@ def main() -> int:
                             steps=args.steps, batch_size=32, lr=5e-4, checkpoint_every=200)
     restorer = train_restorer(cfg)
     trained = time.time() - started
-    rows = evaluate(str(restorer), held_out, args.severities, args.eval_images)
+    rows = evaluate(str(restorer), held_out, args.severities or SEVERITIES[args.degradation], args.eval_images)
     import pandas as pd
 
     table = pd.DataFrame(rows)
