@@ -108,6 +108,11 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The training step a ``step-<n>`` checkpoint directory holds."""
+    return int(Path(path).name.removeprefix("step-"))
+
+
 def save_restorer(directory: str | Path, unet: torch.nn.Module, degradation_spec: dict, resolution: int,
                   extra: dict | None = None) -> Path:
     """A restorer directory ``load_model`` reads: ``unet/`` (diffusers format) and ``cold.json``."""

@@ -95,6 +95,7 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from pipeline.restoration import checkpoint_step
     from pipeline.runner import _connect
 
     # Ray Train runs the loop in its own working directory: local paths must be absolute.
@@ -103,7 +104,7 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
     out = Path(cfg.out)
     check_degradation(cfg)
     resume = resume_point(cfg)
-    if resume is not None and int(resume.name.split("-")[1]) >= cfg.steps:
+    if resume is not None and checkpoint_step(resume) >= cfg.steps:
         print(f"nothing to train: {resume} is at or past --steps {cfg.steps} (raise --steps to train longer)")
         return out / "restorer"
     out.mkdir(parents=True, exist_ok=True)
