@@ -8,9 +8,9 @@ Every arm restores the same images from severity s = T with the same restorer (a
 of the paper (CIFAR-10: T = 50, k = 11; CelebA-128's schedule: T = 200, k = 15, exponential).
 (a) the released code's pattern: one image at a time, and D(x, s) recomputed as s separate
 padded float32 convolutions at every use, so a run costs O(s^2) convolutions; (b) the same
-degradation at batch B (timed on one batch); (c) this project's sampler core at batch B, D(x, s) one FFT convolution with
-precomputed cumulative kernels (O(s) per run); (d) the bare restorer, s calls at batch B and
-nothing else (the floor); (e) the anonymize job with --method cold-blur on shards through a
+degradation at batch B (timed on one batch); (c) this project's sampler core at batch B,
+D(x, s) one FFT convolution with precomputed cumulative kernels (O(s) per run); (d) the bare
+restorer, s calls at batch B and nothing else (the floor); (e) the anonymize job with --method cold-blur on shards through a
 local Ray cluster (fresh process; wall clock and the workers' own time). Writes bench.json
 and prints a Markdown table.
 """

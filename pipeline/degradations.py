@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,13 @@ def _severity(s, n: int, T: int, device) -> torch.Tensor:
     if (s < 0).any() or (s > T).any():
         raise ValueError(f"severity must be in 0..{T}, got {s.tolist()}")
     return s
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) gray of an RGB batch (weights ``LUMA``); a 1-channel batch is its own gray."""
+    if x.shape[1] == 1:
+        return x
+    return (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
 
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -177,19 +185,21 @@ class GaussianMasks:
             # Every cumulative mask of the centred holes, built once per image size: a sampler's
             # step then costs a lookup, not s Gaussian evaluations.
             if (h, w) not in self._centred:
-                self._centred[(h, w)] = self._cumulative(h, w, ((h - 1) / 2, (w - 1) / 2), self.T)
+                self._centred[(h, w)] = torch.stack(list(self._products(h, w, ((h - 1) / 2, (w - 1) / 2), self.T)))
             return self._centred[(h, w)][s][:, None]
         out = torch.ones(len(s), 1, h, w, dtype=torch.float64)
         for n in range(len(s)):
-            out[n, 0] = self._cumulative(h, w, tuple(float(v) for v in centres[n]), int(s[n]))[-1]
+            for mask in self._products(h, w, tuple(float(v) for v in centres[n]), int(s[n])):
+                out[n, 0] = mask                                # only the last, the product of s holes, stays
         return out
 
-    def _cumulative(self, h: int, w: int, centre: tuple[float, float], s: int) -> torch.Tensor:
-        """(s + 1, h, w): the products of the first 0..s holes around ``centre``."""
-        out = torch.ones(s + 1, h, w, dtype=torch.float64)
+    def _products(self, h: int, w: int, centre: tuple[float, float], s: int) -> Iterator[torch.Tensor]:
+        """The products of the first 0, 1, ..., s holes around ``centre``, one (h, w) mask each."""
+        mask = torch.ones(h, w, dtype=torch.float64)
+        yield mask
         for i in range(s):
-            out[i + 1] = out[i] * gaussian_hole(h, w, self.c * (i + self.i0), centre)
-        return out
+            mask = mask * gaussian_hole(h, w, self.c * (i + self.i0), centre)
+            yield mask
 
 
 @dataclass
@@ -253,9 +263,8 @@ class Decolorization:
         s = _severity(s, x.shape[0], self.T, x.device)
         if x.shape[1] != 3:
             raise ValueError(f"decolorization needs 3-channel images, got {x.shape[1]}")
-        gray = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
         f = _per_sample(1 - s.double() / self.T, x)
-        return f * x + (1 - f) * gray.expand_as(x)
+        return f * x + (1 - f) * _luma(x).expand_as(x)
 
 
 @dataclass
@@ -278,6 +287,7 @@ class Snow:
     brightness: float = 0.3
     value_range: tuple[float, float] = (-1.0, 1.0)
     _fields: dict = field(default_factory=dict, repr=False)
+    _layers: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.coverage <= 1 or self.streak < 1 or self.zoom <= 0:
@@ -295,7 +305,13 @@ class Snow:
         return self._fields[(h, w)]
 
     def layer(self, s: int, h: int, w: int) -> torch.Tensor:
-        """(h, w) snow in [0, 1] units at severity s: flakes plus their streaks, and rotated by 180 degrees."""
+        """(h, w) snow in [0, 1] units at severity s: flakes plus their streaks, and rotated by 180
+        degrees; built once per size and level (a TACoS step asks for two levels, each twice per run)."""
+        if (h, w, s) not in self._layers:
+            self._layers[(h, w, s)] = self._build_layer(s, h, w)
+        return self._layers[(h, w, s)]
+
+    def _build_layer(self, s: int, h: int, w: int) -> torch.Tensor:
         u, ranked = self._field(h, w)
         shown = round(self.coverage * s / self.T * u.numel())
         if shown == 0:
@@ -315,13 +331,10 @@ class Snow:
         s = _severity(s, x.shape[0], self.T, x.device)
         lo, hi = self.value_range
         y = (x.double() - lo) / (hi - lo)
-        gray = y if y.shape[1] == 1 else (y * torch.tensor(LUMA, dtype=y.dtype, device=y.device)[None, :, None, None]
-                                          ).sum(1, keepdim=True)
         f = _per_sample(s.double() / self.T, y)
-        y = y + self.brightness * f * (torch.maximum(y, (1.5 * gray + 0.5).clamp(max=1)) - y)
+        y = y + self.brightness * f * (torch.maximum(y, (1.5 * _luma(y) + 0.5).clamp(max=1)) - y)
         h, w = x.shape[-2:]
-        layers = {level: self.layer(level, h, w) for level in set(s.tolist())}
-        snow = torch.stack([layers[level] for level in s.tolist()]).to(x.device)[:, None]
+        snow = torch.stack([self.layer(level, h, w) for level in s.tolist()]).to(x.device)[:, None]
         y = y + torch.minimum(snow, (1 - y).clamp(min=0))
         return (y * (hi - lo) + lo).to(x.dtype)
 
