@@ -15,10 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import common_parser, config_from_args, exit_code  # noqa: E402
+from pipeline.cli import common_parser, config_from_args, exit_code, user_errors_exit_2  # noqa: E402
 from pipeline.runner import run_job  # noqa: E402
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = common_parser(__doc__, default_t=[0.4]).parse_args(argv)
     return exit_code(run_job(config_from_args("anonymize", args)))

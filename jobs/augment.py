@@ -15,13 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import common_parser, config_from_args, exit_code  # noqa: E402
+from pipeline.cli import common_parser, config_from_args, exit_code, positive_int, user_errors_exit_2  # noqa: E402
 from pipeline.runner import run_job  # noqa: E402
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     ap = common_parser(__doc__, default_t=[0.3])
-    ap.add_argument("--variants", type=int, default=4, help="neighbours per input and t")
+    ap.add_argument("--variants", type=positive_int, default=4, help="neighbours per input and t")
     ap.add_argument("--mix-real-prob", type=float, default=0.5,
                     help="probability a training loader should use the real image rather than a neighbour")
     args = ap.parse_args(argv)

@@ -50,6 +50,7 @@ from folder_to_shards import write_folder_shards  # noqa: E402
 
 from metrics.classifier import accuracy, train_classifier  # noqa: E402
 from pipeline.config import JobConfig  # noqa: E402
+from pipeline.errors import NO_IMAGE, TRUNCATED, UNDECODABLE  # noqa: E402
 from pipeline.images import BadImage, find_image_field, prepare_image  # noqa: E402
 from pipeline.shards import AtomicShardWriter, ShardReader, expand_shard_urls  # noqa: E402
 from pipeline.synthetic_faces import make_faces  # noqa: E402
@@ -99,11 +100,11 @@ def write_samples(samples: list[tuple[str, dict]], out: str, prefix: str, per_sh
 
 def read_label(fields: dict[str, bytes]) -> int:
     if "cls" not in fields:
-        raise BadImage("no cls field")
+        raise BadImage(NO_IMAGE, "no cls field")
     try:
         return int(fields["cls"].decode().strip())
     except (UnicodeDecodeError, ValueError):
-        raise BadImage(f"cls is not an integer: {fields['cls'][:20]!r}") from None
+        raise BadImage(UNDECODABLE, f"cls is not an integer: {fields['cls'][:20]!r}") from None
 
 
 def load_labelled(urls: list[str], resolution: int) -> Labelled:
@@ -115,7 +116,7 @@ def load_labelled(urls: list[str], resolution: int) -> Labelled:
         for sample in reader:
             try:
                 if sample.truncated:
-                    raise BadImage("truncated sample")
+                    raise BadImage(TRUNCATED, "truncated sample")
                 label = read_label(sample.fields)
                 pixels = prepare_image(sample.fields[find_image_field(sample.fields)], resolution, min_side=1).pixels
             except BadImage:

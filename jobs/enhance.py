@@ -16,7 +16,6 @@ exist) goes to OUT/enhance-report/ (summary.parquet, report.html, strips.png).
 """
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import posixpath
@@ -28,6 +27,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from pipeline.cli import job_parser, non_negative_int, positive_int, user_errors_exit_2  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 
 UPSAMPLERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -103,23 +105,24 @@ def compare(reference: dict[str, np.ndarray], methods: dict[str, dict[str, np.nd
     return rows
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = job_parser(__doc__)
     ap.add_argument("--input", nargs="+", required=True, help="high-resolution shards")
     ap.add_argument("--output", required=True)
     ap.add_argument("--model", required=True, help="diffusion model for Boomerang")
     ap.add_argument("--sr-restorer", default=None, help="a cold super-resolution restorer (optional)")
-    ap.add_argument("--factor", type=int, default=4, help="downsampling factor (a power of 2)")
+    ap.add_argument("--factor", type=positive_int, default=4, help="downsampling factor (a power of 2)")
     ap.add_argument("--upsample", choices=sorted(UPSAMPLERS), default="bicubic")
     ap.add_argument("--t", type=float, default=0.1, help="Boomerang t for the one-pass method")
-    ap.add_argument("--cascade", type=int, default=3, help="passes of the cascaded method (0: skip it)")
+    ap.add_argument("--cascade", type=non_negative_int, default=3, help="passes of the cascaded method (0: skip it)")
     ap.add_argument("--cascade-t", type=float, default=0.05)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--resolution", type=int, default=None, help="default: the diffusion model's")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=positive_int, default=100)
+    ap.add_argument("--resolution", type=positive_int, default=None, help="default: the diffusion model's")
+    ap.add_argument("--batch-size", type=positive_int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--address", default=None)
-    ap.add_argument("--cpu-threads", type=int, default=None)
+    ap.add_argument("--cpu-threads", type=positive_int, default=None)
     args = ap.parse_args(argv)
 
     from metrics.fidelity import load_lpips, why_lpips_unavailable
@@ -134,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.shards import expand_shard_urls
 
     if args.factor < 2 or args.factor & (args.factor - 1):
-        raise SystemExit(f"--factor must be a power of 2, got {args.factor}")
+        raise UserError(f"--factor must be a power of 2, got {args.factor}")
     resolution = args.resolution or load_model(args.model, device="cpu").resolution
     if args.sr_restorer:
         trained_at = load_model(args.sr_restorer, device="cpu").resolution
         if trained_at != resolution:
-            raise SystemExit(f"--sr-restorer was trained at {trained_at} px but the comparison runs at {resolution} px: "
+            raise UserError(f"--sr-restorer was trained at {trained_at} px but the comparison runs at {resolution} px: "
                              f"train it with --resolution {resolution}, or pass --resolution {trained_at}")
     made = low_resolution_shards(expand_shard_urls(args.input), posixpath.join(args.output, "enhance-inputs"),
                                  resolution, args.factor, args.upsample)

@@ -11,27 +11,28 @@ report.html. Runs made with ``--metrics`` were scored during generation already.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import add_metric_flags, metric_settings_from_args  # noqa: E402
+from pipeline.cli import (add_metric_flags, job_parser, metric_settings_from_args, non_negative_int,  # noqa: E402
+                          positive_int, user_errors_exit_2)
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = job_parser(__doc__)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories (<output>/<job>-<hash12>)")
     ap.add_argument("--report", required=True, help="directory for summary.parquet, per_sample.parquet, report.html")
     ap.add_argument("--fid-reference", default=None,
                     help="a pytorch-fid .npz (mu, sigma) to compare against instead of the inputs (KID is then null)")
     ap.add_argument("--title", default="Evaluation report")
     ap.add_argument("--address", default=None)
-    ap.add_argument("--num-gpus", type=int, default=None)
-    ap.add_argument("--num-cpu-workers", type=int, default=1)
-    ap.add_argument("--cpu-threads", type=int, default=None)
+    ap.add_argument("--num-gpus", type=non_negative_int, default=None)
+    ap.add_argument("--num-cpu-workers", type=positive_int, default=1)
+    ap.add_argument("--cpu-threads", type=positive_int, default=None)
     ap.add_argument("--device", default="auto")
     add_metric_flags(ap)
     args = ap.parse_args(argv)

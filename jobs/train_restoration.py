@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.cli import job_parser, positive_int, user_errors_exit_2  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.restoration import DEGRADATIONS  # noqa: E402
 
 
@@ -46,13 +48,13 @@ def degradation_spec(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = job_parser(__doc__)
     ap.add_argument("--data", nargs="+", required=True, help="training shards (patterns, directories, URLs)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--degradation", choices=sorted(DEGRADATIONS), default="blur")
-    ap.add_argument("--T", type=int, default=None,
+    ap.add_argument("--T", type=positive_int, default=None,
                     help="severity levels (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_T.items()) + ")")
-    ap.add_argument("--kernel-size", type=int, default=11)
+    ap.add_argument("--kernel-size", type=positive_int, default=11)
     ap.add_argument("--schedule", choices=["constant", "incremental", "exponential"], default="incremental")
     ap.add_argument("--c", type=float, default=None, help="blur: sigma step (schedule); inpaint/fade: mask sigma "
                     "scale (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_C.items()) + ")")
@@ -63,33 +65,34 @@ def parser() -> argparse.ArgumentParser:
                     help="inpaint/fade: a uniform random hole centre per sample (the paper's MNIST/CIFAR-10 setting)")
     ap.add_argument("--random-colour", action="store_true", help="fade: a uniform random colour per sample")
     ap.add_argument("--coverage", type=float, default=0.08, help="snow: share of pixels that are flakes at s = T")
-    ap.add_argument("--streak", type=int, default=8, help="snow: motion-streak length in pixels at s = T")
+    ap.add_argument("--streak", type=positive_int, default=8, help="snow: motion-streak length in pixels at s = T")
     ap.add_argument("--snow-seed", type=int, default=0, help="snow: the fixed snow field")
-    ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--widths", type=int, nargs="+", default=[32, 64, 64], help="UNet channels per level")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--resolution", type=positive_int, default=32)
+    ap.add_argument("--widths", type=positive_int, nargs="+", default=[32, 64, 64], help="UNet channels per level")
+    ap.add_argument("--steps", type=positive_int, default=1000)
+    ap.add_argument("--batch-size", type=positive_int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--ema-decay", type=float, default=0.995)
-    ap.add_argument("--checkpoint-every", type=int, default=200)
+    ap.add_argument("--checkpoint-every", type=positive_int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--num-workers", type=int, default=None, help="Ray Train workers (default: GPUs, else 1)")
+    ap.add_argument("--num-workers", type=positive_int, default=None, help="Ray Train workers (default: GPUs, else 1)")
     ap.add_argument("--address", default=None)
     return ap
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not Path(args.out).is_absolute():
         # A submitted job runs in a temporary copy of --working-dir: a relative --out would vanish with it.
-        raise SystemExit(f"--out {args.out} is relative inside a Ray job: give an absolute path on shared storage")
+        raise UserError(f"--out {args.out} is relative inside a Ray job: give an absolute path on shared storage")
     import ray
 
-    from pipeline.runner import _connect
+    from pipeline.cluster import connect
     from pipeline.shards import expand_shard_urls
     from pipeline.train_runner import RestorationConfig, train_restorer
 
-    _connect(ray, args.address)
+    connect(ray, args.address)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     cfg = RestorationConfig(shards=tuple(expand_shard_urls(args.data)), out=args.out, degradation=degradation_spec(args),
                             resolution=args.resolution, widths=tuple(args.widths), steps=args.steps,

@@ -110,7 +110,7 @@ def column_prefix(recognizer: str) -> str:
 def metric_row_schema(settings: MetricSettings) -> pa.Schema:
     """Columns of the per-output metric rows; ``key`` joins them with the job's rows."""
     fields = [("key", pa.string()), ("source_key", pa.string()), ("t", pa.float64()), ("variant", pa.int64()),
-              ("status", pa.string()), ("error", pa.string())]
+              ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string())]
     for name in settings.recognizers:
         fields += [(f"{column_prefix(name)}_{f}", typ) for f, typ in IDENTITY_FIELDS]
     if settings.fidelity:

@@ -19,6 +19,14 @@ from pathlib import Path
 import fsspec
 
 from metrics.suite import MetricSettings
+from pipeline.errors import UserError
+
+# Caps on what one untrusted sample may cost (--max-member-bytes, --max-pixels). They decide
+# which samples become error rows, so a changed value is hashed; at their defaults they are
+# left out, so run directories made before the caps existed keep their hash.
+DEFAULT_MAX_MEMBER_BYTES = 64 << 20
+DEFAULT_MAX_PIXELS = 8192 * 8192
+DEFAULTS_LEFT_OUT_OF_HASH = {"max_member_bytes": DEFAULT_MAX_MEMBER_BYTES, "max_pixels": DEFAULT_MAX_PIXELS}
 
 JOBS = ("anonymize", "augment")
 # Boomerang (noise + a pretrained diffusion model) or cold local sampling with a trained restorer
@@ -42,7 +50,25 @@ class HashedConfig:
 
     def output_settings(self) -> dict:
         """The fields that determine the outputs (hashed)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.execution_fields}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.execution_fields
+                and not (k in DEFAULTS_LEFT_OUT_OF_HASH and v == DEFAULTS_LEFT_OUT_OF_HASH[k])}
+
+    def check_shared_fields(self) -> None:
+        """Validation of the flags every job shares (images, limits, execution)."""
+        positive = ("batch_size", "num_cpu_workers", "min_side", "max_member_bytes", "max_pixels")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("resolution", "cpu_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise UserError(f"--num-gpus must be >= 0 (0: CPU workers only), got {self.num_gpus}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise UserError(f"--device {self.device!r}: choose auto, cpu or cuda")
+        if not self.inputs:
+            raise UserError("no --input shards given")
 
     def config_hash(self) -> str:
         blob = json.dumps(self.output_settings(), sort_keys=True, default=list)
@@ -78,6 +104,8 @@ class JobConfig(HashedConfig):
     dtype: str = "auto"
     min_side: int = 16
     image_field: str | None = None
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
     mix_real_prob: float | None = None
     s: tuple[int, ...] = ()               # cold methods: severities (instead of t)
     algorithm: str = "tacos"               # cold methods: tacos (Algorithm 2) or naive (Algorithm 1)
@@ -93,31 +121,32 @@ class JobConfig(HashedConfig):
 
     def __post_init__(self) -> None:
         if self.job not in JOBS:
-            raise ValueError(f"job {self.job!r}: choose one of {JOBS}")
+            raise UserError(f"job {self.job!r}: choose one of {JOBS}")
         if self.method not in METHODS:
-            raise ValueError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
-        for name in ("variants", "cascade", "steps", "batch_size", "num_cpu_workers", "min_side"):
+            raise UserError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+        self.check_shared_fields()
+        for name in ("variants", "cascade", "steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.is_cold:
             self._check_cold()
             return
         if not self.t or any(not 0.0 < t <= 1.0 for t in self.t):
-            raise ValueError(f"--t values must be in (0, 1], got {list(self.t)}")
+            raise UserError(f"--t values must be in (0, 1], got {list(self.t)}")
         runs = [int(self.steps * t + 1e-9) for t in self.t]
         if min(runs) < 1:
-            raise ValueError(f"--t {min(self.t)} with --steps {self.steps} runs no sampler step; raise --steps or --t")
+            raise UserError(f"--t {min(self.t)} with --steps {self.steps} runs no sampler step; raise --steps or --t")
         if len(set(runs)) != len(runs) or len({round(t * 1000) for t in self.t}) != len(self.t):
             # int(steps * t) steps run, so two t values with the same count would give the same outputs.
-            raise ValueError(f"--t values {list(self.t)} give the same noise level with --steps {self.steps} "
+            raise UserError(f"--t values {list(self.t)} give the same noise level with --steps {self.steps} "
                              f"({runs} sampler steps); use values at least 1/steps apart")
         if self.job == "anonymize" and (self.variants != 1 or len(self.t) != 1):
-            raise ValueError("anonymize writes one output per input: use a single --t and --variants 1 "
+            raise UserError("anonymize writes one output per input: use a single --t and --variants 1 "
                              "(jobs/augment.py makes several)")
         if self.mix_real_prob is not None and not 0.0 <= self.mix_real_prob <= 1.0:
-            raise ValueError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
+            raise UserError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
         if not self.inputs:
-            raise ValueError("no --input shards given")
+            raise UserError("no --input shards given")
 
     @property
     def is_cold(self) -> bool:
@@ -130,16 +159,16 @@ class JobConfig(HashedConfig):
 
     def _check_cold(self) -> None:
         if not self.s or any(s < 1 for s in self.s) or len(set(self.s)) != len(self.s):
-            raise ValueError(f"{self.method} needs distinct severities --s >= 1, got {list(self.s)}")
+            raise UserError(f"{self.method} needs distinct severities --s >= 1, got {list(self.s)}")
         if self.algorithm not in ("tacos", "naive"):
-            raise ValueError(f"--algorithm {self.algorithm!r}: choose tacos or naive")
+            raise UserError(f"--algorithm {self.algorithm!r}: choose tacos or naive")
         if self.variants != 1 or self.cascade != 1:
-            raise ValueError("cold local sampling is deterministic: --variants and --cascade must be 1 "
+            raise UserError("cold local sampling is deterministic: --variants and --cascade must be 1 "
                              "(use several --s values for several neighbours)")
         if self.job == "anonymize" and len(self.s) != 1:
-            raise ValueError("anonymize writes one output per input: use a single --s")
+            raise UserError("anonymize writes one output per input: use a single --s")
         if not self.inputs:
-            raise ValueError("no --input shards given")
+            raise UserError("no --input shards given")
 
     def output_settings(self) -> dict:
         """As the base class, without the other method's fields: Boomerang runs leave out the
@@ -153,7 +182,7 @@ def load_run_config(run_dir: str) -> JobConfig:
     """The configuration a run directory was made with (its ``config.json``)."""
     fs, path = fsspec.core.url_to_fs(posixpath.join(run_dir, "config.json"))
     if not fs.exists(path):
-        raise FileNotFoundError(f"{run_dir}: no config.json; is this a run directory (<output>/<job>-<hash12>)?")
+        raise UserError(f"{run_dir}: no config.json; is this a run directory (<output>/<job>-<hash12>)?")
     saved = json.loads(fs.cat_file(path))["config"]
     fields = {f.name: f for f in dataclasses.fields(JobConfig)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}

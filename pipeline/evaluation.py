@@ -27,6 +27,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
+from pipeline.errors import MISSING_INPUT, SCORING_FAILED, failure_kind
 from pipeline.images import BadImage, find_image_field, prepare_image
 from pipeline.records import rows_table, write_bytes_atomic, write_parquet_atomic
 from pipeline.shards import ShardReader, shard_name
@@ -38,6 +39,7 @@ EVAL_MANIFEST_SCHEMA = pa.schema([
     ("output_shard", pa.string()),
     ("status", pa.string()),           # "ok" or "failed" (redone by the next evaluation)
     ("error", pa.string()),
+    ("error_kind", pa.string()),
     ("outputs_scored", pa.int64()),
     ("outputs_error", pa.int64()),
     ("seconds", pa.float64()),
@@ -88,14 +90,15 @@ class ShardScorer:
             self.rows.extend(self.suite.score(batch, self.features, self.seen_sources))
         except Exception as exc:   # a metric network failing is not the data's fault: record it per output
             log.error("scoring %d outputs failed:\n%s", len(batch.keys), traceback.format_exc())
-            self.add_errors(batch.keys, batch.source_keys, batch.ts, batch.variants, f"scoring failed: {type(exc).__name__}: {exc}")
+            self.add_errors(batch.keys, batch.source_keys, batch.ts, batch.variants, SCORING_FAILED,
+                            f"scoring failed: {type(exc).__name__}: {exc}")
 
-    def add_errors(self, keys, source_keys, ts, variants, error: str) -> None:
-        self.rows.extend({"key": k, "source_key": s, "t": t, "variant": v, "status": "error", "error": error}
-                         for k, s, t, v in zip(keys, source_keys, ts, variants))
+    def add_errors(self, keys, source_keys, ts, variants, kind: str, error: str) -> None:
+        self.rows.extend({"key": k, "source_key": s, "t": t, "variant": v, "status": "error", "error": error,
+                          "error_kind": kind} for k, s, t, v in zip(keys, source_keys, ts, variants))
 
-    def finish(self, worker: str, error: str | None = None) -> dict:
-        scoring_failed = sum((r["error"] or "").startswith("scoring failed") for r in self.rows)
+    def finish(self, worker: str, error: str | None = None, error_kind: str | None = None) -> dict:
+        scoring_failed = sum(r.get("error_kind") == SCORING_FAILED for r in self.rows)
         status = "failed" if error or scoring_failed else "ok"
         if error is None:
             write_parquet_atomic(rows_table(self.rows, self.suite.schema), self.task.rows_url)
@@ -105,6 +108,7 @@ class ShardScorer:
                 write_bytes_atomic(buf.getvalue(), self.task.features_url)
         row = {"input_shard": self.task.input_url, "output_shard": self.task.output_url, "status": status,
                "error": error or (f"{scoring_failed} output(s) failed in scoring; see rows" if scoring_failed else None),
+               "error_kind": error_kind or (SCORING_FAILED if scoring_failed else None),
                "outputs_scored": sum(r["status"] == "ok" for r in self.rows),
                "outputs_error": sum(r["status"] == "error" for r in self.rows),
                "seconds": round(time.time() - self.started, 3), "worker": worker,
@@ -135,10 +139,10 @@ def evaluate_shard(suite, task: EvalTask, image_field: str | None = None) -> dic
                 while source is None or source.key != src_key:
                     source = next(inputs, None)
                     if source is None:
-                        raise BadImage(f"source {src_key!r} not found in {task.input_url} (after the previous source)")
+                        raise BadImage(MISSING_INPUT, f"source {src_key!r} not found in {task.input_url} (after the previous source)")
                 src = prepare_image(source.fields[find_image_field(source.fields, image_field)], output.shape[0], 1).pixels
             except BadImage as exc:
-                scorer.add_errors([sample.key], [src_key], [t], [variant], str(exc))
+                scorer.add_errors([sample.key], [src_key], [t], [variant], exc.kind, str(exc))
                 inputs, source = iter(ShardReader(task.input_url)), None   # a missing source: rescan for the next
                 continue
             batch.append(sample.key, src_key, t, variant, src, output)
@@ -148,7 +152,7 @@ def evaluate_shard(suite, task: EvalTask, image_field: str | None = None) -> dic
         scorer.add(batch)
     except Exception as exc:   # storage or reader failure: the shard is scored again next time
         log.error("evaluating %s failed:\n%s", task.output_url, traceback.format_exc())
-        return scorer.finish(worker, error=f"{type(exc).__name__}: {exc}")
+        return scorer.finish(worker, error=f"{type(exc).__name__}: {exc}", error_kind=failure_kind(exc))
     return scorer.finish(worker)
 
 

@@ -19,11 +19,15 @@ side is below ``min_side`` are error rows rather than blown-up blurs.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from pipeline.errors import (IMAGE_TOO_LARGE, IMAGE_TOO_SMALL, NO_IMAGE, UNDECODABLE, UNSUPPORTED_MODE,
+                             SampleError)
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "tif", "tiff")
 # Outputs keep the input's field (so loaders keep working) where that format holds RGB well.
@@ -31,10 +35,14 @@ _WRITE_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _INTEGER_GRAY_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32}
 _PILLOW_CONVERTIBLE = {"P", "CMYK", "YCbCr", "LAB", "HSV"}
 
-Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard for untrusted shards
+# Untrusted shards: images above this many pixels are error rows, checked from the header
+# before any pixel is decoded (--max-pixels). Pillow's own guard only warns below twice its
+# limit, so it is kept as a backstop at the same value and the check here is the rule.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 
-class BadImage(ValueError):
+class BadImage(SampleError):
     """A sample whose image cannot be used; the message becomes the error row's reason."""
 
 
@@ -52,12 +60,12 @@ def find_image_field(fields: dict[str, bytes], preferred: str | None = None) -> 
     """The field holding the sample's image: ``preferred`` if given, else the first known one."""
     if preferred is not None:
         if preferred not in fields:
-            raise BadImage(f"missing image field '{preferred}' (fields: {sorted(fields)})")
+            raise BadImage(NO_IMAGE, f"missing image field '{preferred}' (fields: {sorted(fields)})")
         return preferred
     for name in IMAGE_FIELDS:
         if name in fields:
             return name
-    raise BadImage(f"no image field (looked for {', '.join(IMAGE_FIELDS)}; fields: {sorted(fields)})")
+    raise BadImage(NO_IMAGE, f"no image field (looked for {', '.join(IMAGE_FIELDS)}; fields: {sorted(fields)})")
 
 
 def to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
@@ -71,7 +79,7 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
         arr = np.asarray(img, dtype=np.float64)
         peak = float(arr.max()) if arr.size else 0.0
         if peak > 65535 or float(arr.min(initial=0)) < 0:
-            raise BadImage(f"unsupported image mode '{mode}': values outside 0..65535")
+            raise BadImage(UNSUPPORTED_MODE, f"unsupported image mode '{mode}': values outside 0..65535")
         # 16-bit containers holding 8-bit data (common for 'I' from PNG) are left unscaled.
         divisor = 257.0 if (_INTEGER_GRAY_MODES[mode] == 16 or peak > 255) else 1.0
         gray = Image.fromarray(np.clip(np.round(arr / divisor), 0, 255).astype(np.uint8), mode="L")
@@ -82,7 +90,7 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
         return Image.alpha_composite(white, rgba).convert("RGB"), "alpha-over-white"
     if mode in _PILLOW_CONVERTIBLE:
         return img.convert("RGB"), f"{mode.lower()}-to-rgb"
-    raise BadImage(f"unsupported image mode '{mode}'")
+    raise BadImage(UNSUPPORTED_MODE, f"unsupported image mode '{mode}'")
 
 
 def fit_to_resolution(img: Image.Image, resolution: int) -> tuple[Image.Image, str]:
@@ -97,17 +105,28 @@ def fit_to_resolution(img: Image.Image, resolution: int) -> tuple[Image.Image, s
     return img.crop((left, top, left + resolution, top + resolution)), "short-side-bicubic+center-crop"
 
 
-def prepare_image(data: bytes, resolution: int | None, min_side: int) -> PreparedImage:
+def prepare_image(data: bytes, resolution: int | None, min_side: int,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
     """Decode untrusted bytes into an RGB array at the model resolution (None: the image's
     own shorter side, i.e. unchanged for square outputs), or raise BadImage."""
+    Image.MAX_IMAGE_PIXELS = max(DEFAULT_MAX_PIXELS, max_pixels)    # the backstop never undercuts the rule
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():              # the pixel cap below is the rule, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))      # reads the header only
+        if img.width * img.height > max_pixels:
+            raise BadImage(IMAGE_TOO_LARGE, f"image too large: {img.width}x{img.height} is over the "
+                                            f"{max_pixels}-pixel limit (--max-pixels)")
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadImage(f"undecodable image: {type(exc).__name__}: {exc}") from None
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImage(IMAGE_TOO_LARGE, f"image too large: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(UNDECODABLE, f"undecodable image: {type(exc).__name__}: {exc}") from None
     width, height, mode = img.width, img.height, img.mode
     if min(width, height) < min_side:
-        raise BadImage(f"image too small: {width}x{height} (shorter side must be >= {min_side})")
+        raise BadImage(IMAGE_TOO_SMALL, f"image too small: {width}x{height} (shorter side must be >= {min_side})")
     rgb, conversion = to_rgb(img)
     fitted, resize_rule = fit_to_resolution(rgb, resolution or min(width, height))
     return PreparedImage(np.asarray(fitted, dtype=np.uint8).copy(), width, height, mode, conversion, resize_rule)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import HashedConfig
+from pipeline.config import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, HashedConfig
+from pipeline.errors import UserError
 from pipeline.interpolation import METHODS, MethodParams
 
 PAIR_SOURCES = ("consecutive", "random", "file")
@@ -41,6 +42,8 @@ class InterpConfig(HashedConfig):
     dtype: str = "auto"
     min_side: int = 16
     image_field: str | None = None
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
     pairs_per_shard: int = 16              # pairs per output shard (one task of the decoding stage)
     fid: bool = False                      # keep Inception features of inputs and frames (FID/KID)
     lpips: bool = False                    # LPIPS distances besides RMS (needs the AlexNet weights)
@@ -60,32 +63,33 @@ class InterpConfig(HashedConfig):
 
     def __post_init__(self) -> None:
         if self.pairs not in PAIR_SOURCES:
-            raise ValueError(f"--pairs {self.pairs!r}: choose one of {', '.join(PAIR_SOURCES)} (or give a pairs file)")
+            raise UserError(f"--pairs {self.pairs!r}: choose one of {', '.join(PAIR_SOURCES)} (or give a pairs file)")
         if (self.pairs == "file") != (self.pairs_file is not None):
-            raise ValueError("a pairs file goes with --pairs file, and only then")
+            raise UserError("a pairs file goes with --pairs file, and only then")
         if not self.methods or set(self.methods) - set(METHODS) or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"--method {list(self.methods)}: choose one or more of {', '.join(METHODS)}")
+            raise UserError(f"--method {list(self.methods)}: choose one or more of {', '.join(METHODS)}")
         if not self.lam or any(not 0.0 <= v <= 1.0 for v in self.lam) or len(set(self.lam)) != len(self.lam):
-            raise ValueError(f"--lam values must be distinct and in [0, 1], got {list(self.lam)}")
+            raise UserError(f"--lam values must be distinct and in [0, 1], got {list(self.lam)}")
         if len({round(v * 1000) for v in self.lam}) != len(self.lam):
-            raise ValueError(f"--lam values {list(self.lam)} must differ by at least 0.001 (frame keys use lam x 1000)")
+            raise UserError(f"--lam values {list(self.lam)} must differ by at least 0.001 (frame keys use lam x 1000)")
         if not 1 <= self.invert_steps <= self.steps:
-            raise ValueError(f"--invert-steps must be in 1..--steps ({self.steps}), got {self.invert_steps}")
+            raise UserError(f"--invert-steps must be in 1..--steps ({self.steps}), got {self.invert_steps}")
         if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"--gamma must be in [0, 1], got {self.gamma}")
+            raise UserError(f"--gamma must be in [0, 1], got {self.gamma}")
         if self.gamma == 1.0 and (self.mu is None or self.nu is None) and "noisediffusion" in self.methods:
-            raise ValueError("--gamma 1 leaves alpha + beta = 0, so the default mu/nu are undefined: give --mu and --nu")
+            raise UserError("--gamma 1 leaves alpha + beta = 0, so the default mu/nu are undefined: give --mu and --nu")
         if self.boundary <= 0:
-            raise ValueError(f"--boundary must be > 0, got {self.boundary}")
+            raise UserError(f"--boundary must be > 0, got {self.boundary}")
         if (self.mu is None) != (self.nu is None):
-            raise ValueError("give --mu and --nu together (or neither, for the defaults)")
-        for name in ("batch_size", "pairs_per_shard", "num_cpu_workers", "min_side"):
+            raise UserError("give --mu and --nu together (or neither, for the defaults)")
+        self.check_shared_fields()
+        for name in ("pairs_per_shard", "steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.num_pairs is not None and self.num_pairs < 1:
-            raise ValueError(f"--num-pairs must be >= 1, got {self.num_pairs}")
+            raise UserError(f"--num-pairs must be >= 1, got {self.num_pairs}")
         if not self.inputs:
-            raise ValueError("no --input shards given")
+            raise UserError("no --input shards given")
 
     @property
     def method_params(self) -> MethodParams:

@@ -36,9 +36,11 @@ from pipeline.noise import sample_generators, sample_seed
 from pipeline.pairs import Pair
 from pipeline.records import (FRAME_ROW_SCHEMA, INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA,
                               rows_table, write_bytes_atomic, write_parquet_atomic)
-from pipeline.shard_processor import (GENERATION_FAILED, METADATA_FIELD, chunked, decode_samples, peak_rss_mb,
+from pipeline.errors import GENERATION_FAILED, MISSING_INPUT, failure_kind
+from pipeline.sample_keys import printable_key
+from pipeline.shard_processor import (METADATA_FIELD, chunked, decode_samples, failure_message, log_failure, peak_rss_mb,
                                       remove_outputs, remove_stale_temporaries)
-from pipeline.shards import AtomicShardWriter, ShardReader
+from pipeline.shards import AtomicShardWriter, ReadLimits, ShardReader
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,10 @@ class InterpolationProcessor:
             remove_stale_temporaries(*outputs, task.manifest_url)
             manifest.update(body())
         except Exception as exc:
-            log.error("task %s failed:\n%s", task.input_url, traceback.format_exc())
+            log_failure(task.input_url, exc)
             remove_outputs(*outputs)
-            manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", samples_in=0, samples_ok=0,
-                            samples_error=0, outputs_ok=0, outputs_error=0)
+            manifest.update(status="failed", error=failure_message(exc), error_kind=failure_kind(exc),
+                            samples_in=0, samples_ok=0, samples_error=0, outputs_ok=0, outputs_error=0)
         manifest.update(seconds=round(time.time() - started, 3), worker_peak_rss_mb=peak_rss_mb(),
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat())
         write_parquet_atomic(rows_table([manifest], schema), task.manifest_url)
@@ -121,7 +123,7 @@ class InterpolationProcessor:
 
     def invert_shard(self, task: InversionTask, progress: Callable[[int], None]) -> dict:
         cfg = self.cfg
-        reader = ShardReader(task.input_url)
+        reader = ShardReader(task.input_url, ReadLimits(cfg.max_member_bytes))
         rows: list[dict] = []
         features: list[np.ndarray] = []
         feature_keys: list[str] = []
@@ -135,9 +137,11 @@ class InterpolationProcessor:
                 if task.wanted is None or sample.key in task.wanted:
                     used.append(sample)
                 else:
-                    rows.append({**base, "key": sample.key, "status": "unused"})
-            decoded, errors = decode_samples(used, seen, cfg.image_field, self.model.resolution, cfg.min_side)
-            rows.extend({**base, "key": s.key, "status": "error", "error": reason} for s, reason in errors)
+                    rows.append({**base, "key": printable_key(sample.key), "status": "unused"})
+            decoded, errors = decode_samples(used, seen, cfg.image_field, self.model.resolution, cfg.min_side,
+                                             cfg.max_pixels)
+            rows.extend({**base, "key": printable_key(s.key), "status": "error", "error": str(err), "error_kind": err.kind}
+                        for s, err in errors)
             if decoded:
                 inverted = self._invert_batch(task, decoded, base)
                 rows.extend(inverted)
@@ -153,9 +157,10 @@ class InterpolationProcessor:
             _write_npz(task.features_url, features=np.concatenate(features) if features else np.empty((0, 2048), np.float32),
                        keys=np.array(feature_keys, dtype=str))
         counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "error")}
-        failed = sum((r.get("error") or "").startswith(GENERATION_FAILED) for r in rows)
+        failed = sum(r.get("error_kind") == GENERATION_FAILED for r in rows)
         status = "failed" if failed else "truncated" if reader.error else "ok"
         return {"status": status, "error": f"{failed} inversion(s) failed; see rows" if failed else reader.error,
+                "error_kind": GENERATION_FAILED if failed else None,
                 "samples_in": samples_in, "samples_ok": counts["ok"], "samples_error": counts["error"],
                 "outputs_ok": counts["ok"], "outputs_error": counts["error"]}
 
@@ -177,7 +182,8 @@ class InterpolationProcessor:
         except Exception as exc:
             log.error("inversion of %d images failed:\n%s", len(keys), traceback.format_exc())
             for row in rows:
-                row.update(status="error", error=f"{GENERATION_FAILED}: {type(exc).__name__}: {exc}")
+                row.update(status="error", error=f"generation failed: {type(exc).__name__}: {exc}",
+                           error_kind=GENERATION_FAILED)
             return rows
         seconds = (time.time() - started) / len(keys)
         for j, ((sample, _, img), row) in enumerate(zip(decoded, rows)):
@@ -202,7 +208,7 @@ class InterpolationProcessor:
             if reason is None:
                 frames.extend(self._pair_frames(pair, images[pair.key_a], images[pair.key_b]))
             else:
-                rows.extend(self._row(task, pair, method, lam, status="error", error=reason)
+                rows.extend(self._row(task, pair, method, lam, status="error", error=reason, error_kind=MISSING_INPUT)
                             for method in cfg.methods for lam in cfg.lam)
         pixels, decode_errors, seconds = self._decode(frames)
         scores = self._score(frames, pixels, images)
@@ -211,7 +217,7 @@ class InterpolationProcessor:
             for i, frame in enumerate(frames):
                 if i in decode_errors:
                     rows.append(self._row(task, frame.pair, frame.method, frame.lam, status="error",
-                                          error=decode_errors[i], seed=frame.seed))
+                                          error=decode_errors[i], error_kind=GENERATION_FAILED, seed=frame.seed))
                     continue
                 key = frame_key(frame.pair.pair_id, frame.method, frame.lam)
                 writer.write(key, {"png": encode_image(pixels[i], "png"),
@@ -231,12 +237,13 @@ class InterpolationProcessor:
                        lams=np.array([frames[i].lam for i in feature_frames], dtype=np.float64))
         write_parquet_atomic(rows_table(rows, FRAME_ROW_SCHEMA), task.rows_url)
         progress(len(task.pairs))
-        failed = sum((r["error"] or "").startswith(GENERATION_FAILED) for r in rows)
+        failed = sum(r.get("error_kind") == GENERATION_FAILED for r in rows)
         pair_ok = {p.pair_id: True for p in task.pairs}
         for r in rows:
             pair_ok[r["pair_id"]] &= r["status"] == "ok"
         n_ok = sum(r["status"] == "ok" for r in rows)
         return {"status": "failed" if failed else "ok", "error": f"{failed} frame(s) failed in generation; see rows" if failed else None,
+                "error_kind": GENERATION_FAILED if failed else None,
                 "samples_in": len(task.pairs), "samples_ok": sum(pair_ok.values()),
                 "samples_error": len(task.pairs) - sum(pair_ok.values()), "outputs_ok": n_ok, "outputs_error": len(rows) - n_ok}
 
@@ -287,7 +294,7 @@ class InterpolationProcessor:
                     decoded = to_uint8(model.decode(ddim_decode(eps, model.scheduler, z, self.timesteps)))
             except Exception as exc:
                 log.error("decoding %d frames failed:\n%s", len(batch), traceback.format_exc())
-                errors.update({i: f"{GENERATION_FAILED}: {type(exc).__name__}: {exc}" for i in batch})
+                errors.update({i: f"generation failed: {type(exc).__name__}: {exc}" for i in batch})
                 continue
             for j, i in enumerate(batch):
                 pixels[i] = decoded[j]

@@ -1,5 +1,5 @@
-"""Orchestration of a pair-interpolation run on a Ray cluster (with ``pipeline.runner``, the
-only modules that import Ray).
+"""The pair-interpolation driver: both stages through ``pipeline.cluster``, under the run
+directory's lock.
 
 Two stages over the same workers (each loads the model once):
 
@@ -20,36 +20,42 @@ import dataclasses
 import posixpath
 import sys
 
+from pipeline.errors import UserError
+
+from pipeline.cluster import ProgressCounter, Worker, connect, dispatch, start_workers
 from pipeline.interp_config import InterpConfig
 from pipeline.interp_tasks import InversionTask, PairTask
 from pipeline.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
                             random_pairs, read_pairs_file, resolve_refs)
 from pipeline.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA, read_parquet_dir
-from pipeline.runner import (ProgressCounter, RunPlan, _connect, _dispatch, _init_torch, _start_workers, check_steps,
-                             expand_inputs, merge_manifest, pending_inputs, print_summary, write_run_files)
+from pipeline.run_lock import RunLock
+from pipeline.runner import (RunPlan, check_steps, expand_inputs, merge_manifest, pending_inputs, print_summary,
+                             record_missing, write_run_files)
 from pipeline.shard_processor import remove_outputs
+from pipeline.tasks import MISSING
 
 
 def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
     """Expand the inputs and pin the model's and the pairs file's identities into the hash."""
     from pipeline.config import model_fingerprint
-    from pipeline.model_source import resolve_model_dir
+    from pipeline.model_source import check_model_dir, resolve_model_dir
 
     model_dir = resolve_model_dir(cfg.model)
+    if check_model_dir(model_dir) == "cold":
+        raise UserError(f"--model {cfg.model} is a Cold Diffusion restorer; interpolation needs a diffusion model")
     check_steps(cfg, model_dir)
     fingerprint = file_fingerprint(cfg.pairs_file) if cfg.pairs_file else ""
     return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
                                pairs_fingerprint=fingerprint)
 
 
-class InterpWorker:
-    """Ray actor body: the model and the metric networks, loaded once, for both stages."""
+class InterpWorker(Worker):
+    """The model and the metric networks, loaded once, for both stages."""
 
-    def __init__(self, cfg: InterpConfig, cpu_threads: int | None, counter=None):
+    def setup(self, cfg: InterpConfig) -> None:
         from pipeline.interp_processor import InterpolationProcessor
         from pipeline.models import load_model
 
-        _init_torch(cpu_threads)
         model = load_model(cfg.model, sampler="ddim", device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
         inception = lpips = None
         if cfg.fid:
@@ -61,11 +67,9 @@ class InterpWorker:
 
             lpips = load_lpips(device=model.device)
         self.processor = InterpolationProcessor(cfg, model, inception, lpips)
-        self.counter = counter
 
     def process(self, task) -> dict:
-        report = (lambda n: self.counter.add.remote(n)) if self.counter is not None else (lambda n: None)
-        return self.processor.process(task, progress=report)
+        return self.processor.process(task, progress=self.report)
 
 
 def check_metric_weights(cfg: InterpConfig) -> None:
@@ -75,15 +79,9 @@ def check_metric_weights(cfg: InterpConfig) -> None:
     check_available(MetricSettings(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
 
 
-def _failed_row(schema):
-    def record(task, error: str) -> dict:
-        from pipeline.records import rows_table, write_parquet_atomic
-
-        row = {"input_shard": task.input_url, "status": "failed", "error": error, "samples_in": 0, "samples_ok": 0,
-               "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
-        write_parquet_atomic(rows_table([row], schema), task.manifest_url)
-        return row
-    return record
+def _failed_row(task, error: str, kind: str) -> dict:
+    return {"input_shard": task.input_url, "status": "failed", "error": error, "error_kind": kind, "samples_in": 0,
+            "samples_ok": 0, "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
 
 
 def locate_inversions(run_dir: str, inputs) -> tuple[dict[str, list[ImageRef]], dict[str, list[str]], list[str]]:
@@ -146,41 +144,50 @@ def _remove_stale_groups(run_dir: str, n_groups: int, done: dict) -> None:
 def run_interpolation(cfg: InterpConfig) -> list[dict]:
     """Both stages for every pending shard and group; returns the frames stage's manifest rows
     plus a ``failed`` row per input shard whose inversion failed."""
-    import ray
-
     cfg = resolve_interp_config(cfg)
-    run_dir = cfg.run_dir
     if cfg.fid or cfg.lpips:
         check_metric_weights(cfg)
+    with RunLock(cfg.run_dir):
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: InterpConfig) -> list[dict]:
+    import ray
+
+    run_dir = cfg.run_dir
     wanted = None
     if cfg.pairs == "file":
         wanted = frozenset(k for pair in read_pairs_file(cfg.pairs_file) for k in pair)
     pending, skipped = pending_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"))
     inversions = [InversionTask.for_shard(run_dir, url, size, wanted) for url, size in pending]
-    write_run_files(cfg, RunPlan(run_dir, inversions, skipped))
-    print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(skipped)} already inverted",
-          file=sys.stderr, flush=True)
+    missing = [t for t in inversions if t.input_bytes == MISSING]
+    inversions = [t for t in inversions if t.input_bytes != MISSING]
+    write_run_files(cfg, RunPlan(run_dir, inversions, skipped, missing))
+    print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(skipped)} already inverted"
+          + (f", {len(missing)} missing" if missing else ""), file=sys.stderr, flush=True)
+    for task in missing:
+        record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.cache_dir, "config_hash": cfg.config_hash()})
     workers, counter = [], None
 
-    def run_stage(tasks: list, schema, units: tuple[str, str]) -> None:
+    def run_stage(tasks: list, schema, units: tuple[str, str]) -> list[dict]:
         nonlocal workers, counter
         if not tasks:
-            return
+            return []
         if not workers:
-            _connect(ray, cfg.address)
+            connect(ray, cfg.address)
             counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
             # Every GPU (or --num-cpu-workers): stage 2's task count is not known yet.
-            workers = _start_workers(ray, InterpWorker, (cfg,), n_tasks=1 << 30, num_gpus=cfg.num_gpus,
-                                     num_cpu_workers=cfg.num_cpu_workers, cpu_threads=cfg.cpu_threads, counter=counter)
+            workers = start_workers(ray, InterpWorker, (cfg,), n_tasks=1 << 30, num_gpus=cfg.num_gpus,
+                                    num_cpu_workers=cfg.num_cpu_workers, cpu_threads=cfg.cpu_threads, counter=counter)
         ray.get(counter.reset.remote())
-        _dispatch(ray, workers, counter, tasks, _failed_row(schema), units=units)
+        return dispatch(ray, workers, counter, tasks, _failed_row, schema, units=units)
 
     run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
     located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)
     pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed)
     print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
-    run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
-    rows = merge_manifest(run_dir, PAIR_MANIFEST_SCHEMA)
+    this_run = run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
+    rows = merge_manifest(run_dir, PAIR_MANIFEST_SCHEMA, this_run)
     print_summary(rows, run_dir, unit="pairs")
     if failed:
         print(f"inversion failed for shard(s) {', '.join(failed)}: their pairs are error rows; rerun to redo them",

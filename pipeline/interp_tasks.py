@@ -2,7 +2,7 @@
 imports, so the Ray driver plans without torch.
 
 Stage 1, one ``InversionTask`` per input shard: every image a pair uses is decoded and
-DDIM-inverted once, in the shard it lives in, into ``inversions/cache/<shard>/<key>.safetensors``.
+DDIM-inverted once, in the shard it lives in, into ``inversions/cache/<shard>/<hash of key>.safetensors``.
 Stage 2, one ``PairTask`` per group of pairs: the two cached inversions of each pair are read
 by key (from whichever shards they came from) and its frames are decoded into one output shard.
 """
@@ -12,6 +12,7 @@ import posixpath
 from dataclasses import dataclass
 
 from pipeline.pairs import ImageRef, Pair
+from pipeline.sample_keys import key_file_name
 from pipeline.shards import SHARD_SUFFIXES, shard_name
 
 
@@ -39,7 +40,8 @@ class InversionTask:
                    input_bytes, wanted)
 
     def cache_url(self, key: str) -> str:
-        return posixpath.join(self.cache_dir, f"{key}.safetensors")
+        """Named by a hash of the key: a key is data from the shard, never a path."""
+        return posixpath.join(self.cache_dir, key_file_name(key, ".safetensors"))
 
 
 @dataclass(frozen=True)

@@ -26,33 +26,10 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DCondit
                        VQModel)
 
 from pipeline.boomerang import EpsModel, as_eps_model
-from pipeline.model_source import ModelUnavailableError, resolve_model_dir  # noqa: F401 (re-exported)
+from pipeline.model_source import ModelUnavailableError, detect_kind, resolve_model_dir  # noqa: F401 (re-exported)
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def detect_kind(model_dir: Path) -> str:
-    """'pixel', 'latent', 'text-latent' or 'cold' (a restorer from jobs/train_restoration.py),
-    from the directory layout."""
-    if (model_dir / "cold.json").exists():
-        return "cold"
-    index = model_dir / "model_index.json"
-    if index.exists():
-        parts = {k for k in json.loads(index.read_text()) if not k.startswith("_")}
-        if "unet" in parts and "text_encoder" in parts and "vae" in parts:
-            return "text-latent"
-        if "unet" in parts and ({"vqvae", "vae"} & parts):
-            return "latent"
-        if "unet" in parts:
-            return "pixel"
-        raise ValueError(f"{model_dir}: model_index.json names {sorted(parts)}; expected a unet with an optional "
-                         f"vqvae/vae (and text_encoder/tokenizer for text-conditioned models)")
-    config = model_dir / "config.json"
-    if config.exists() and json.loads(config.read_text()).get("_class_name") == "UNet2DModel":
-        return "pixel"
-    raise ValueError(f"cannot tell the model kind of {model_dir}: expected model_index.json (DDPMPipeline, "
-                     f"LDMPipeline or StableDiffusionPipeline layout) or a UNet2DModel config.json")
 
 
 def pick_device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:

@@ -21,6 +21,7 @@ ROW_SCHEMA = pa.schema([
     ("source_key", pa.string()),
     ("status", pa.string()),           # "ok" or "error"
     ("error", pa.string()),            # reason, null when ok
+    ("error_kind", pa.string()),       # one of pipeline.errors.ERROR_KINDS, null when ok
     ("input_shard", pa.string()),
     ("output_shard", pa.string()),
     ("method", pa.string()),
@@ -50,6 +51,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("output_shard", pa.string()),
     ("status", pa.string()),           # "ok", "truncated" (tar ended early) or "failed" (redone next run)
     ("error", pa.string()),
+    ("error_kind", pa.string()),       # failed shards: unreadable_shard, write_failed, worker_failed, generation_failed
     ("samples_in", pa.int64()),
     ("samples_ok", pa.int64()),
     ("samples_error", pa.int64()),
@@ -114,6 +116,7 @@ INVERSION_ROW_SCHEMA = pa.schema([
     ("key", pa.string()),
     ("status", pa.string()),           # "ok", "error" (undecodable, duplicate, ...) or "unused" (in no pair)
     ("error", pa.string()),
+    ("error_kind", pa.string()),
     ("input_shard", pa.string()),
     ("cache_url", pa.string()),        # the image's inversion (safetensors: latent, clean, pixels)
     ("image_field", pa.string()),
@@ -141,6 +144,7 @@ FRAME_ROW_SCHEMA = pa.schema([
     ("lam", pa.float64()),
     ("status", pa.string()),           # "ok" or "error"
     ("error", pa.string()),
+    ("error_kind", pa.string()),
     ("output_shard", pa.string()),
     ("timestep", pa.int64()),          # the level decoding starts from
     ("steps", pa.int64()),

@@ -26,17 +26,19 @@ from pipeline.cold import as_restorer, cold_local_sample
 from pipeline.config import JobConfig
 from pipeline.degradations import bind
 from pipeline.evaluation import EvalTask, ShardScorer
-from pipeline.images import (IMAGE_FIELDS, BadImage, PreparedImage, encode_image, find_image_field, output_field,
-                             prepare_image, to_model_range, to_uint8)
+from pipeline.errors import (DUPLICATE_KEY, GENERATION_FAILED, TRUNCATED, UNSAFE_KEY, SampleError, UnreadableShard,
+                             failure_kind)
+from pipeline.images import (DEFAULT_MAX_PIXELS, IMAGE_FIELDS, BadImage, PreparedImage, encode_image, find_image_field,
+                             output_field, prepare_image, to_model_range, to_uint8)
 from pipeline.models import DiffusionModel
 from pipeline.noise import sample_generators, sample_seed
 from pipeline.records import MANIFEST_SCHEMA, ROW_SCHEMA, rows_table, write_parquet_atomic
-from pipeline.shards import AtomicShardWriter, RawSample, ShardReader, temporary_pattern
+from pipeline.sample_keys import printable_key, unsafe_key_reason
+from pipeline.shards import AtomicShardWriter, RawSample, ReadLimits, ShardReader, temporary_pattern
 from pipeline.tasks import ShardTask
 
 log = logging.getLogger(__name__)
 METADATA_FIELD = "diffusion.json"   # added to every output sample: how it was made
-GENERATION_FAILED = "generation failed"
 
 
 @dataclass
@@ -98,24 +100,24 @@ class ShardProcessor:
         try:
             remove_stale_temporaries(task.output_url, task.rows_url, task.manifest_url)
             rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress, scorer)
-        except Exception as exc:   # infrastructure failure (storage, model): the shard is redone next run
-            log.error("shard %s failed:\n%s", task.input_url, traceback.format_exc())
-            remove_outputs(task.output_url, task.rows_url)
-            manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", samples_in=0, samples_ok=0,
-                            samples_error=0, outputs_ok=0, outputs_error=0)
-        else:
-            # Generation errors (out of memory, a broken device) are not the data's fault: the
-            # shard is marked failed so the next run redoes it, rows and outputs kept for a look.
-            failed_outputs = sum(r["status"] == "error" and (r["error"] or "").startswith(GENERATION_FAILED) for r in rows)
-            status = "failed" if failed_outputs else "truncated" if reader_error else "ok"
-            error = f"{failed_outputs} output(s) failed in generation; see rows" if failed_outputs else reader_error
-            manifest.update(
-                status=status, error=error, samples_in=samples_in,
-                samples_ok=samples_ok, samples_error=samples_in - samples_ok,
-                outputs_ok=sum(r["status"] == "ok" for r in rows), outputs_error=sum(r["status"] == "error" for r in rows))
             write_parquet_atomic(rows_table(rows, ROW_SCHEMA), task.rows_url)
             if scorer is not None:
                 scorer.finish(self.worker)
+        except Exception as exc:   # infrastructure failure (storage, model): the shard is redone next run
+            log_failure(task.input_url, exc)
+            remove_outputs(task.output_url, task.rows_url)
+            manifest.update(status="failed", error=failure_message(exc), error_kind=failure_kind(exc),
+                            samples_in=0, samples_ok=0, samples_error=0, outputs_ok=0, outputs_error=0)
+        else:
+            # Generation errors (out of memory, a broken device) are not the data's fault: the
+            # shard is marked failed so the next run redoes it, rows and outputs kept for a look.
+            failed_outputs = sum(r.get("error_kind") == GENERATION_FAILED for r in rows)
+            status = "failed" if failed_outputs else "truncated" if reader_error else "ok"
+            error = f"{failed_outputs} output(s) failed in generation; see rows" if failed_outputs else reader_error
+            manifest.update(
+                status=status, error=error, error_kind=GENERATION_FAILED if failed_outputs else None,
+                samples_in=samples_in, samples_ok=samples_ok, samples_error=samples_in - samples_ok,
+                outputs_ok=sum(r["status"] == "ok" for r in rows), outputs_error=sum(r["status"] == "error" for r in rows))
         manifest.update(seconds=round(time.time() - started, 3), finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
                         worker_peak_rss_mb=peak_rss_mb())
         write_parquet_atomic(rows_table([manifest], MANIFEST_SCHEMA), task.manifest_url)
@@ -126,7 +128,7 @@ class ShardProcessor:
     def _process_samples(self, task: ShardTask, progress: Callable[[int], None],
                          scorer: ShardScorer | None = None) -> tuple[list[dict], int, int, str | None]:
         """Returns (rows, samples read, samples whose every output is ok, reader error)."""
-        reader = ShardReader(task.input_url)
+        reader = ShardReader(task.input_url, ReadLimits(self.cfg.max_member_bytes))
         rows: list[dict] = []
         seen: set[str] = set()
         samples_in = samples_ok = 0
@@ -137,9 +139,9 @@ class ShardProcessor:
         with AtomicShardWriter(task.output_url) as writer:
             for chunk in chunked(reader, self.chunk_samples):
                 samples_in += len(chunk)
-                decoded, errors = decode_samples(chunk, seen, self.cfg.image_field, self.model.resolution, self.cfg.min_side)
-                rows.extend({**base, "key": sample.key, "source_key": sample.key, "status": "error", "error": error}
-                            for sample, error in errors)
+                decoded, errors = decode_samples(chunk, seen, self.cfg.image_field, self.model.resolution,
+                                                 self.cfg.min_side, self.cfg.max_pixels)
+                rows.extend(error_row(base, sample, error) for sample, error in errors)
                 generated = self._generate(decoded, base, writer, scorer)
                 per_sample = len(self.cfg.levels) * self.cfg.variants      # outputs per sample, in sample order
                 samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
@@ -207,12 +209,13 @@ class ShardProcessor:
         except Exception as exc:
             log.error("batch of %d failed:\n%s", len(batch), traceback.format_exc())
             for row in out.values():
-                row.update(status="error", error=f"{GENERATION_FAILED}: {type(exc).__name__}: {exc}")
+                row.update(status="error", error=f"generation failed: {type(exc).__name__}: {exc}",
+                           error_kind=GENERATION_FAILED)
             return out
         seconds = (time.time() - started) / len(batch)
         for j, it in enumerate(batch):
             out[(it.sample_index, it.level, it.variant)].update(
-                status="ok", error=None, timestep=timestep, seconds=seconds, model_evals=evals, _pixels=pixels[j])
+                status="ok", error=None, error_kind=None, timestep=timestep, seconds=seconds, model_evals=evals, _pixels=pixels[j])
         return out
 
     def _apply_method(self, x0: torch.Tensor, level, generators) -> tuple[torch.Tensor, int, int]:
@@ -230,34 +233,56 @@ class ShardProcessor:
         return result.samples, result.t_b, result.model_evals * model.passes_per_eval(cfg.guidance_scale)
 
 
-def sample_error(sample: RawSample, seen: set[str]) -> str | None:
+def sample_error(sample: RawSample, seen: set[str]) -> SampleError | None:
     """Why a sample cannot be used whatever its image (``seen``: keys met so far in the shard)."""
+    if sample.error_kind is not None:
+        return SampleError(sample.error_kind, sample.error)
     if sample.truncated:
-        return "shard ends inside this sample (truncated tar)"
+        return SampleError(TRUNCATED, "shard ends inside this sample (truncated tar)")
+    reason = unsafe_key_reason(sample.key)
+    if reason is not None:
+        return SampleError(UNSAFE_KEY, f"unsafe key: {reason}")
     if sample.key in seen:
-        return "duplicate key in shard (members of one sample not adjacent, or a repeated key)"
+        return SampleError(DUPLICATE_KEY, "duplicate key in shard (members of one sample not adjacent, or a repeated key)")
     seen.add(sample.key)
-    if "." in posixpath.basename(sample.key):
-        return "key contains a dot"
     return None
 
 
+def error_row(base: dict, sample: RawSample, error: SampleError) -> dict:
+    """The row of a sample that made no output; an unsafe key is stored escaped."""
+    key = printable_key(sample.key)
+    return {**base, "key": key, "source_key": key, "status": "error", "error": str(error), "error_kind": error.kind}
+
+
 def decode_samples(chunk: list[RawSample], seen: set[str], image_field: str | None, resolution: int | None,
-                   min_side: int) -> tuple[list[tuple[RawSample, str, PreparedImage]], list[tuple[RawSample, str]]]:
+                   min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   ) -> tuple[list[tuple[RawSample, str, PreparedImage]], list[tuple[RawSample, SampleError]]]:
     """Decode a chunk's images: (sample, image field, image) for the good ones and
-    (sample, reason) for the rest, each in input order."""
+    (sample, error) for the rest, each in input order."""
     decoded, errors = [], []
     for sample in chunk:
         error = sample_error(sample, seen)
         if error is None:
             try:
                 field = find_image_field(sample.fields, image_field)
-                decoded.append((sample, field, prepare_image(sample.fields[field], resolution, min_side)))
+                decoded.append((sample, field, prepare_image(sample.fields[field], resolution, min_side, max_pixels)))
                 continue
             except BadImage as exc:
-                error = str(exc)
+                error = exc
         errors.append((sample, error))
     return decoded, errors
+
+
+def failure_message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, UnreadableShard) else f"{type(exc).__name__}: {exc}"
+
+
+def log_failure(name: str, exc: BaseException) -> None:
+    """One line for an unreadable input (the data's problem), the traceback for anything else."""
+    if isinstance(exc, UnreadableShard):
+        log.error("%s: %s", name, exc)
+    else:
+        log.error("%s failed:\n%s", name, traceback.format_exc())
 
 
 def remove_stale_temporaries(*urls: str) -> None:
@@ -270,11 +295,15 @@ def remove_stale_temporaries(*urls: str) -> None:
 
 
 def remove_outputs(*urls: str) -> None:
-    """Delete an earlier attempt's files (shard, rows), so a failed redo leaves nothing stale."""
+    """Delete an earlier attempt's files (shard, rows), so a failed redo leaves nothing stale.
+    Best effort: this runs on the failure path, where storage may be what failed."""
     for url in urls:
-        fs, path = fsspec.core.url_to_fs(url)
-        if fs.exists(path):
-            fs.rm(path)
+        try:
+            fs, path = fsspec.core.url_to_fs(url)
+            if fs.exists(path):
+                fs.rm(path)
+        except OSError as exc:
+            log.error("could not remove %s: %s", url, exc)
 
 
 def peak_rss_mb() -> float:

@@ -27,10 +27,20 @@ class ShardTask:
                    posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
 
 
+MISSING = -1      # the "size" of an input shard that does not exist
+
+
 def input_size(url: str) -> int | None:
-    """Size of an input shard in bytes, or None if it cannot be stat'ed."""
+    """Size of an input shard in bytes: ``MISSING`` if it does not exist, None if it cannot
+    be told (the worker then finds out what is wrong)."""
     try:
         fs, path = fsspec.core.url_to_fs(url)
-        return int(fs.size(path))
+        info = fs.info(path)
+    except FileNotFoundError:
+        return MISSING
     except Exception:
         return None
+    if info.get("type") == "directory":
+        return None
+    size = info.get("size")
+    return int(size) if size is not None else None

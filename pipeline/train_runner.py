@@ -96,7 +96,7 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
     from ray.train.torch import TorchTrainer
 
     from pipeline.restoration import checkpoint_step
-    from pipeline.runner import _connect
+    from pipeline.cluster import connect
 
     # Ray Train runs the loop in its own working directory: local paths must be absolute.
     cfg = replace(cfg, out=str(Path(cfg.out).resolve()),
@@ -109,7 +109,7 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
         return out / "restorer"
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    _connect(ray, address)
+    connect(ray, address)
     print(f"training into {out}" + (f", resuming from {resume.name}" if resume else ""), flush=True)
     loop_config = {**asdict(cfg), "resume_from": None if resume is None else str(resume)}
     trainer = TorchTrainer(train_loop, train_loop_config=loop_config,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import png_bytes, write_tar
-from pipeline.shards import AtomicShardWriter, ShardReader, expand_shard_urls, split_member_name
+from pipeline.shards import AtomicShardWriter, ShardReader, UnreadableShard, expand_shard_urls, split_member_name
 
 
 def test_round_trip_keeps_keys_fields_and_order(tmp_path):
@@ -87,12 +87,11 @@ def test_non_adjacent_members_become_separate_samples(tmp_path):
     assert [s.key for s in ShardReader(path)] == ["a", "b", "a"]
 
 
-def test_not_a_tar_is_an_error(tmp_path):
+def test_not_a_tar_is_unreadable_not_truncated(tmp_path):
     path = tmp_path / "bad.tar"
     path.write_bytes(b"this is not a tar file" * 100)
-    reader = ShardReader(str(path))
-    assert list(reader) == []
-    assert reader.error and "ReadError" in reader.error
+    with pytest.raises(UnreadableShard, match="not a readable tar"):
+        list(ShardReader(str(path)))
 
 
 def test_round_trip_on_a_non_local_fsspec_filesystem():
