@@ -1,0 +1,41 @@
+"""What users get must not change under a refactor of the internals: the same commands and seed
+give the same images as the code the pins were made with (``python tests/pinned_runs.py``),
+and the same configuration still maps to the same run directory, so earlier runs' directories
+are found and continued rather than stranded."""
+
+import numpy as np
+
+from pinned_runs import REPO, load_pins, make_pinned_runs
+from pipeline.config import JobConfig, model_fingerprint
+from pipeline.interp_config import InterpConfig
+
+# Recorded with the code of 2026-12-01 (before the one-engine refactor).
+DEMO_MODEL_FINGERPRINT = "96bb00debe84cc39"
+RUN_DIRS = {"anonymize": "o/anonymize-825ac78ef4a6", "augment": "o/augment-dc0df60efc06",
+            "cold": "o/anonymize-b0b1ff2ce1ae", "interpolate": "o/interpolate-3a94b74b1ea5"}
+
+
+def test_run_directories_of_fixed_configurations_are_stable():
+    fp = model_fingerprint(REPO / "assets" / "demo_model")
+    assert fp == DEMO_MODEL_FINGERPRINT
+    configs = {
+        "anonymize": JobConfig(job="anonymize", inputs=("a",), output="o", model="m", t=(0.4,), steps=20, seed=5,
+                               model_fingerprint=fp),
+        "augment": JobConfig(job="augment", inputs=("a",), output="o", model="m", t=(0.2, 0.3), variants=2, steps=10,
+                             sampler="ddpm", seed=5, mix_real_prob=0.5, model_fingerprint=fp),
+        "cold": JobConfig(job="anonymize", inputs=("a",), output="o", model="r", method="cold-blur", s=(3,), seed=5,
+                          model_fingerprint="x"),
+        "interpolate": InterpConfig(inputs=("a",), output="o", model="m", methods=("slerp", "noise", "noisediffusion"),
+                                    lam=(0.5,), steps=10, invert_steps=6, seed=5, model_fingerprint=fp),
+    }
+    assert {name: cfg.run_dir for name, cfg in configs.items()} == RUN_DIRS
+
+
+def test_outputs_match_the_pins(ray_cluster, tmp_path):
+    pinned, _ = load_pins()
+    made = make_pinned_runs(tmp_path)
+    for run, images in pinned.items():
+        assert sorted(made[run]) == sorted(images), run
+        for key, pixels in images.items():
+            diff = np.abs(made[run][key].astype(int) - pixels.astype(int)).max()
+            assert diff <= 1, f"{run}/{key}: max pixel difference {diff}"    # float rounding at quantization
