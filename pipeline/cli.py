@@ -7,7 +7,8 @@ import logging
 import sys
 
 from metrics.suite import RECOGNIZERS, MetricSettings
-from pipeline.config import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, METHODS, JobConfig
+from pipeline.config import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, JobConfig
+from pipeline.methods import method_names
 from pipeline.errors import UserError
 
 
@@ -68,7 +69,7 @@ def user_errors_exit_2(main):
 def common_parser(description: str, default_t: list[float]) -> argparse.ArgumentParser:
     ap = job_parser(description)
     add_io_flags(ap)
-    ap.add_argument("--method", choices=METHODS, default="boomerang",
+    ap.add_argument("--method", choices=method_names(), default="boomerang",
                     help="boomerang (noise + diffusion model), or cold-<degradation> with a restorer from "
                          "jobs/train_restoration.py as --model (deterministic degrade-then-restore)")
     ap.add_argument("--t", type=float, nargs="+", default=default_t, help="Boomerang noise level t_B / T, in (0, 1]")

@@ -29,14 +29,6 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 DEFAULTS_LEFT_OUT_OF_HASH = {"max_member_bytes": DEFAULT_MAX_MEMBER_BYTES, "max_pixels": DEFAULT_MAX_PIXELS}
 
 JOBS = ("anonymize", "augment")
-# Boomerang (noise + a pretrained diffusion model) or cold local sampling with a trained restorer
-# for one degradation (jobs/train_restoration.py): degrade to severity s, restore with TACoS.
-# One per degradation in pipeline.restoration.DEGRADATIONS (a test keeps the two in step).
-COLD_METHODS = ("cold-blur", "cold-inpaint", "cold-superres", "cold-decolor", "cold-fade", "cold-snow")
-METHODS = ("boomerang", *COLD_METHODS)
-COLD_FIELDS = ("s", "algorithm")
-# Boomerang's sampling settings: they do not touch a cold run's outputs, so its hash leaves them out.
-BOOMERANG_FIELDS = ("t", "steps", "sampler", "cascade", "variants", "prompt", "negative_prompt", "guidance_scale")
 
 # Fields that do not affect outputs, so they are left out of the hash.
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
@@ -122,59 +114,37 @@ class JobConfig(HashedConfig):
     def __post_init__(self) -> None:
         if self.job not in JOBS:
             raise UserError(f"job {self.job!r}: choose one of {JOBS}")
-        if self.method not in METHODS:
-            raise UserError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+        method = self.method_plugin            # an unknown --method fails here
         self.check_shared_fields()
         for name in ("variants", "cascade", "steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.is_cold:
-            self._check_cold()
-            return
-        if not self.t or any(not 0.0 < t <= 1.0 for t in self.t):
-            raise UserError(f"--t values must be in (0, 1], got {list(self.t)}")
-        runs = [int(self.steps * t + 1e-9) for t in self.t]
-        if min(runs) < 1:
-            raise UserError(f"--t {min(self.t)} with --steps {self.steps} runs no sampler step; raise --steps or --t")
-        if len(set(runs)) != len(runs) or len({round(t * 1000) for t in self.t}) != len(self.t):
-            # int(steps * t) steps run, so two t values with the same count would give the same outputs.
-            raise UserError(f"--t values {list(self.t)} give the same noise level with --steps {self.steps} "
-                             f"({runs} sampler steps); use values at least 1/steps apart")
-        if self.job == "anonymize" and (self.variants != 1 or len(self.t) != 1):
-            raise UserError("anonymize writes one output per input: use a single --t and --variants 1 "
-                             "(jobs/augment.py makes several)")
+        method.check_config(self)
+        if self.job == "anonymize" and (self.variants != 1 or len(self.levels) != 1):
+            raise UserError(f"anonymize writes one output per input: use a single --{method.level_field} and "
+                            f"--variants 1 (jobs/augment.py makes several)")
         if self.mix_real_prob is not None and not 0.0 <= self.mix_real_prob <= 1.0:
             raise UserError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
-        if not self.inputs:
-            raise UserError("no --input shards given")
 
     @property
-    def is_cold(self) -> bool:
-        return self.method in COLD_METHODS
+    def method_plugin(self):
+        """The registered method (``pipeline.methods``) this run applies."""
+        from pipeline.methods import get_method
+
+        return get_method(self.method)
 
     @property
     def levels(self) -> tuple:
         """What one output is made at: t values (Boomerang) or severities (cold methods)."""
-        return self.s if self.is_cold else self.t
-
-    def _check_cold(self) -> None:
-        if not self.s or any(s < 1 for s in self.s) or len(set(self.s)) != len(self.s):
-            raise UserError(f"{self.method} needs distinct severities --s >= 1, got {list(self.s)}")
-        if self.algorithm not in ("tacos", "naive"):
-            raise UserError(f"--algorithm {self.algorithm!r}: choose tacos or naive")
-        if self.variants != 1 or self.cascade != 1:
-            raise UserError("cold local sampling is deterministic: --variants and --cascade must be 1 "
-                             "(use several --s values for several neighbours)")
-        if self.job == "anonymize" and len(self.s) != 1:
-            raise UserError("anonymize writes one output per input: use a single --s")
-        if not self.inputs:
-            raise UserError("no --input shards given")
+        return self.method_plugin.levels(self)
 
     def output_settings(self) -> dict:
-        """As the base class, without the other method's fields: Boomerang runs leave out the
-        cold fields (so run directories made before those existed keep their hash), cold runs
-        leave out Boomerang's sampling settings (changing them reruns nothing)."""
-        unused = BOOMERANG_FIELDS if self.is_cold else COLD_FIELDS
+        """As the base class, without other methods' fields: a Boomerang run leaves out the cold
+        fields (so run directories made before those existed keep their hash), a cold run
+        Boomerang's sampling settings (changing them reruns nothing)."""
+        from pipeline.methods import method_specific_fields
+
+        unused = method_specific_fields() - set(self.method_plugin.fields)
         return {k: v for k, v in super().output_settings().items() if k not in unused}
 
 

@@ -29,7 +29,8 @@ from pipeline.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group
                             random_pairs, read_pairs_file, resolve_refs)
 from pipeline.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA, read_parquet_dir
 from pipeline.run_lock import RunLock
-from pipeline.runner import (RunPlan, check_steps, expand_inputs, merge_manifest, pending_inputs, print_summary,
+from pipeline.methods.boomerang import check_steps
+from pipeline.runner import (RunPlan, expand_inputs, merge_manifest, pending_inputs, print_summary,
                              record_missing, write_run_files)
 from pipeline.shard_processor import remove_outputs
 from pipeline.tasks import MISSING
@@ -43,7 +44,7 @@ def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
     model_dir = resolve_model_dir(cfg.model)
     if check_model_dir(model_dir) == "cold":
         raise UserError(f"--model {cfg.model} is a Cold Diffusion restorer; interpolation needs a diffusion model")
-    check_steps(cfg, model_dir)
+    check_steps(cfg.steps, model_dir)
     fingerprint = file_fingerprint(cfg.pairs_file) if cfg.pairs_file else ""
     return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
                                pairs_fingerprint=fingerprint)

@@ -49,8 +49,7 @@ def resolve_config(cfg: JobConfig) -> JobConfig:
 
     model_dir = resolve_model_dir(cfg.model)
     check_model_dir(model_dir)
-    check_method_matches_model(cfg, model_dir)
-    check_steps(cfg, model_dir)
+    cfg.method_plugin.check_model(cfg, model_dir)
     return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir))
 
 
@@ -65,38 +64,6 @@ def expand_inputs(inputs) -> tuple[str, ...]:
         raise UserError(f"input shards share base names {clashes[:5]}: outputs are named after inputs, so "
                          f"process each directory as its own run (or rename the shards)")
     return shards
-
-
-def check_method_matches_model(cfg: JobConfig, model_dir) -> None:
-    """Cold methods need a restorer trained for their degradation, with s within its T;
-    Boomerang needs a diffusion model. Checked before any work, from cold.json alone."""
-    from pathlib import Path
-
-    cold_file = Path(model_dir) / "cold.json"
-    if not cfg.is_cold:
-        if cold_file.exists():
-            raise UserError(f"{cfg.model} is a Cold Diffusion restorer: use --method cold-<degradation> --s N")
-        return
-    if not cold_file.exists():
-        raise UserError(f"--method {cfg.method} needs a restorer trained by jobs/train_restoration.py "
-                         f"(a directory with cold.json); {cfg.model} is not one")
-    spec = json.loads(cold_file.read_text())["degradation"]
-    if f"cold-{spec['name']}" != cfg.method:
-        raise UserError(f"{cfg.model} restores '{spec['name']}' degradations: use --method cold-{spec['name']}")
-    if max(cfg.s) > int(spec["T"]):
-        raise UserError(f"--s {max(cfg.s)} exceeds the restorer's T = {spec['T']}")
-
-
-def check_steps(cfg: JobConfig, model_dir) -> None:
-    """Fail before any work when --steps exceeds the model's training timesteps."""
-    from pathlib import Path
-
-    for candidate in (Path(model_dir) / "scheduler" / "scheduler_config.json", Path(model_dir) / "scheduler_config.json"):
-        if candidate.exists():
-            train_steps = json.loads(candidate.read_text()).get("num_train_timesteps", 1000)
-            if cfg.steps > train_steps:
-                raise UserError(f"--steps {cfg.steps} exceeds the model's {train_steps} training timesteps")
-            return
 
 
 def plan_run(cfg: JobConfig) -> RunPlan:
@@ -185,10 +152,12 @@ def _load_suite(settings):
 class ShardWorker(Worker):
     """Loads the model (and any metric networks) once, then processes shards one at a time."""
 
-    def setup(self, cfg: JobConfig) -> None:
+    def setup(self, cfg: JobConfig, method) -> None:
+        from pipeline.methods import register
         from pipeline.models import load_model
         from pipeline.shard_processor import ShardProcessor
 
+        register(method)      # the driver's method: one registered outside the package works here too
         model = load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
         self.processor = ShardProcessor(cfg, model, _load_suite(cfg.metrics))
 
@@ -234,7 +203,7 @@ def run_job(cfg: JobConfig) -> list[dict]:
         if plan.pending:
             connect(ray, cfg.address)
             counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
-            workers = start_workers(ray, ShardWorker, (cfg,), n_tasks=len(plan.pending), num_gpus=cfg.num_gpus,
+            workers = start_workers(ray, ShardWorker, (cfg, cfg.method_plugin), n_tasks=len(plan.pending), num_gpus=cfg.num_gpus,
                                     num_cpu_workers=cfg.num_cpu_workers, cpu_threads=cfg.cpu_threads, counter=counter)
             this_run += dispatch(ray, workers, counter, plan.pending, lambda task, error, kind: _failed_shard_row(
                 cfg, task, error, kind), MANIFEST_SCHEMA)

@@ -21,10 +21,7 @@ from typing import Callable, Iterable, Iterator
 import fsspec
 import torch
 
-from pipeline.boomerang import boomerang
-from pipeline.cold import as_restorer, cold_local_sample
 from pipeline.config import JobConfig
-from pipeline.degradations import bind
 from pipeline.evaluation import EvalTask, ShardScorer
 from pipeline.errors import (DUPLICATE_KEY, GENERATION_FAILED, TRUNCATED, UNSAFE_KEY, SampleError, UnreadableShard,
                              failure_kind)
@@ -57,12 +54,12 @@ def carried_fields(fields: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in fields.items() if not (set(k.split(".")) & set(IMAGE_FIELDS))}
 
 
-def output_key(cfg: JobConfig, key: str, level: float, variant: int) -> str:
-    """The source key for anonymization; key + level + variant suffix for augmentation (no dots):
-    ``_t<t x 1000>`` for Boomerang, ``_s<severity>`` for cold methods."""
+def output_key(cfg: JobConfig, method, key: str, level: float, variant: int) -> str:
+    """The source key for anonymization; key + level + variant suffix for augmentation (no
+    dots), named by the method: ``_t<t x 1000>`` for Boomerang, ``_s<severity>`` for cold methods."""
     if cfg.job == "anonymize":
         return key
-    return f"{key}_s{int(level):03d}_v{variant}" if cfg.is_cold else f"{key}_t{round(level * 1000):04d}_v{variant}"
+    return f"{key}_{method.level_letter}{method.level_code(level)}_v{variant}"
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -82,6 +79,7 @@ class ShardProcessor:
     def __init__(self, cfg: JobConfig, model: DiffusionModel, suite=None):
         """``suite`` (a ``metrics.suite.MetricSuite``) scores outputs in the same pass."""
         self.cfg = cfg
+        self.method = cfg.method_plugin
         self.model = model
         self.suite = suite
         self.worker = f"{socket.gethostname()}:{model.device}"
@@ -132,7 +130,7 @@ class ShardProcessor:
         rows: list[dict] = []
         seen: set[str] = set()
         samples_in = samples_ok = 0
-        sampler = self.cfg.algorithm if self.cfg.is_cold else self.cfg.sampler
+        sampler = self.method.sampler_name(self.cfg)
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
                 "sampler": sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
                 "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
@@ -143,7 +141,7 @@ class ShardProcessor:
                                                  self.cfg.min_side, self.cfg.max_pixels)
                 rows.extend(error_row(base, sample, error) for sample, error in errors)
                 generated = self._generate(decoded, base, writer, scorer)
-                per_sample = len(self.cfg.levels) * self.cfg.variants      # outputs per sample, in sample order
+                per_sample = len(self.method.levels(self.cfg)) * self.cfg.variants      # outputs per sample, in sample order
                 samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
                                   for i in range(0, len(generated), per_sample))
                 rows.extend(generated)
@@ -156,7 +154,7 @@ class ShardProcessor:
         from metrics.suite import PairBatch
 
         pairs = PairBatch.empty()
-        levels = self.cfg.levels
+        levels = self.method.levels(self.cfg)
         items = [_Item(i, lv, v) for lv in levels for i in range(len(decoded)) for v in range(self.cfg.variants)]
         results: dict[tuple[int, float, int], dict] = {}
         for level in levels:
@@ -193,8 +191,8 @@ class ShardProcessor:
             sample, field, image = decoded[it.sample_index]
             dropped = sorted(set(sample.fields) - set(carried_fields(sample.fields)) - {field})
             out[(it.sample_index, it.level, it.variant)] = {
-                **base, "key": output_key(cfg, key, it.level, it.variant), "source_key": key,
-                "t": it.level / model.num_train_timesteps if cfg.is_cold else it.level,
+                **base, "key": output_key(cfg, self.method, key, it.level, it.variant), "source_key": key,
+                "t": self.method.t_column(it.level, model.num_train_timesteps),
                 "variant": it.variant, "seed": sample_seed(cfg.seed, key, it.variant), "image_field": field,
                 "orig_width": image.orig_width, "orig_height": image.orig_height, "orig_mode": image.orig_mode,
                 "conversion": image.conversion, "resize_rule": image.resize_rule,
@@ -204,7 +202,8 @@ class ShardProcessor:
             with torch.inference_mode():
                 generators = sample_generators(cfg.seed, keys, variants)
                 x0 = model.encode(to_model_range([decoded[it.sample_index][2].pixels for it in batch]), generators)
-                samples, timestep, evals = self._apply_method(x0, batch[0].level, generators)
+                result = self.method.run(model, cfg, x0, batch[0].level, generators)
+                samples, timestep, evals = result.samples, result.level_used, result.model_evals
                 pixels = to_uint8(model.decode(samples))
         except Exception as exc:
             log.error("batch of %d failed:\n%s", len(batch), traceback.format_exc())
@@ -217,20 +216,6 @@ class ShardProcessor:
             out[(it.sample_index, it.level, it.variant)].update(
                 status="ok", error=None, error_kind=None, timestep=timestep, seconds=seconds, model_evals=evals, _pixels=pixels[j])
         return out
-
-    def _apply_method(self, x0: torch.Tensor, level, generators) -> tuple[torch.Tensor, int, int]:
-        """(samples, level actually used, network evaluations per sample) for one batch."""
-        cfg, model = self.cfg, self.model
-        if cfg.is_cold:
-            # Cold local sampling: degrade to severity s deterministically, restore with TACoS (or Algorithm 1).
-            # Random operator parameters (e.g. hole centres) come from each sample's own seeded generator.
-            degrade = bind(model.degradation, x0, generators)
-            result = cold_local_sample(as_restorer(model.unet), degrade, x0, int(level), algorithm=cfg.algorithm)
-            return result.samples, int(level), result.restorer_evals
-        eps = model.eps_model(len(generators), cfg.prompt, cfg.negative_prompt, cfg.guidance_scale)
-        result = boomerang(eps, model.scheduler, x0, t_frac=level, num_steps=cfg.steps, generators=generators,
-                           cascade=cfg.cascade)
-        return result.samples, result.t_b, result.model_evals * model.passes_per_eval(cfg.guidance_scale)
 
 
 def sample_error(sample: RawSample, seen: set[str]) -> SampleError | None:
