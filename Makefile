@@ -43,22 +43,22 @@ demo-model: install
 	$(BIN)/python jobs/train_demo_model.py --out assets/demo_model --steps 1500
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench.py --out bench_out
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/benchmarks/bench.py --out bench_out
 
 # Pair interpolation: the official code's batch-1 pattern against this pipeline's worker.
 bench-interp: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench_interp.py --out bench_out/interp --model $(INTERP_MODEL)
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/benchmarks/bench_interp.py --out bench_out/interp --model $(INTERP_MODEL)
 
 bench-cold: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/bench_cold.py --out bench_out/cold
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/benchmarks/bench_cold.py --out bench_out/cold
 
 # A t grid (0.1 ... 0.9), scored in the same pass, into $(EVAL_OUT)/<set>/report/report.html.
 ifeq ($(EVAL_DATA),)
 eval: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_grid.py --out $(EVAL_OUT)/grid --face-box full
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_grid.py --out $(EVAL_OUT)/grid --face-box full
 else
 eval: install $(EVAL_MODEL)/train.json
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_grid.py --out $(EVAL_OUT)/$(notdir $(EVAL_DATA)) --data $(EVAL_DATA) \
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_grid.py --out $(EVAL_OUT)/$(notdir $(EVAL_DATA)) --data $(EVAL_DATA) \
 		--model $(EVAL_MODEL) --face-box detect
 endif
 
@@ -75,18 +75,18 @@ $(EVAL_MODEL)/train.json:
 # How well the offline recognizer separates the people of EVAL_DATA (same vs different person).
 eval-recognizer: install
 	@test -n "$(EVAL_DATA)" || (echo "set EVAL_DATA=<labelled face folder>"; exit 2)
-	$(BIN)/python jobs/check_recognizer.py --data $(EVAL_DATA) --recognizer dlib --face-box detect \
+	$(BIN)/python jobs/experiments/check_recognizer.py --data $(EVAL_DATA) --recognizer dlib --face-box detect \
 		--out $(EVAL_OUT)/recognizer-dlib.json
-	$(BIN)/python jobs/check_recognizer.py --data $(EVAL_DATA) --recognizer dlib --face-box detect --resolution 32 \
+	$(BIN)/python jobs/experiments/check_recognizer.py --data $(EVAL_DATA) --recognizer dlib --face-box detect --resolution 32 \
 		--out $(EVAL_OUT)/recognizer-dlib-32px.json
 
 # Classifier accuracy trained on originals vs originals + Boomerang neighbours (paper's Table 2).
 ifeq ($(EVAL_DATA),)
 eval-augment: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/augmentation_experiment.py --out $(EVAL_OUT)/augment-synthetic
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/augmentation_experiment.py --out $(EVAL_OUT)/augment-synthetic
 else
 eval-augment: install $(EVAL_MODEL)/train.json
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/augmentation_experiment.py --out $(EVAL_OUT)/augment-$(notdir $(EVAL_DATA)) \
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/augmentation_experiment.py --out $(EVAL_OUT)/augment-$(notdir $(EVAL_DATA)) \
 		--data $(EVAL_DATA) --model $(EVAL_MODEL)
 endif
 
@@ -94,13 +94,13 @@ endif
 # held-out synthetic faces by default; EVAL_DATA=<folder> interpolates those images instead
 # (real photos are natural, out-of-model images for the synthetic-face demo model).
 eval-interp: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_interp.py --out $(EVAL_OUT)/interp$(if $(EVAL_DATA),-$(notdir $(EVAL_DATA))) \
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_interp.py --out $(EVAL_OUT)/interp$(if $(EVAL_DATA),-$(notdir $(EVAL_DATA))) \
 		$(if $(EVAL_DATA),--data $(EVAL_DATA)) --model $(INTERP_MODEL)
 
 # Cold Diffusion: train a 32x32 blur restorer on CPU (Ray Train, about 15 minutes on 2 cores; resumable),
 # then restoration error against s for Algorithm 1, TACoS and the degraded input.
 eval-cold: install
-	HF_HUB_OFFLINE=1 $(BIN)/python jobs/eval_cold.py --out $(EVAL_OUT)/cold --degradation $(COLD_DEGRADATION)
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_cold.py --out $(EVAL_OUT)/cold --degradation $(COLD_DEGRADATION)
 
 # Resolution enhancement x4 on held-out synthetic faces: bicubic vs Boomerang (one pass, 3
 # cascaded passes) with the demo model vs a cold super-resolution restorer trained here (CPU).

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import common_parser, config_from_args, exit_code, positive_int, user_errors_exit_2  # noqa: E402
-from pipeline.runner import run_job  # noqa: E402
+from pipeline.config.cli import common_parser, config_from_args, exit_code, positive_int, user_errors_exit_2  # noqa: E402
+from pipeline.execution.jobs import run_job  # noqa: E402
 
 
 @user_errors_exit_2

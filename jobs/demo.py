@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from make_demo_shards import write_demo_shards  # noqa: E402
 
-from pipeline.config import JobConfig  # noqa: E402
-from pipeline.preview import contact_sheet, first_images, mean_pixel_distance, run_images  # noqa: E402
-from pipeline.runner import run_job  # noqa: E402
+from pipeline.config.job import JobConfig  # noqa: E402
+from pipeline.reports.contact_sheet import contact_sheet, first_images, mean_pixel_distance, run_images  # noqa: E402
+from pipeline.execution.jobs import run_job  # noqa: E402
 
 
 def main() -> int:

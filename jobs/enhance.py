@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline.cli import job_parser, non_negative_int, positive_int, user_errors_exit_2  # noqa: E402
+from pipeline.config.cli import job_parser, non_negative_int, positive_int, user_errors_exit_2  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
 UPSAMPLERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -38,9 +38,9 @@ def low_resolution_shards(inputs: list[str], out: str, resolution: int, factor: 
                           image_field: str | None = None) -> dict[str, list[str]]:
     """Per input shard: the references at ``resolution`` and their low-resolution versions
     upsampled back with ``upsample`` and with nearest (what the cold restorer undoes)."""
-    from pipeline.images import encode_image
-    from pipeline.shard_processor import chunked, decode_samples
-    from pipeline.shards import AtomicShardWriter, ShardReader, shard_name
+    from pipeline.io.images import encode_image
+    from pipeline.steps.transform_shard import chunked, decode_samples
+    from pipeline.io.shards import AtomicShardWriter, ShardReader, shard_name
 
     if resolution % factor:
         raise ValueError(f"--factor {factor} must divide the resolution {resolution}")
@@ -67,7 +67,7 @@ def low_resolution_shards(inputs: list[str], out: str, resolution: int, factor: 
 
 
 def read_images(shards: list[str]) -> dict[str, np.ndarray]:
-    from pipeline.shards import ShardReader
+    from pipeline.io.shards import ShardReader
 
     return {s.key: np.asarray(Image.open(io.BytesIO(s.fields["png"])).convert("RGB"))
             for url in shards for s in ShardReader(url) if "png" in s.fields}
@@ -78,7 +78,7 @@ def compare(reference: dict[str, np.ndarray], methods: dict[str, dict[str, np.nd
     """One row per method: mean PSNR/SSIM (and LPIPS) against the references, FID/KID."""
     import torch
 
-    from metrics.fidelity import psnr, ssim, to_unit_batch
+    from metrics.fidelity import psnr, ssim, summarize_psnr, to_unit_batch
 
     rows = []
     ref_features = None
@@ -89,7 +89,8 @@ def compare(reference: dict[str, np.ndarray], methods: dict[str, dict[str, np.nd
     for name, images in methods.items():
         keys = [k for k in reference if k in images]
         a, b = to_unit_batch([reference[k] for k in keys]), to_unit_batch([images[k] for k in keys])
-        row = {"method": name, "images": len(keys), "psnr": float(psnr(a, b).clamp(max=100).mean()),
+        psnr_mean, identical = summarize_psnr(psnr(a, b).numpy())
+        row = {"method": name, "images": len(keys), "psnr": psnr_mean, "psnr_identical": identical,
                "ssim": float(ssim(a, b).mean())}
         if lpips is not None:
             with torch.inference_mode():
@@ -127,14 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from metrics.fidelity import load_lpips, why_lpips_unavailable
     from metrics.inception import load_fid_inception, why_fid_unavailable
-    from metrics.report import render_comparison_report
-    from pipeline.cli import exit_code, print_results
-    from pipeline.config import JobConfig
-    from pipeline.models import load_model
-    from pipeline.preview import contact_sheet
-    from pipeline.records import write_bytes_atomic
-    from pipeline.runner import resolve_config, run_job
-    from pipeline.shards import expand_shard_urls
+    from pipeline.reports.html import render_comparison_report
+    from pipeline.config.cli import exit_code, print_results
+    from pipeline.config.job import JobConfig
+    from pipeline.models.loading import load_model
+    from pipeline.reports.contact_sheet import contact_sheet
+    from pipeline.io.records import finished_files, write_bytes_atomic
+    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.io.shards import expand_shard_urls
 
     if args.factor < 2 or args.factor & (args.factor - 1):
         raise UserError(f"--factor must be a power of 2, got {args.factor}")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = resolve_config(cfg).run_dir
     reference = read_images(made["reference"])
     methods = {f"{args.upsample} upsampling": read_images(made[args.upsample])}
-    methods.update({name: read_images(expand_shard_urls(posixpath.join(run, "shards"))) for name, run in runs.items()})
+    methods.update({name: read_images(finished_files(posixpath.join(run, "shards"), ".tar")) for name, run in runs.items()})
     fid_reason, lpips_reason = why_fid_unavailable(), why_lpips_unavailable()
     notes = [f"{name} skipped: {reason}" for name, reason in (("FID/KID", fid_reason), ("LPIPS", lpips_reason)) if reason]
     # Each method is scored on the images it made; missing ones are said, never silently averaged away.

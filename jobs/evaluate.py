@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import (add_metric_flags, job_parser, metric_settings_from_args, non_negative_int,  # noqa: E402
+from pipeline.config.cli import (add_metric_flags, job_parser, metric_settings_from_args, non_negative_int,  # noqa: E402
                           positive_int, user_errors_exit_2)
 
 
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from metrics.fid import load_reference_npz
-    from pipeline.reporting import write_report
-    from pipeline.runner import run_evaluation
+    from pipeline.io.feature_files import load_reference_npz
+    from pipeline.reports.evaluation import write_report
+    from pipeline.execution.jobs import run_evaluation
 
     settings = metric_settings_from_args(args)
     for run_dir in args.runs:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.images import IMAGE_FIELDS  # noqa: E402
-from pipeline.shards import AtomicShardWriter  # noqa: E402
+from pipeline.io.images import IMAGE_FIELDS  # noqa: E402
+from pipeline.io.shards import AtomicShardWriter  # noqa: E402
 
 
 def natural_key(name: str) -> list:

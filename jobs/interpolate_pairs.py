@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import (add_execution_flags, add_image_flags, add_io_flags, add_prompt_flags, exit_code,  # noqa: E402
+from pipeline.config.cli import (add_execution_flags, add_image_flags, add_io_flags, add_prompt_flags, exit_code,  # noqa: E402
                           job_parser, positive_int, user_errors_exit_2)
-from pipeline.interp_config import DEFAULT_LAMS, InterpConfig  # noqa: E402
-from pipeline.interpolation import METHODS  # noqa: E402
+from pipeline.config.interpolation import DEFAULT_LAMS, InterpConfig  # noqa: E402
+from pipeline.diffusion.interpolation import METHODS  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> InterpConfig:
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.interp_runner import run_interpolation
+    from pipeline.execution.interpolation_job import run_interpolation
 
     args = parser().parse_args(argv)
     return exit_code(run_interpolation(config_from_args(args)))

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from pipeline.shards import AtomicShardWriter  # noqa: E402
-from pipeline.synthetic_faces import make_faces  # noqa: E402
+from pipeline.io.shards import AtomicShardWriter  # noqa: E402
+from pipeline.io.synthetic_faces import make_faces  # noqa: E402
 
 
 def write_demo_shards(out: str, shards: int, per_shard: int, photos: int = 2, seed: int = 777, size: int = 64) -> list[str]:

@@ -21,11 +21,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline.images import BadImage, find_image_field, fit_to_resolution, prepare_image, to_model_range  # noqa: E402
-from pipeline.shards import ShardReader, expand_shard_urls  # noqa: E402
-from pipeline.synthetic_faces import make_faces  # noqa: E402
-from pipeline.tiny_models import ddpm_scheduler, save_pixel_model, tiny_unet  # noqa: E402
-from pipeline.training import train_ddpm  # noqa: E402
+from pipeline.io.images import BadImage, find_image_field, fit_to_resolution, prepare_image, to_model_range  # noqa: E402
+from pipeline.io.shards import ShardReader, expand_shard_urls  # noqa: E402
+from pipeline.io.synthetic_faces import make_faces  # noqa: E402
+from pipeline.models.tiny import ddpm_scheduler, save_pixel_model, tiny_unet  # noqa: E402
+from pipeline.training.demo_ddpm import train_ddpm  # noqa: E402
 
 
 def shard_pixels(patterns: list[str], resolution: int) -> list[np.ndarray]:
@@ -69,7 +69,7 @@ def main() -> None:
     (out / "train.json").write_text(json.dumps({
         **vars(args), "images": len(images), "seconds": round(time.time() - started, 1),
         "final_loss_mean_last_100": float(np.mean(losses[-100:])),
-        "data": args.data or "pipeline.synthetic_faces.make_faces", "command": " ".join(sys.argv),
+        "data": args.data or "pipeline.io.synthetic_faces.make_faces", "command": " ".join(sys.argv),
     }, indent=2))
     print(f"saved {out}")
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import job_parser, positive_int, user_errors_exit_2  # noqa: E402
+from pipeline.config.cli import job_parser, positive_int, user_errors_exit_2  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
-from pipeline.restoration import DEGRADATIONS  # noqa: E402
+from pipeline.diffusion.degradations import DEGRADATIONS  # noqa: E402
 
 
 # Defaults per degradation for 32-pixel images, from the paper's small-image settings
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {args.out} is relative inside a Ray job: give an absolute path on shared storage")
     import ray
 
-    from pipeline.cluster import connect
-    from pipeline.shards import expand_shard_urls
-    from pipeline.train_runner import RestorationConfig, train_restorer
+    from pipeline.execution.cluster import connect
+    from pipeline.io.shards import expand_shard_urls
+    from pipeline.training.ray_train import RestorationConfig, train_restorer
 
     connect(ray, args.address)
     gpus = int(ray.cluster_resources().get("GPU", 0))

@@ -18,8 +18,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import fsspec
-import fsspec.core
 import numpy as np
 from scipy import linalg
 
@@ -89,25 +87,6 @@ class FeatureStats:
         with np.load(io.BytesIO(data), allow_pickle=False) as f:
             return cls(int(f["count"]), f["total"].astype(np.float64), f["outer"].astype(np.float64))
 
-    def save(self, url: str) -> None:
-        """Write to a local path or any fsspec URL (s3://, gs://, memory://, ...)."""
-        _write_bytes(url, self.to_npz_bytes())
-
-    @classmethod
-    def load(cls, url: str) -> FeatureStats:
-        with fsspec.open(url, "rb") as f:
-            return cls.from_npz_bytes(f.read())
-
-
-def _write_bytes(url: str, data: bytes) -> None:
-    """Write a whole file; local parent directories are created (object stores have none)."""
-    fs, path = fsspec.core.url_to_fs(url)
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-    if "file" in protocols:
-        fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
 
 def _as_2d(features: np.ndarray) -> np.ndarray:
     x = np.asarray(features, dtype=np.float64)
@@ -166,17 +145,15 @@ def fid_from_stats(a: FeatureStats | tuple[np.ndarray, np.ndarray],
     return frechet_distance(mu1, s1, mu2, s2)
 
 
-def save_reference_npz(path: str, mu: np.ndarray, sigma: np.ndarray) -> None:
+def reference_npz_bytes(mu: np.ndarray, sigma: np.ndarray) -> bytes:
     """Reference statistics in pytorch-fid's ``--save-stats`` format (keys ``mu``, ``sigma``)."""
     buf = io.BytesIO()
     np.savez_compressed(buf, mu=np.asarray(mu, dtype=np.float64), sigma=np.asarray(sigma, dtype=np.float64))
-    _write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
-def load_reference_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) from a pytorch-fid statistics file (local path or fsspec URL)."""
-    with fsspec.open(path, "rb") as f:
-        data = f.read()
+def reference_from_npz_bytes(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) from the bytes of a pytorch-fid statistics file."""
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
 

@@ -66,6 +66,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(1.0 / mse(a, b))   # 1/0 = inf -> inf dB
 
 
+def summarize_psnr(values) -> tuple[float | None, int]:
+    """The one rule for averaging PSNR: the mean over finite values (None if there are none)
+    and how many were infinite (identical images), never a cap."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return (float(finite.mean()) if finite.size else None), int(np.isinf(values).sum())
+
+
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
     """Normalized 1-D Gaussian taps (float64)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0

@@ -18,7 +18,7 @@ the normalized embeddings. A missing face gives nulls and a reason, never a made
 
 Input rule (:func:`as_rgb_uint8`), applied to every image before recognition:
 gray (HxW or HxWx1) -> RGB by channel replication; gray+alpha / RGBA -> composited over white
-(the same rule ``pipeline.images.to_rgb`` applies to the images the diffusion model sees, so a
+(the same rule ``pipeline.io.images.to_rgb`` applies to the images the diffusion model sees, so a
 source is judged as the model saw it); uint16 -> 8 bit by ``round(x / 257)`` (65535 -> 255);
 bool -> 0/255. Other dtypes are refused.
 

@@ -14,11 +14,11 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 RECOGNIZERS = ("facenet", "facenet-casia", "dlib")
-IDENTITY_FIELDS = (("face_in_source", pa.bool_()), ("face_in_output", pa.bool_()), ("l2", pa.float64()),
-                   ("cosine", pa.float64()), ("reidentified", pa.bool_()), ("reason", pa.string()))
+# Per recognizer, with their column types (the Parquet schema: pipeline.io.records.metric_row_schema).
+IDENTITY_FIELDS = (("face_in_source", "bool"), ("face_in_output", "bool"), ("l2", "float64"),
+                   ("cosine", "float64"), ("reidentified", "bool"), ("reason", "string"))
 FIDELITY_FIELDS = ("psnr", "ssim", "rms_distance")
 
 
@@ -107,19 +107,6 @@ def column_prefix(recognizer: str) -> str:
     return recognizer.replace("-", "_")
 
 
-def metric_row_schema(settings: MetricSettings) -> pa.Schema:
-    """Columns of the per-output metric rows; ``key`` joins them with the job's rows."""
-    fields = [("key", pa.string()), ("source_key", pa.string()), ("t", pa.float64()), ("variant", pa.int64()),
-              ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string())]
-    for name in settings.recognizers:
-        fields += [(f"{column_prefix(name)}_{f}", typ) for f, typ in IDENTITY_FIELDS]
-    if settings.fidelity:
-        fields += [(f, pa.float64()) for f in FIDELITY_FIELDS]
-    if settings.lpips:
-        fields.append(("lpips", pa.float64()))
-    return pa.schema(fields)
-
-
 @dataclass
 class PairBatch:
     """Pairs to score: output ``keys`` with their source key, t and variant, and pixels
@@ -190,7 +177,6 @@ class MetricSuite:
             from metrics.fidelity import load_lpips
 
             self.lpips = load_lpips(device=str(self.device))
-        self.schema = metric_row_schema(settings)
 
     def score(self, batch: PairBatch, features: ShardFeatures, seen_sources: set[str]) -> list[dict]:
         """Rows for the batch's outputs; Inception features go into ``features`` (each

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline.tiny_models import ddpm_scheduler, save_pixel_model, tiny_unet  # noqa: E402
+from pipeline.models.tiny import ddpm_scheduler, save_pixel_model, tiny_unet  # noqa: E402
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:

@@ -37,8 +37,8 @@ def make_pinned_runs(work: Path) -> dict[str, dict[str, np.ndarray]]:
     import anonymize_celeba
     import augment
     import interpolate_pairs
-    from pipeline.restoration import save_restorer
-    from pipeline.tiny_models import tiny_unet
+    from pipeline.training.restorer import save_restorer
+    from pipeline.models.tiny import tiny_unet
 
     model = str(REPO / "assets" / "demo_model")
     inputs = write_demo_shards(str(work / "in"), shards=1, per_shard=4, size=40)

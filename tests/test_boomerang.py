@@ -12,9 +12,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from pipeline.boomerang import boomerang, boomerang_timesteps
-from pipeline.noise import sample_generators
-from pipeline.tiny_models import tiny_unet
+from pipeline.diffusion.boomerang import boomerang, boomerang_timesteps
+from pipeline.diffusion.seeds import sample_generators
+from pipeline.models.tiny import tiny_unet
 
 M, S = 0.3, 0.5
 T = 20

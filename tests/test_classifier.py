@@ -74,7 +74,7 @@ def test_model_size_and_input_checks():
 
 def test_experiment_data_helpers(tmp_path):
     """Synthetic shards round-trip through the loader; neighbours must match their originals."""
-    from jobs.augmentation_experiment import (
+    from jobs.experiments.augmentation_experiment import (
         Labelled, check_augmented, load_labelled, summarise, write_synthetic_shards)
 
     train, test = write_synthetic_shards(str(tmp_path), identities=3, photos=3, train_photos=1)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pipeline.cold import cold_local_sample, cold_restore
-from pipeline.degradations import (Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution, bind,
+from pipeline.diffusion.cold import cold_local_sample, cold_restore
+from pipeline.diffusion.degradations import (Decolorization, Fade, GaussianBlur, Inpainting, Snow, SuperResolution, bind,
                                   blur_sigmas)
 
 

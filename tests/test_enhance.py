@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.degradations import SuperResolution
-from pipeline.restoration import save_restorer
-from pipeline.tiny_models import tiny_unet
+from pipeline.diffusion.degradations import SuperResolution
+from pipeline.training.restorer import save_restorer
+from pipeline.models.tiny import tiny_unet
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))

@@ -12,11 +12,11 @@ from conftest import png_bytes, write_tar
 from metrics.fid import FeatureStats, fid_from_stats
 from metrics.inception import FID_WEIGHTS_FILE, save_random_fid_weights
 from metrics.suite import MetricSettings
-from metrics.summary import distribution_metrics
+from pipeline.reports.summaries import distribution_metrics
 from metrics.weights import WeightsUnavailableError
-from pipeline.config import JobConfig
-from pipeline.reporting import write_report
-from pipeline.runner import resolve_config, run_evaluation, run_job
+from pipeline.config.job import JobConfig
+from pipeline.reports.evaluation import write_report
+from pipeline.execution.jobs import resolve_config, run_evaluation, run_job
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
@@ -147,7 +147,7 @@ def test_fid_reduced_shard_by_shard_equals_fid_over_all_features():
 
 
 def test_fid_against_a_stored_mu_sigma_reference(tmp_path):
-    from metrics.fid import load_reference_npz, save_reference_npz
+    from pipeline.io.feature_files import load_reference_npz, save_reference_npz
 
     rng = np.random.default_rng(1)
     ref = rng.normal(size=(300, 16))

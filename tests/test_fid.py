@@ -13,9 +13,10 @@ from PIL import Image
 
 from metrics import fid as fidmod
 from metrics.fid import (FeatureSample, FeatureStats, fid_from_stats, frechet_distance, kid,
-                         load_reference_npz, save_reference_npz, subsample_features)
+                         subsample_features)
 from metrics.inception import FID_WEIGHTS_FILE, inception_features, load_fid_inception, save_random_fid_weights
 from metrics.weights import WeightsUnavailableError
+from pipeline.io.feature_files import load_feature_stats, load_reference_npz, save_feature_stats, save_reference_npz
 
 # --------------------------------------------------------------------------- FeatureStats
 
@@ -53,8 +54,8 @@ def test_stats_npz_and_fsspec_round_trip(tmp_path):
     assert back.count == s.count and np.array_equal(back.total, s.total) and np.array_equal(back.outer, s.outer)
     for url in (str(tmp_path / "new" / "dir" / "stats.npz"), f"file://{tmp_path}/stats2.npz",
                 "memory://fidtest/stats.npz"):
-        s.save(url)
-        loaded = FeatureStats.load(url)
+        save_feature_stats(s, url)
+        loaded = load_feature_stats(url)
         assert loaded.count == s.count and np.array_equal(loaded.outer, s.outer)
 
 

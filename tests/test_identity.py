@@ -13,7 +13,7 @@ from metrics.identity import (
     upscale_to_min_side,
 )
 from metrics.weights import WeightsUnavailableError
-from pipeline.synthetic_faces import make_faces
+from pipeline.io.synthetic_faces import make_faces
 
 FACENET_FILE = FACENET_WEIGHTS["vggface2"][0]
 GRAY = np.full((64, 64, 3), 128, np.uint8)
@@ -170,7 +170,7 @@ def test_dlib_detect_on_blank_finds_no_face(dlib_models):
 def test_check_recognizer_job_on_synthetic_folder(dlib_models, tmp_path):
     from PIL import Image
 
-    from jobs.check_recognizer import main
+    from jobs.experiments.check_recognizer import main
 
     for identity, photo, img in make_faces(3, 3, seed=5, size=64):
         (tmp_path / "data" / f"s{identity}").mkdir(parents=True, exist_ok=True)

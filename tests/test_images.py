@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from conftest import png_bytes
-from pipeline.images import BadImage, encode_image, find_image_field, prepare_image, to_model_range, to_uint8
+from pipeline.io.images import BadImage, encode_image, find_image_field, prepare_image, to_model_range, to_uint8
 
 
 def _save(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from pipeline.interpolation import ddim_decode, ddim_invert, noise_injection, noisediffusion, slerp
+from pipeline.diffusion.interpolation import ddim_decode, ddim_invert, noise_injection, noisediffusion, slerp
 
 LAMS = [0.17, 0.33, 0.5, 0.67, 0.83]
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from conftest import png_bytes, write_tar
-from pipeline.config import JobConfig
-from pipeline.runner import run_job
-from pipeline.shards import ShardReader
+from pipeline.config.job import JobConfig
+from pipeline.execution.jobs import run_job
+from pipeline.io.shards import ShardReader
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))

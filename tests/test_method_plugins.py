@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.config import JobConfig
+from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
 from pipeline.methods import Method, MethodResult, method_names, register
-from pipeline.shards import ShardReader
+from pipeline.io.shards import ShardReader
 
 
 class Negate(Method):
@@ -49,7 +49,7 @@ def test_a_registered_method_runs_through_the_whole_job(ray_cluster, pixel_model
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
     from make_demo_shards import write_demo_shards
-    from pipeline.runner import run_job
+    from pipeline.execution.jobs import run_job
 
     # The driver ships the method object to the workers; this module is not importable there,
     # so it travels by value (a user's method module would be on the workers' path instead).

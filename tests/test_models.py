@@ -5,14 +5,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.boomerang import boomerang
-from pipeline.config import JobConfig
-from pipeline.models import ModelUnavailableError, detect_kind, load_model, pick_device_and_dtype
-from pipeline.noise import sample_generators
-from pipeline.shard_processor import ShardProcessor
-from pipeline.tasks import ShardTask
-from pipeline.shards import ShardReader
-from pipeline.tiny_models import save_latent_model, save_text_latent_model
+from pipeline.diffusion.boomerang import boomerang
+from pipeline.config.job import JobConfig
+from pipeline.models.loading import load_model, pick_device_and_dtype
+from pipeline.models.source import ModelUnavailableError, detect_kind
+from pipeline.diffusion.seeds import sample_generators
+from pipeline.steps.transform_shard import ShardProcessor
+from pipeline.steps.tasks import ShardTask
+from pipeline.io.shards import ShardReader
+from pipeline.models.tiny import save_latent_model, save_text_latent_model
 from test_job import write_demo_shards
 
 
@@ -114,7 +115,7 @@ def test_retrained_weights_change_the_run_directory(pixel_model_dir, tmp_path):
     """A model retrained in place must not mix its outputs with the old model's."""
     from pathlib import Path
 
-    from pipeline.runner import resolve_config
+    from pipeline.execution.jobs import resolve_config
     from conftest import write_tar
 
     shard = write_tar(tmp_path / "s.tar", [])

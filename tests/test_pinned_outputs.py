@@ -6,8 +6,8 @@ are found and continued rather than stranded."""
 import numpy as np
 
 from pinned_runs import REPO, load_pins, make_pinned_runs
-from pipeline.config import JobConfig, model_fingerprint
-from pipeline.interp_config import InterpConfig
+from pipeline.config.job import JobConfig, model_fingerprint
+from pipeline.config.interpolation import InterpConfig
 
 # Recorded with the code of 2026-12-01 (before the one-engine refactor).
 DEMO_MODEL_FINGERPRINT = "96bb00debe84cc39"

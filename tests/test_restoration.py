@@ -2,16 +2,19 @@
 restorer loads like any model, and the Ray Train job trains and resumes on a local cluster."""
 import json
 
+import tarfile
+
 import numpy as np
 import pytest
 import torch
 
 from conftest import png_bytes
-from pipeline.cold import as_restorer, cold_restore
-from pipeline.models import load_model
-from pipeline.restoration import RestorerTrainer, build_degradation, latest_checkpoint, save_restorer
-from pipeline.shards import AtomicShardWriter, ShardReader
-from pipeline.tiny_models import tiny_unet
+from pipeline.diffusion.cold import as_restorer, cold_restore
+from pipeline.models.loading import load_model
+from pipeline.diffusion.degradations import build_degradation
+from pipeline.training.restorer import RestorerTrainer, latest_checkpoint, save_restorer
+from pipeline.io.shards import AtomicShardWriter, ShardReader
+from pipeline.models.tiny import tiny_unet
 
 SPEC = {"name": "blur", "T": 8, "kernel_size": 5, "schedule": "constant", "c": 1.0, "base": 0.0, "padding": "reflect"}
 
@@ -82,7 +85,7 @@ def test_exported_restorer_loads_through_load_model(tmp_path):
 
 
 def test_ray_train_job_trains_then_resumes(ray_cluster, tmp_path):
-    from pipeline.train_runner import RestorationConfig, train_restorer
+    from pipeline.training.ray_train import RestorationConfig, train_restorer
 
     shards = []
     for k in range(2):
@@ -91,10 +94,21 @@ def test_ray_train_job_trains_then_resumes(ray_cluster, tmp_path):
         with AtomicShardWriter(shards[-1]) as w:
             for i, img in enumerate(images):
                 w.write(f"img{i:03d}", {"png": png_bytes(img)})
+    # A hostile shard among them (keys aimed outside, a link to the canary): skipped, nothing written outside.
+    from test_hostile_inputs import _member, hostile_tar
+
+    canary = tmp_path / "canary.txt"
+    canary.write_text("untouched")
+    escape = "../" * 16 + str(tmp_path).lstrip("/")
+    img = png_bytes(np.zeros((16, 16, 3), np.uint8))
+    shards.append(hostile_tar(tmp_path / "data" / "train-hostile.tar", [
+        _member(f"{escape}/canary.png", img), _member(f"{tmp_path}/abs.png", img),
+        _member("link.png", kind=tarfile.SYMTYPE, link=str(canary)), _member("ok.png", img)]))
     # Two data-parallel workers (DDP over gloo), one shard each.
     cfg = RestorationConfig(shards=tuple(shards), out=str(tmp_path / "run"), degradation=SPEC, resolution=16,
                             widths=(16, 32), steps=6, batch_size=8, checkpoint_every=3, lr=2e-3, num_workers=2)
     restorer = train_restorer(cfg)
+    assert canary.read_text() == "untouched" and sorted(p.name for p in tmp_path.iterdir()) == ["canary.txt", "data", "run"]
     assert load_model(str(restorer), device="cpu").kind == "cold"
     assert len((tmp_path / "run" / "loss.csv").read_text().splitlines()) == 1 + 6
     assert (tmp_path / "run" / "loss.png").exists()
@@ -116,9 +130,9 @@ def test_ray_train_job_trains_then_resumes(ray_cluster, tmp_path):
 
 
 def test_unknown_degradation_is_rejected_and_every_degradation_is_a_job_method():
-    from pipeline.config import JobConfig
+    from pipeline.config.job import JobConfig
     from pipeline.methods import method_names
-    from pipeline.restoration import DEGRADATIONS
+    from pipeline.diffusion.degradations import DEGRADATIONS
 
     with pytest.raises(ValueError, match="choose one of"):
         build_degradation({"name": "snowfall", "T": 3})
@@ -132,8 +146,8 @@ def test_unknown_degradation_is_rejected_and_every_degradation_is_a_job_method()
 def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster, tmp_path):
     import pandas as pd
 
-    from pipeline.config import JobConfig
-    from pipeline.runner import run_job
+    from pipeline.config.job import JobConfig
+    from pipeline.execution.jobs import run_job
 
     restorer = str(save_restorer(tmp_path / "restorer", trainer().ema, SPEC, 16))
     shard = tmp_path / "in" / "faces-000000.tar"

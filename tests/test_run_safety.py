@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.run_lock import RunLock, RunLocked
+from pipeline.execution.run_lock import RunLock, RunLocked
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
@@ -29,7 +29,7 @@ def test_a_second_run_is_refused_while_the_first_holds_the_directory(tmp_path):
 
 
 def test_a_killed_runs_lock_is_taken_over_at_once(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline.run_lock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline.execution.run_lock import RunLock; "
                                f"RunLock({str(tmp_path / 'run')!r}).acquire(); print('held', flush=True); time.sleep(600)"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -62,8 +62,8 @@ def test_object_store_leases_refuse_live_holders_and_take_over_expired_ones():
 
 
 def test_run_job_refuses_a_locked_run_directory_before_any_work(pixel_model_dir, tmp_path):
-    from pipeline.config import JobConfig
-    from pipeline.runner import resolve_config, run_job
+    from pipeline.config.job import JobConfig
+    from pipeline.execution.jobs import resolve_config, run_job
 
     inputs = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=2)
     cfg = JobConfig(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
@@ -131,8 +131,8 @@ def test_model_that_fails_in_the_worker_stops_the_run_in_one_line(ray_cluster, p
     wrong shape): one clear error instead of a traceback from every worker restart."""
     import shutil
 
-    from pipeline.config import JobConfig
-    from pipeline.runner import run_job
+    from pipeline.config.job import JobConfig
+    from pipeline.execution.jobs import run_job
 
     model = tmp_path / "model"
     shutil.copytree(pixel_model_dir, model)
@@ -152,9 +152,9 @@ def _chattr(flag: str, *paths) -> bool:
 def test_unwritable_rows_and_manifests_fail_each_shard_and_the_run_goes_on(ray_cluster, pixel_model_dir, tmp_path, capsys):
     """Rows cannot be written (every worker fails its shard) and neither can the failed rows the
     driver writes after: the driver keeps them in memory, every shard is attempted, exit 1."""
-    from pipeline.cli import exit_code
-    from pipeline.config import JobConfig
-    from pipeline.runner import resolve_config, run_job
+    from pipeline.config.cli import exit_code
+    from pipeline.config.job import JobConfig
+    from pipeline.execution.jobs import resolve_config, run_job
 
     inputs = write_demo_shards(str(tmp_path / "in"), shards=3, per_shard=2)
     cfg = JobConfig(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
@@ -179,7 +179,7 @@ def test_unwritable_rows_and_manifests_fail_each_shard_and_the_run_goes_on(ray_c
 _PRIVATE_DRIVER = """
 import os, sys, time
 import ray
-from pipeline.cluster import connect
+from pipeline.execution.cluster import connect
 connect(ray, None)
 @ray.remote
 class Probe:
@@ -231,7 +231,7 @@ def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver(
 
 
 def _has_token(process) -> bool:
-    from pipeline.private_cluster import TOKEN_VARIABLE
+    from pipeline.execution.private_cluster import TOKEN_VARIABLE
 
     try:
         return TOKEN_VARIABLE in process.environ()

@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 
 from conftest import png_bytes, write_tar
-from pipeline.config import JobConfig
-from pipeline.models import load_model
-from pipeline.runner import plan_run
-from pipeline.shard_processor import ShardProcessor
-from pipeline.shards import ShardReader
-from pipeline.tasks import ShardTask
+from pipeline.config.job import JobConfig
+from pipeline.models.loading import load_model
+from pipeline.execution.jobs import plan_run
+from pipeline.steps.transform_shard import ShardProcessor
+from pipeline.io.shards import ShardReader
+from pipeline.steps.tasks import ShardTask
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_config_rejects_settings_that_would_collide_or_do_nothing(kw, message, t
 
 
 def test_steps_beyond_the_training_schedule_fail_before_any_work(pixel_model_dir, tmp_path):
-    from pipeline.runner import resolve_config
+    from pipeline.execution.jobs import resolve_config
 
     shard = write_tar(tmp_path / "s.tar", [])
     with pytest.raises(ValueError, match="exceeds the model's 1000 training timesteps"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import png_bytes, write_tar
-from pipeline.shards import AtomicShardWriter, ShardReader, UnreadableShard, expand_shard_urls, split_member_name
+from pipeline.io.shards import AtomicShardWriter, ShardReader, UnreadableShard, expand_shard_urls, split_member_name
 
 
 def test_round_trip_keeps_keys_fields_and_order(tmp_path):

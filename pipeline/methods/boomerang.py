@@ -1,4 +1,4 @@
-"""Boomerang local sampling as a registered method (the math: ``pipeline.boomerang``)."""
+"""Boomerang local sampling as a registered method (the math: ``pipeline.diffusion.boomerang``)."""
 from __future__ import annotations
 
 import json
@@ -31,7 +31,7 @@ class Boomerang(Method):
         check_steps(cfg.steps, model_dir)
 
     def run(self, model, cfg, x0, level, generators) -> MethodResult:
-        from pipeline.boomerang import boomerang
+        from pipeline.diffusion.boomerang import boomerang
 
         eps = model.eps_model(len(generators), cfg.prompt, cfg.negative_prompt, cfg.guidance_scale)
         result = boomerang(eps, model.scheduler, x0, t_frac=level, num_steps=cfg.steps, generators=generators,

@@ -1,6 +1,6 @@
 """Cold local sampling as registered methods, one per degradation (``cold-blur``, ...): degrade
 to severity s deterministically, restore with TACoS or Algorithm 1 (the math:
-``pipeline.cold`` and ``pipeline.degradations``), with a restorer trained by
+``pipeline.diffusion.cold`` and ``pipeline.diffusion.degradations``), with a restorer trained by
 ``jobs/train_restoration.py`` as the model."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.errors import UserError
 from pipeline.methods.registry import Method, MethodResult, register
 
-# One per degradation in pipeline.restoration.DEGRADATIONS (a test keeps the two in step;
+# One per degradation in pipeline.diffusion.degradations.DEGRADATIONS (a test keeps the two in step;
 # listed here so that validating a configuration does not import torch).
 DEGRADATION_NAMES = ("blur", "inpaint", "superres", "decolor", "fade", "snow")
 
@@ -54,8 +54,8 @@ class ColdLocalSampling(Method):
         return cfg.algorithm
 
     def run(self, model, cfg, x0, level, generators) -> MethodResult:
-        from pipeline.cold import as_restorer, cold_local_sample
-        from pipeline.degradations import bind
+        from pipeline.diffusion.cold import as_restorer, cold_local_sample
+        from pipeline.diffusion.degradations import bind
 
         # Random operator parameters (e.g. hole centres) come from each sample's own seeded generator.
         degrade = bind(model.degradation, x0, generators)

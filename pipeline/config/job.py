@@ -1,0 +1,196 @@
+"""The resolved configuration of a job and the run directory it maps to.
+
+Fields that change what is written (model, method parameters, seed, ...) are hashed; the
+run directory is ``<output>/<job>-<hash12>``. A rerun with the same output-affecting
+configuration lands in the same directory and skips finished shards; a change of model or
+method parameters lands in a new one, so outputs of different settings never mix.
+Execution settings (batch size, workers, cluster address) are not hashed: outputs do not
+depend on them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+
+from metrics.suite import MetricSettings
+from pipeline.errors import UserError
+
+# Caps on what one untrusted sample may cost (--max-member-bytes, --max-pixels). They decide
+# which samples become error rows, so a changed value is hashed; at their defaults they are
+# left out, so run directories made before the caps existed keep their hash.
+DEFAULT_MAX_MEMBER_BYTES = 64 << 20
+DEFAULT_MAX_PIXELS = 8192 * 8192
+DEFAULTS_LEFT_OUT_OF_HASH = {"max_member_bytes": DEFAULT_MAX_MEMBER_BYTES, "max_pixels": DEFAULT_MAX_PIXELS}
+
+JOBS = ("anonymize", "augment")
+
+# Fields that do not affect outputs, so they are left out of the hash.
+EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
+                    "device", "metrics")
+
+
+class HashedConfig:
+    """What every job configuration shares: fields named in ``execution_fields`` are left out
+    of the hash; the others name the run directory ``<output>/<job>-<hash12>``."""
+    execution_fields: tuple[str, ...] = EXECUTION_FIELDS
+
+    def output_settings(self) -> dict:
+        """The fields that determine the outputs (hashed)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.execution_fields
+                and not (k in DEFAULTS_LEFT_OUT_OF_HASH and v == DEFAULTS_LEFT_OUT_OF_HASH[k])}
+
+    def check_shared_fields(self) -> None:
+        """Validation of the flags every job shares (images, limits, execution)."""
+        positive = ("batch_size", "num_cpu_workers", "min_side", "max_member_bytes", "max_pixels")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("resolution", "cpu_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise UserError(f"--num-gpus must be >= 0 (0: CPU workers only), got {self.num_gpus}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise UserError(f"--device {self.device!r}: choose auto, cpu or cuda")
+        if not self.inputs:
+            raise UserError("no --input shards given")
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.output_settings(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def run_dir(self) -> str:
+        return posixpath.join(self.output.rstrip("/"), f"{self.job}-{self.config_hash()[:12]}")
+
+    def to_json(self) -> str:
+        return json.dumps({"config_hash": self.config_hash(), "run_dir": self.run_dir,
+                           "hashed_fields": sorted(self.output_settings()),
+                           "config": dataclasses.asdict(self)}, indent=2, sort_keys=True, default=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSettings:
+    """How samples become model inputs: the sections every job's configuration shares."""
+    resolution: int | None = None             # default: the model's own
+    dtype: str = "auto"
+    min_side: int = 16
+    image_field: str | None = None
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionSettings:
+    """Where and how a run executes; outputs never depend on these, so they are not hashed."""
+    batch_size: int = 16
+    num_gpus: int | None = None
+    num_cpu_workers: int = 1
+    cpu_threads: int | None = None
+    address: str | None = None
+    device: str = "auto"
+
+    def worker_options(self) -> dict:
+        """What the execution layer's ``WorkerPool`` takes from a configuration."""
+        return {"address": self.address, "num_gpus": self.num_gpus, "num_cpu_workers": self.num_cpu_workers,
+                "cpu_threads": self.cpu_threads}
+
+
+@dataclass(frozen=True)
+class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
+    job: str
+    inputs: tuple[str, ...]
+    output: str
+    model: str
+    method: str = "boomerang"
+    t: tuple[float, ...] = (0.4,)
+    variants: int = 1
+    cascade: int = 1
+    steps: int = 50
+    sampler: str = "ddim"
+    seed: int = 0
+    prompt: str = ""
+    negative_prompt: str = ""
+    guidance_scale: float = 1.0
+    mix_real_prob: float | None = None
+    s: tuple[int, ...] = ()               # cold methods: severities (instead of t)
+    algorithm: str = "tacos"               # cold methods: tacos (Algorithm 2) or naive (Algorithm 1)
+    model_fingerprint: str = ""
+    metrics: MetricSettings | None = None     # score outputs in the same pass (its own eval-<hash8>/ dir)
+
+    def __post_init__(self) -> None:
+        if self.job not in JOBS:
+            raise UserError(f"job {self.job!r}: choose one of {JOBS}")
+        method = self.method_plugin            # an unknown --method fails here
+        self.check_shared_fields()
+        for name in ("variants", "cascade", "steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        method.check_config(self)
+        if self.job == "anonymize" and (self.variants != 1 or len(self.levels) != 1):
+            raise UserError(f"anonymize writes one output per input: use a single --{method.level_field} and "
+                            f"--variants 1 (jobs/augment.py makes several)")
+        if self.mix_real_prob is not None and not 0.0 <= self.mix_real_prob <= 1.0:
+            raise UserError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
+
+    @property
+    def method_plugin(self):
+        """The registered method (``pipeline.methods``) this run applies."""
+        from pipeline.methods import get_method
+
+        return get_method(self.method)
+
+    @property
+    def levels(self) -> tuple:
+        """What one output is made at: t values (Boomerang) or severities (cold methods)."""
+        return self.method_plugin.levels(self)
+
+    def output_settings(self) -> dict:
+        """As the base class, without other methods' fields: a Boomerang run leaves out the cold
+        fields (so run directories made before those existed keep their hash), a cold run
+        Boomerang's sampling settings (changing them reruns nothing)."""
+        from pipeline.methods import method_specific_fields
+
+        unused = method_specific_fields() - set(self.method_plugin.fields)
+        return {k: v for k, v in super().output_settings().items() if k not in unused}
+
+
+def load_run_config(run_dir: str) -> JobConfig:
+    """The configuration a run directory was made with (its ``config.json``)."""
+    fs, path = fsspec.core.url_to_fs(posixpath.join(run_dir, "config.json"))
+    if not fs.exists(path):
+        raise UserError(f"{run_dir}: no config.json; is this a run directory (<output>/<job>-<hash12>)?")
+    saved = json.loads(fs.cat_file(path))["config"]
+    fields = {f.name: f for f in dataclasses.fields(JobConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
+    if values.get("metrics"):
+        values["metrics"] = MetricSettings(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                                              if isinstance(v, list) else v for k, v in values["metrics"].items()})
+    return JobConfig(**values)
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """A stable identity for a model directory that survives copying (``ray job submit``
+    unpacks the working dir with fresh modification times): file names and contents, where
+    files over 64 MiB contribute their size and their first and last 4 MiB (reading
+    gigabytes of weights on every run would be slow)."""
+    h = hashlib.sha256()
+    chunk = 4 << 20
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and ".cache" not in p.parts):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(model_dir).as_posix()}:{size}".encode())
+        with path.open("rb") as f:
+            if size <= 16 * chunk:
+                h.update(f.read())
+            else:
+                h.update(f.read(chunk))
+                f.seek(size - chunk)
+                h.update(f.read(chunk))
+    return h.hexdigest()[:16]

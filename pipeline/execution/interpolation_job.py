@@ -1,0 +1,186 @@
+"""The pair-interpolation driver: both stages through ``pipeline.execution.cluster``, under the run
+directory's lock.
+
+Two stages over the same workers (each loads the model once):
+
+1. **Inversion**, one task per input shard: every image some pair uses is decoded and
+   DDIM-inverted where it lives, once per run, into ``inversions/cache/``.
+2. **Frames**, one task per group of ``pairs_per_shard`` pairs: the driver matches each pair's
+   keys to the cached inversions (keys are looked up across all shards, which is how pairs
+   spanning shards are gathered: only the small cached tensors travel, never the input shards),
+   and a worker decodes the group's frames into ``shards/pairs-<n>.tar``.
+
+Reruns: stage 1 skips shards whose inversions are finished and whose size is unchanged;
+stage 2 skips groups whose manifest is ``ok`` and whose pairs and inversions are the same
+(``pairs_hash``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import sys
+
+from pipeline.errors import UserError
+
+from pipeline.execution.cluster import Worker, WorkerPool
+from pipeline.config.interpolation import InterpConfig
+from pipeline.steps.interp_tasks import InversionTask, PairTask
+from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
+                            random_pairs, read_pairs_file, resolve_refs)
+from pipeline.io.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA, read_parquet_dir
+from pipeline.execution.run_lock import RunLock
+from pipeline.methods.boomerang import check_steps
+from pipeline.execution.jobs import (RunPlan, expand_inputs, merge_manifest, pending_inputs, print_summary,
+                             record_missing, write_run_files)
+from pipeline.steps.completion import remove_outputs
+from pipeline.steps.tasks import MISSING
+
+
+def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
+    """Expand the inputs and pin the model's and the pairs file's identities into the hash."""
+    from pipeline.config.job import model_fingerprint
+    from pipeline.models.source import check_model_dir, resolve_model_dir
+
+    model_dir = resolve_model_dir(cfg.model)
+    if check_model_dir(model_dir) == "cold":
+        raise UserError(f"--model {cfg.model} is a Cold Diffusion restorer; interpolation needs a diffusion model")
+    check_steps(cfg.steps, model_dir)
+    fingerprint = file_fingerprint(cfg.pairs_file) if cfg.pairs_file else ""
+    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
+                               pairs_fingerprint=fingerprint)
+
+
+class InterpWorker(Worker):
+    """The model and the metric networks, loaded once, for both stages."""
+
+    def setup(self, cfg: InterpConfig) -> None:
+        from pipeline.steps.interpolate_pairs import InterpolationProcessor
+        from pipeline.models.loading import load_model
+
+        model = load_model(cfg.model, sampler="ddim", device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
+        inception = lpips = None
+        if cfg.fid:
+            from metrics.inception import load_fid_inception
+
+            inception = load_fid_inception(cfg.inception_weights, device=model.device)
+        if cfg.lpips:
+            from metrics.fidelity import load_lpips
+
+            lpips = load_lpips(device=model.device)
+        self.processor = InterpolationProcessor(cfg, model, inception, lpips)
+
+    def process(self, task) -> dict:
+        return self.processor.process(task, progress=self.report)
+
+
+def check_metric_weights(cfg: InterpConfig) -> None:
+    """A missing metric weights file fails here, before any work."""
+    from metrics.suite import MetricSettings, check_available
+
+    check_available(MetricSettings(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
+
+
+def _failed_row(task, error: str, kind: str) -> dict:
+    return {"input_shard": task.input_url, "status": "failed", "error": error, "error_kind": kind, "samples_in": 0,
+            "samples_ok": 0, "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
+
+
+def locate_inversions(run_dir: str, inputs) -> tuple[dict[str, list[ImageRef]], dict[str, list[str]], list[str]]:
+    """From stage 1's files: every key's inversion (or error), the keys of each shard in
+    order, and the shards whose inversion failed."""
+    inv_dir = posixpath.join(run_dir, "inversions")
+    manifests = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(inv_dir, "manifest"), MANIFEST_SCHEMA)}
+    wanted = set(inputs)
+    located: dict[str, list[ImageRef]] = {}
+    keys_by_shard: dict[str, list[str]] = {url: [] for url in inputs}
+    failed = [url for url in inputs if manifests.get(url, {}).get("status") not in ("ok", "truncated")]
+    for row in read_parquet_dir(posixpath.join(inv_dir, "rows"), INVERSION_ROW_SCHEMA):
+        shard = row["input_shard"]
+        if shard not in wanted or shard in failed or row["status"] == "unused":
+            continue
+        keys_by_shard[shard].append(row["key"])
+        located.setdefault(row["key"], []).append(ImageRef(
+            row["key"], shard, row["cache_url"], None if row["status"] == "ok" else row["error"],
+            manifests[shard]["finished_at"]))
+    return located, keys_by_shard, failed
+
+
+def plan_pair_tasks(cfg: InterpConfig, located, keys_by_shard, failed: list[str]) -> tuple[list[PairTask], int]:
+    """Every group of pairs as a task, and how many of them are already done."""
+    if cfg.pairs == "file":
+        raw = read_pairs_file(cfg.pairs_file)
+    elif cfg.pairs == "consecutive":
+        raw = consecutive_pairs(keys_by_shard)
+    else:
+        raw = random_pairs([k for keys in keys_by_shard.values() for k in keys], cfg.num_pairs, cfg.seed)
+    pairs = number_pairs(raw)
+    refs = resolve_refs(pairs, located)
+    if failed:
+        note = f" (the inversion of shard(s) {', '.join(failed[:3])} failed; a rerun redoes it)"
+        refs = {k: dataclasses.replace(r, error=r.error + note) if r.shard is None else r for k, r in refs.items()}
+    run_dir = cfg.run_dir
+    done = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(run_dir, "manifest"), PAIR_MANIFEST_SCHEMA)}
+    tasks, n_done = [], 0
+    groups = group_pairs(pairs, cfg.pairs_per_shard)
+    for i, group in enumerate(groups):
+        group_refs = sorted({refs[k] for p in group for k in (p.key_a, p.key_b)}, key=lambda r: r.key)
+        task = PairTask.for_group(run_dir, i, group, group_refs, pairs_hash(group, refs))
+        prev = done.get(task.name)
+        if prev and prev["status"] == "ok" and prev["pairs_hash"] == task.pairs_hash:
+            n_done += 1
+        else:
+            tasks.append(task)
+    _remove_stale_groups(run_dir, len(groups), done)
+    return tasks, n_done
+
+
+def _remove_stale_groups(run_dir: str, n_groups: int, done: dict) -> None:
+    """Groups past the current count (the pair list shrank) would mix old frames into the run."""
+    for name in done:
+        if int(name.rsplit("-", 1)[1]) >= n_groups:
+            stale = PairTask.for_group(run_dir, int(name.rsplit("-", 1)[1]), [], [], "")
+            remove_outputs(stale.output_url, stale.rows_url, stale.features_url, stale.manifest_url)
+
+
+def run_interpolation(cfg: InterpConfig) -> list[dict]:
+    """Both stages for every pending shard and group; returns the frames stage's manifest rows
+    plus a ``failed`` row per input shard whose inversion failed."""
+    cfg = resolve_interp_config(cfg)
+    if cfg.fid or cfg.lpips:
+        check_metric_weights(cfg)
+    with RunLock(cfg.run_dir):
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: InterpConfig) -> list[dict]:
+    run_dir = cfg.run_dir
+    wanted = None
+    if cfg.pairs == "file":
+        wanted = frozenset(k for pair in read_pairs_file(cfg.pairs_file) for k in pair)
+    pending, skipped = pending_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"))
+    inversions = [InversionTask.for_shard(run_dir, url, size, wanted) for url, size in pending]
+    missing = [t for t in inversions if t.input_bytes == MISSING]
+    inversions = [t for t in inversions if t.input_bytes != MISSING]
+    write_run_files(cfg, RunPlan(run_dir, inversions, skipped, missing))
+    print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(skipped)} already inverted"
+          + (f", {len(missing)} missing" if missing else ""), file=sys.stderr, flush=True)
+    for task in missing:
+        record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.cache_dir, "config_hash": cfg.config_hash()})
+    # Every GPU (or --num-cpu-workers): the frame stage's task count is not known yet.
+    pool = WorkerPool(InterpWorker, (cfg,), **cfg.worker_options(), n_tasks=1 << 30)
+
+    def run_stage(tasks: list, schema, units: tuple[str, str]) -> list[dict]:
+        return pool.run(tasks, _failed_row, schema, units=units)
+
+    run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
+    located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)
+    pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed)
+    print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
+    this_run = run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
+    rows = merge_manifest(run_dir, PAIR_MANIFEST_SCHEMA, this_run)
+    print_summary(rows, run_dir, unit="pairs")
+    if failed:
+        print(f"inversion failed for shard(s) {', '.join(failed)}: their pairs are error rows; rerun to redo them",
+              file=sys.stderr, flush=True)
+    # Failed inversion shards count as failed work too (a scheduler should see a non-zero exit).
+    return rows + [{"input_shard": url, "status": "failed"} for url in failed]

@@ -1,0 +1,270 @@
+"""The anonymize/augment and scoring drivers: plan from completion markers, hold the run
+directory's lock, run the tasks through ``pipeline.execution.cluster``, merge and summarise.
+
+Why Ray actors rather than Ray Data: the unit of work here is a shard (one output shard per
+input shard, named after it, with a completion marker), which Ray Data's webdataset sink
+cannot express (it names files ``{uuid}_{block}``) and its reader would decode unsafe
+fields. So each worker is an actor that loads the model once and takes whole shards from a
+driver-side queue, one at a time; memory per worker is bounded by its batch, and the
+driver holds only manifest rows.
+
+Workers: one per GPU (``num_gpus=1``) when the cluster has GPUs, else ``num_cpu_workers``
+CPU actors. A crashed actor is restarted and its shard retried; a shard that still fails is
+recorded as ``failed`` and redone by the next run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import posixpath
+import sys
+from dataclasses import dataclass
+
+import fsspec
+
+from pipeline.execution.cluster import Worker, WorkerPool
+from pipeline.config.job import JobConfig, model_fingerprint
+from pipeline.errors import UNREADABLE_SHARD, UserError
+from pipeline.io.records import MANIFEST_SCHEMA, read_manifest_dir, read_parquet_dir, rows_table, write_parquet_atomic
+from pipeline.execution.run_lock import RunLock
+from pipeline.io.shards import expand_shard_urls, shard_name
+from pipeline.steps.tasks import MISSING, ShardTask, input_size
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    run_dir: str
+    pending: list[ShardTask]
+    skipped: list[str]
+    missing: list = dataclasses.field(default_factory=list)    # tasks whose input does not exist (failed, not dispatched)
+
+
+def resolve_config(cfg: JobConfig) -> JobConfig:
+    """Expand the inputs and pin the model's identity into the (hashed) configuration."""
+    from pipeline.models.source import check_model_dir, resolve_model_dir
+
+    model_dir = resolve_model_dir(cfg.model)
+    check_model_dir(model_dir)
+    cfg.method_plugin.check_model(cfg, model_dir)
+    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir))
+
+
+def expand_inputs(inputs) -> tuple[str, ...]:
+    """The input shard URLs; outputs are named after them, so base names must be unique."""
+    shards = tuple(expand_shard_urls(list(inputs)))
+    if not shards:
+        raise UserError(f"--input {list(inputs)} matches no shards")
+    names = [shard_name(u) for u in shards]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise UserError(f"input shards share base names {clashes[:5]}: outputs are named after inputs, so "
+                         f"process each directory as its own run (or rename the shards)")
+    return shards
+
+
+def plan_run(cfg: JobConfig) -> RunPlan:
+    """Which shards still need work: those with no manifest row, a ``failed`` one, or a
+    different input size since they were processed (the input was replaced or its upload
+    completed). ``ok`` and ``truncated`` shards of unchanged inputs are final. Inputs that do
+    not exist are ``missing``: failed without a worker ever being asked."""
+    run_dir = cfg.run_dir
+    pending, skipped = pending_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"))
+    tasks = [ShardTask.for_shard(run_dir, url, size) for url, size in pending]
+    return RunPlan(run_dir, [t for t in tasks if t.input_bytes != MISSING],
+                   skipped, [t for t in tasks if t.input_bytes == MISSING])
+
+
+def pending_inputs(inputs, manifest_dir: str) -> tuple[list[tuple[str, int | None]], list[str]]:
+    """Input shards still to process, with their sizes (``MISSING`` when the shard does not
+    exist, None when its size is unknown), and those already done."""
+    done = {row["input_shard"]: row for row in read_manifest_dir(manifest_dir)}
+    pending, skipped = [], []
+    for url in inputs:
+        size = input_size(url)
+        prev = done.get(url)
+        if prev and prev["status"] in ("ok", "truncated") and prev["input_bytes"] == size and size != MISSING:
+            skipped.append(url)
+        else:
+            pending.append((url, size))
+    return pending, skipped
+
+
+def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
+    fs, path = fsspec.core.url_to_fs(plan.run_dir)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(posixpath.join(path, "config.json"), "w") as f:
+        f.write(cfg.to_json())
+    entry = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "pending": len(plan.pending),
+             "skipped": len(plan.skipped), "missing": len(plan.missing), "argv": sys.argv}
+    log_path = posixpath.join(path, "runs.jsonl")
+    previous = fs.cat_file(log_path).decode() if fs.exists(log_path) else ""
+    with fs.open(log_path, "w") as f:
+        f.write(previous + json.dumps(entry) + "\n")
+
+
+def merge_manifest(run_dir: str, schema=MANIFEST_SCHEMA, this_run: list[dict] = ()) -> list[dict]:
+    """Rewrite ``manifest.parquet`` from the per-shard files (one row per shard). Rows of this
+    run whose own file could not be written (storage failed) override what is on disk; if the
+    merged file cannot be written either, the rows are still returned for the summary."""
+    rows = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(run_dir, "manifest"), schema)}
+    rows.update({r["input_shard"]: {name: r.get(name) for name in schema.names} for r in this_run})
+    merged = [rows[k] for k in sorted(rows)]
+    try:
+        write_parquet_atomic(rows_table(merged, schema), posixpath.join(run_dir, "manifest.parquet"))
+    except OSError as exc:
+        print(f"could not write {run_dir}/manifest.parquet: {exc}", file=sys.stderr, flush=True)
+    return merged
+
+
+def print_summary(rows: list[dict], run_dir: str, unit: str = "samples", show_failed: int = 10) -> None:
+    """The run's last lines: counts by status, then each failed shard and why (a scheduler's
+    log shows what to look at without opening the manifest)."""
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    totals = {k: sum(r.get(k) or 0 for r in rows) for k in ("samples_in", "samples_ok", "samples_error")}
+    print(f"done: shards {by_status}; {unit} in {totals['samples_in']}, ok {totals['samples_ok']}, "
+          f"error {totals['samples_error']}; outputs under {run_dir}", file=sys.stderr, flush=True)
+    failed = [r for r in rows if r["status"] == "failed"]
+    for row in failed[:show_failed]:
+        print(f"failed: {row['input_shard']}: [{row.get('error_kind') or '?'}] {row.get('error')}",
+              file=sys.stderr, flush=True)
+    if len(failed) > show_failed:
+        print(f"... and {len(failed) - show_failed} more failed shard(s); see {run_dir}/manifest.parquet",
+              file=sys.stderr, flush=True)
+    if failed:
+        print(f"{len(failed)} shard(s) failed: rerun the same command to redo them", file=sys.stderr, flush=True)
+
+
+def _load_suite(settings):
+    """The metric networks, loaded once per worker (None when nothing is measured)."""
+    if settings is None or not settings.enabled():
+        return None
+    from metrics.suite import MetricSuite
+
+    return MetricSuite(settings)
+
+
+class ShardWorker(Worker):
+    """Loads the model (and any metric networks) once, then processes shards one at a time."""
+
+    def setup(self, cfg: JobConfig, method) -> None:
+        from pipeline.methods import register
+        from pipeline.models.loading import load_model
+        from pipeline.steps.transform_shard import ShardProcessor
+
+        register(method)      # the driver's method: one registered outside the package works here too
+        model = load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
+        self.processor = ShardProcessor(cfg, model, _load_suite(cfg.metrics))
+
+    def process(self, task: ShardTask) -> dict:
+        return self.processor.process(task, progress=self.report)
+
+
+class EvalWorker(Worker):
+    """Loads the metric networks once, then scores existing output shards."""
+
+    def setup(self, settings, image_field: str | None) -> None:
+        self.suite = _load_suite(settings)
+        self.image_field = image_field
+
+    def process(self, task) -> dict:
+        from pipeline.steps.score_shard import evaluate_shard
+
+        row = evaluate_shard(self.suite, task, self.image_field)
+        self.report((row["outputs_scored"] or 0) + (row["outputs_error"] or 0))
+        return row
+
+
+def run_job(cfg: JobConfig) -> list[dict]:
+    """Process every pending shard of ``cfg``; returns the run's merged manifest rows."""
+
+    cfg = resolve_config(cfg)
+    if cfg.metrics is not None and cfg.metrics.enabled():
+        from metrics.suite import check_available
+
+        check_available(cfg.metrics)          # missing weights fail here, before any work
+    with RunLock(cfg.run_dir):
+        plan = plan_run(cfg)
+        write_run_files(cfg, plan)
+        print(f"run directory {plan.run_dir}: {len(plan.pending)} shard(s) to process, {len(plan.skipped)} already done"
+              + (f", {len(plan.missing)} missing" if plan.missing else ""), file=sys.stderr, flush=True)
+        if cfg.metrics is not None and cfg.metrics.enabled():
+            from pipeline.steps.score_shard import write_eval_settings
+
+            write_eval_settings(posixpath.join(plan.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
+        this_run = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.output_url,
+                                                           "config_hash": cfg.config_hash()}) for task in plan.missing]
+        pool = WorkerPool(ShardWorker, (cfg, cfg.method_plugin), **cfg.worker_options())
+        this_run += pool.run(plan.pending, lambda task, error, kind: _failed_shard_row(cfg, task, error, kind),
+                             MANIFEST_SCHEMA)
+        rows = merge_manifest(plan.run_dir, MANIFEST_SCHEMA, this_run)
+    print_summary(rows, plan.run_dir)
+    return rows
+
+
+def record_missing(task, schema, extra: dict) -> dict:
+    """The failed row of an input shard that does not exist, written like any failed row."""
+    row = {"input_shard": task.input_url, "status": "failed", "error": "input shard not found",
+           "error_kind": UNREADABLE_SHARD, "samples_in": 0, "samples_ok": 0, "samples_error": 0, "outputs_ok": 0,
+           "outputs_error": 0, **extra}
+    try:
+        write_parquet_atomic(rows_table([row], schema), task.manifest_url)
+    except OSError as exc:
+        print(f"could not write the manifest row of {task.input_url}: {exc}", file=sys.stderr, flush=True)
+    return row
+
+
+def _failed_shard_row(cfg: JobConfig, task: ShardTask, error: str, kind: str) -> dict:
+    return {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed", "error": error,
+            "error_kind": kind, "config_hash": cfg.config_hash(), "samples_in": 0, "samples_ok": 0, "samples_error": 0,
+            "outputs_ok": 0, "outputs_error": 0}
+
+
+def plan_evaluation(run_dir: str, settings) -> tuple[str, list, list[str]]:
+    """Output shards of a run still to score: finished shards (``ok``/``truncated``) with no
+    ``ok`` evaluation, or one that scored a different number of outputs (the shard was
+    regenerated since). Returns (eval dir, pending EvalTasks, skipped output shards)."""
+    from pipeline.steps.score_shard import EvalTask, read_eval_manifest
+
+    eval_dir = posixpath.join(run_dir, settings.eval_dir_name())
+    scored = {row["output_shard"]: row for row in read_eval_manifest(eval_dir)}
+    pending, skipped = [], []
+    for row in read_manifest_dir(posixpath.join(run_dir, "manifest")):
+        if row["status"] not in ("ok", "truncated"):
+            continue
+        prev = scored.get(row["output_shard"])
+        if prev and prev["status"] == "ok" and prev["outputs_scored"] + prev["outputs_error"] == row["outputs_ok"]:
+            skipped.append(row["output_shard"])
+        else:
+            pending.append(EvalTask.for_shard(eval_dir, row["input_shard"], row["output_shard"]))
+    return eval_dir, pending, skipped
+
+
+def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gpus: int | None = None,
+                   num_cpu_workers: int = 1, cpu_threads: int | None = None) -> str:
+    """Score a finished run's outputs on the cluster (only shards not scored yet); returns the eval dir."""
+
+    from metrics.suite import check_available
+    from pipeline.config.job import load_run_config
+    from pipeline.steps.score_shard import EVAL_MANIFEST_SCHEMA, write_eval_settings
+
+    cfg = load_run_config(run_dir)
+    check_available(settings)
+    with RunLock(run_dir):
+        eval_dir, pending, skipped = plan_evaluation(run_dir, settings)
+        write_eval_settings(eval_dir, settings)
+        print(f"evaluation {eval_dir}: {len(pending)} shard(s) to score, {len(skipped)} already scored",
+              file=sys.stderr, flush=True)
+        def failed_row(task, error: str, kind: str) -> dict:
+            return {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed",
+                    "error": error, "error_kind": kind, "outputs_scored": 0, "outputs_error": 0}
+
+        pool = WorkerPool(EvalWorker, (settings, cfg.image_field), address=address, num_gpus=num_gpus,
+                          num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads)
+        pool.run(pending, failed_row, EVAL_MANIFEST_SCHEMA, count_key="outputs_scored")
+    return eval_dir

@@ -1,0 +1,1 @@
+"""Dataset I/O: WebDataset shards, images, Parquet records, what a sample key may be, pairs files."""

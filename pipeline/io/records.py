@@ -1,0 +1,185 @@
+"""Per-sample rows and per-shard manifest rows, and their Parquet files.
+
+Schemas are explicit so that a shard with only error rows, or none at all, writes the same
+columns as any other, and the rows of a run read back as one table
+(``pandas.read_parquet(run_dir + '/rows')``). Files are written under a temporary name and
+renamed, like shards.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.io.shards import temporary_path
+
+ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # output sample key (source key + variant suffix for augment)
+    ("source_key", pa.string()),
+    ("status", pa.string()),           # "ok" or "error"
+    ("error", pa.string()),            # reason, null when ok
+    ("error_kind", pa.string()),       # one of pipeline.errors.ERROR_KINDS, null when ok
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("method", pa.string()),
+    ("t", pa.float64()),               # requested t_B / T
+    ("timestep", pa.int64()),          # t_B actually used
+    ("num_train_timesteps", pa.int64()),
+    ("variant", pa.int64()),
+    ("cascade", pa.int64()),
+    ("sampler", pa.string()),
+    ("steps", pa.int64()),
+    ("model_evals", pa.int64()),       # network evaluations spent on this output
+    ("seed", pa.int64()),              # the per-sample seed derived from (run seed, key, variant)
+    ("image_field", pa.string()),
+    ("orig_width", pa.int64()),
+    ("orig_height", pa.int64()),
+    ("orig_mode", pa.string()),
+    ("conversion", pa.string()),
+    ("resize_rule", pa.string()),
+    ("mix_real_prob", pa.float64()),
+    ("dropped_fields", pa.string()),   # image-like input fields not copied to the output
+    ("precision", pa.string()),        # device type / dtype the network ran in
+    ("seconds", pa.float64()),         # this output's share of its batch's compute time
+])
+
+MANIFEST_SCHEMA = pa.schema([
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("status", pa.string()),           # "ok", "truncated" (tar ended early) or "failed" (redone next run)
+    ("error", pa.string()),
+    ("error_kind", pa.string()),       # failed shards: unreadable_shard, write_failed, worker_failed, generation_failed
+    ("samples_in", pa.int64()),
+    ("samples_ok", pa.int64()),
+    ("samples_error", pa.int64()),
+    ("outputs_ok", pa.int64()),
+    ("outputs_error", pa.int64()),
+    ("input_bytes", pa.int64()),       # size of the input shard when it was processed
+    ("config_hash", pa.string()),
+    ("seconds", pa.float64()),
+    ("finished_at", pa.string()),
+    ("worker", pa.string()),
+    ("worker_peak_rss_mb", pa.float64()),  # peak resident memory of the worker process so far
+])
+
+
+def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+
+
+def write_bytes_atomic(data: bytes, url: str) -> None:
+    """Write under a hidden temporary name, then rename: readers never see a partial file."""
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = temporary_path(path)
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def write_parquet_atomic(table: pa.Table, url: str) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    write_bytes_atomic(buf.getvalue(), url)
+
+
+def finished_files(url: str, suffix: str) -> list[str]:
+    """URLs of the files directly under ``url`` ending in ``suffix``, skipping hidden
+    temporaries of unfinished writes (empty if the directory does not exist yet)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.exists(path):
+        return []
+    return [fs.unstrip_protocol(f) if "://" in url else f for f in sorted(fs.ls(path, detail=False))
+            if f.endswith(suffix) and not posixpath.basename(f).startswith(".")]
+
+
+def read_manifest_dir(url: str) -> list[dict]:
+    """All finished per-shard manifest rows under ``url`` (empty if none yet)."""
+    return read_parquet_dir(url, MANIFEST_SCHEMA)
+
+
+def read_parquet_dir(url: str, schema: pa.Schema) -> list[dict]:
+    """The rows of every finished (non-hidden) Parquet file directly under ``url``."""
+    out: list[dict] = []
+    for file in finished_files(url, ".parquet"):
+        with fsspec.open(file, "rb") as f:
+            out.extend(pq.read_table(f, schema=schema).to_pylist())
+    return out
+
+
+# -- pair interpolation (jobs/interpolate_pairs.py) ------------------------------------------
+
+INVERSION_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("status", pa.string()),           # "ok", "error" (undecodable, duplicate, ...) or "unused" (in no pair)
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
+    ("input_shard", pa.string()),
+    ("cache_url", pa.string()),        # the image's inversion (safetensors: latent, clean, pixels)
+    ("image_field", pa.string()),
+    ("orig_width", pa.int64()),
+    ("orig_height", pa.int64()),
+    ("orig_mode", pa.string()),
+    ("conversion", pa.string()),
+    ("resize_rule", pa.string()),
+    ("timestep", pa.int64()),          # the level the inversion reached
+    ("model_evals", pa.int64()),       # network evaluations spent on this image's inversion
+    ("latent_norm_ratio", pa.float64()),      # |inverted latent| / sqrt(d)
+    ("beyond_boundary_share", pa.float64()),  # share of its entries beyond +-B (clipped by NoiseDiffusion)
+    ("precision", pa.string()),
+    ("seconds", pa.float64()),
+])
+
+FRAME_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # <pair_id>_<method>_l<lam x 1000>
+    ("pair_id", pa.string()),
+    ("key_a", pa.string()),
+    ("key_b", pa.string()),
+    ("shard_a", pa.string()),
+    ("shard_b", pa.string()),
+    ("method", pa.string()),
+    ("lam", pa.float64()),
+    ("status", pa.string()),           # "ok" or "error"
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
+    ("output_shard", pa.string()),
+    ("timestep", pa.int64()),          # the level decoding starts from
+    ("steps", pa.int64()),
+    ("invert_steps", pa.int64()),
+    ("model_evals", pa.int64()),       # network evaluations spent decoding this frame (inversions: their own rows)
+    ("seed", pa.int64()),
+    ("rms_to_a", pa.float64()),        # RMS pixel distance in [0, 1] to image A (as the model saw it)
+    ("rms_to_b", pa.float64()),
+    ("rms_to_prev", pa.float64()),     # to the previous frame of the same pair and method (smoothness)
+    ("lpips_to_a", pa.float64()),
+    ("lpips_to_b", pa.float64()),
+    ("lpips_to_prev", pa.float64()),
+    ("latent_norm_ratio", pa.float64()),      # |z| / sqrt(d) of the starting latent before clipping
+    ("beyond_boundary_share", pa.float64()),  # share of its entries beyond +-B before clipping
+    ("brightness", pa.float64()),      # mean pixel value in [0, 1]
+    ("saturated_share", pa.float64()), # share of channel values at 0 or 255
+    ("precision", pa.string()),
+    ("seconds", pa.float64()),
+])
+
+# The decoding stage's per-group completion marker: a manifest row plus the group's identity.
+PAIR_MANIFEST_SCHEMA = MANIFEST_SCHEMA.append(pa.field("pairs_hash", pa.string()))
+
+
+def metric_row_schema(settings) -> pa.Schema:
+    """Columns of the per-output metric rows (``metrics.suite.MetricSettings`` says which);
+    ``key`` joins them with the job's rows."""
+    from metrics.suite import FIDELITY_FIELDS, IDENTITY_FIELDS, column_prefix
+
+    fields = [("key", pa.string()), ("source_key", pa.string()), ("t", pa.float64()), ("variant", pa.int64()),
+              ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string())]
+    for name in settings.recognizers:
+        fields += [(f"{column_prefix(name)}_{f}", pa.type_for_alias(typ)) for f, typ in IDENTITY_FIELDS]
+    if settings.fidelity:
+        fields += [(f, pa.float64()) for f in FIDELITY_FIELDS]
+    if settings.lpips:
+        fields.append(("lpips", pa.float64()))
+    return pa.schema(fields)

@@ -1,0 +1,1 @@
+"""Finding, checking and loading diffusion models and restorers; tiny models built in code."""

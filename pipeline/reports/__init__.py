@@ -1,0 +1,1 @@
+"""Summaries, HTML reports and contact sheets from a run's files."""

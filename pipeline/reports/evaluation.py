@@ -1,0 +1,148 @@
+"""Reading evaluated runs back and writing the comparison report. No Ray.
+
+For each run directory and its ``eval-<hash8>/``: per-output metric rows (joined with the
+job's rows by ``key``), per-t summaries (identity, fidelity, FID/KID reduced shard by shard)
+and a few sources beside their outputs. Writes ``summary.parquet`` (one row per run and t),
+``per_sample.parquet`` (every scored output of every run) and ``report.html``.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from pipeline.reports.html import render_report, series_label
+from pipeline.reports.summaries import distribution_metrics, fidelity_summary, identity_summary
+from pipeline.config.job import load_run_config
+from pipeline.steps.score_shard import read_npz
+from pipeline.io.records import finished_files, write_parquet_atomic
+from pipeline.io.images import find_image_field, prepare_image
+from pipeline.reports.contact_sheet import contact_sheet
+from pipeline.io.shards import ShardReader, expand_shard_urls
+
+CONFIG_COLUMNS = ("job", "method", "model", "sampler", "steps", "cascade", "seed")
+
+
+def _read_rows(url: str) -> pd.DataFrame:
+    frames = []
+    for file in finished_files(url, ".parquet"):
+        with fsspec.open(file, "rb") as f:
+            frames.append(pd.read_parquet(f))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _feature_files(eval_dir: str):
+    return (read_npz(f) for f in finished_files(posixpath.join(eval_dir, "features"), ".npz"))
+
+
+def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, kid_max: int = 4000) -> tuple[list[dict], pd.DataFrame, dict]:
+    """(summary rows, one per t; per-output rows with job columns; eval settings.json)."""
+    cfg = load_run_config(run_dir)
+    eval_dir = posixpath.join(run_dir, eval_name)
+    fs, path = fsspec.core.url_to_fs(posixpath.join(eval_dir, "settings.json"))
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{eval_dir}: not evaluated with these settings (run jobs/evaluate.py)")
+    described = json.loads(fs.cat_file(path))
+    metric_rows = _read_rows(posixpath.join(eval_dir, "rows"))
+    job_rows = _read_rows(posixpath.join(run_dir, "rows"))
+    per_sample = metric_rows.merge(job_rows[["key", "status", "error", "timestep", "precision"]].rename(
+        columns={"status": "job_status", "error": "job_error"}), on="key", how="left") if len(metric_rows) else metric_rows
+    config = {c: getattr(cfg, c) for c in CONFIG_COLUMNS}
+    distribution = distribution_metrics(_feature_files(eval_dir), reference, kid_max=kid_max) \
+        if described["settings"].get("fid") else {}
+    summary = []
+    for t in sorted(set(cfg.t)):
+        jobs_t = job_rows[job_rows["t"] == t] if len(job_rows) else job_rows
+        metrics_t = per_sample[per_sample["t"] == t] if len(per_sample) else per_sample
+        row = {"run_dir": run_dir, **config, "t": t,
+               "outputs_ok": int((jobs_t["status"] == "ok").sum()) if len(jobs_t) else 0,
+               "outputs_error": int((jobs_t["status"] == "error").sum()) if len(jobs_t) else 0,
+               "outputs_scored": int((metrics_t["status"] == "ok").sum()) if len(metrics_t) else 0}
+        if len(metrics_t):
+            for prefix, info in described["recognizers"].items():
+                row.update(identity_summary(metrics_t, prefix, info["threshold"]))
+            row.update(fidelity_summary(metrics_t))
+        if described["settings"].get("fid"):
+            row.update(distribution.get(t, {"fid": None, "fid_note": "no features"}))
+            row["fid_convention"] = described.get("fid_convention")
+        summary.append(row)
+    if len(per_sample):
+        per_sample.insert(0, "run_dir", run_dir)
+        per_sample["series"] = series_label(config)
+    return summary, per_sample, described
+
+
+def _decoded(sample, resolution: int | None = None, field: str | None = None) -> np.ndarray:
+    return prepare_image(sample.fields[find_image_field(sample.fields, field)], resolution, 1).pixels
+
+
+def _run_outputs(run_dir: str, source_keys: list[str]) -> dict[float, dict[str, np.ndarray]]:
+    """Variant-0 outputs of ``source_keys`` per t, reading shards only until all are found."""
+    cfg = load_run_config(run_dir)
+    found: dict[float, dict[str, np.ndarray]] = {t: {} for t in cfg.t}
+    wanted = set(source_keys)
+    for url in expand_shard_urls(posixpath.join(run_dir, "shards")):
+        for sample in ShardReader(url):
+            meta = json.loads(sample.fields.get("diffusion.json", b"{}"))
+            if meta.get("source_key") in wanted and meta.get("variant", 0) == 0 and meta.get("t") in found:
+                found[meta["t"]][meta["source_key"]] = _decoded(sample)
+        if all(len(v) == len(wanted) for v in found.values()):
+            break
+    return found
+
+
+def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarray]]]:
+    """Contact-sheet rows: the first ``n`` sources of the first run (at the outputs'
+    resolution), then each run's outputs of them per t (variant 0)."""
+    first = next((s for url in expand_shard_urls(posixpath.join(run_dirs[0], "shards")) for s in ShardReader(url)), None)
+    if first is None:
+        return []
+    resolution = _decoded(first).shape[0]
+    cfg = load_run_config(run_dirs[0])
+    sources: dict[str, np.ndarray] = {}
+    for url in cfg.inputs:
+        for sample in ShardReader(url):
+            if len(sources) < n:
+                try:
+                    sources[sample.key] = _decoded(sample, resolution, cfg.image_field)
+                except Exception:   # a bad input has no output to show
+                    continue
+        if len(sources) >= n:
+            break
+    one_series = len({series_label(vars(load_run_config(r))) for r in run_dirs}) == 1
+    rows = [("source", list(sources.values()))]
+    for run_dir in run_dirs:
+        for t, images in _run_outputs(run_dir, list(sources)).items():
+            label = f"t={t:g}" if one_series else f"{posixpath.basename(run_dir)[-6:]} t={t:g}"
+            rows.append((label, [images.get(k, np.full_like(v, 255)) for k, v in sources.items()]))
+    return rows
+
+
+def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: tuple | None = None,
+                 title: str = "Evaluation report") -> pd.DataFrame:
+    """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html."""
+    import pyarrow as pa
+
+    summaries, samples, recognizers, convention = [], [], {}, None
+    for run_dir in run_dirs:
+        rows, per_sample, described = summarize_run(run_dir, eval_name, reference)
+        summaries += rows
+        samples.append(per_sample)
+        recognizers.update(described["recognizers"])
+        convention = described.get("fid_convention", convention)
+    summary = pd.DataFrame(summaries).sort_values(["model", "sampler", "steps", "cascade", "t"], kind="stable")
+    per_sample = pd.concat([s for s in samples if len(s)], ignore_index=True) if any(len(s) for s in samples) else pd.DataFrame()
+    write_parquet_atomic(pa.Table.from_pandas(summary, preserve_index=False), posixpath.join(out_dir, "summary.parquet"))
+    if len(per_sample):
+        write_parquet_atomic(pa.Table.from_pandas(per_sample, preserve_index=False), posixpath.join(out_dir, "per_sample.parquet"))
+    configs = {r: json.loads(load_run_config(r).to_json())["config"] for r in run_dirs}
+    rows = sheet_rows(run_dirs)
+    page = render_report(summary, per_sample, recognizers, configs, contact_sheet(rows) if rows else None, convention, title)
+    fs, path = fsspec.core.url_to_fs(posixpath.join(out_dir, "report.html"))
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "w") as f:
+        f.write(page)
+    return summary

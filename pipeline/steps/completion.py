@@ -1,0 +1,86 @@
+"""The completion-marker protocol every step follows, written once.
+
+A task's outputs (shard, rows, features, ...) are written first, each under a temporary name
+renamed when complete; its manifest row is written last and is the task's completion marker:
+a task without one is redone by the next run. An exception in the task (storage, model, an
+unreadable input) removes what it wrote and leaves a ``failed`` row, so the next run redoes
+it too. No Ray.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import resource
+import time
+import traceback
+from typing import Callable
+
+import fsspec
+
+from pipeline.errors import UnreadableShard, failure_kind
+from pipeline.io.records import rows_table, write_parquet_atomic
+from pipeline.io.shards import temporary_pattern
+
+log = logging.getLogger(__name__)
+
+# The count columns a failed task reports, per manifest kind.
+SHARD_COUNTS = ("samples_in", "samples_ok", "samples_error", "outputs_ok", "outputs_error")
+SCORING_COUNTS = ("outputs_scored", "outputs_error")
+
+
+def run_to_completion(task, schema, outputs: tuple[str, ...], body: Callable[[], dict], base: dict,
+                      counts: tuple[str, ...] = SHARD_COUNTS) -> dict:
+    """Run ``body`` (it writes the task's outputs and returns the manifest's status, error,
+    error_kind and counts), then write the manifest row last; returns the row."""
+    started = time.time()
+    manifest = dict(base)
+    try:
+        remove_stale_temporaries(*outputs, task.manifest_url)
+        manifest.update(body())
+    except Exception as exc:
+        log_failure(task.input_url, exc)
+        remove_outputs(*outputs)
+        manifest.update(status="failed", error=failure_message(exc), error_kind=failure_kind(exc),
+                        **{name: 0 for name in counts})
+    manifest.update(seconds=round(time.time() - started, 3), worker_peak_rss_mb=peak_rss_mb(),
+                    finished_at=dt.datetime.now(dt.timezone.utc).isoformat())
+    write_parquet_atomic(rows_table([manifest], schema), task.manifest_url)
+    return manifest
+
+
+def failure_message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, UnreadableShard) else f"{type(exc).__name__}: {exc}"
+
+
+def log_failure(name: str, exc: BaseException) -> None:
+    """One line for an unreadable input (the data's problem), the traceback for anything else."""
+    if isinstance(exc, UnreadableShard):
+        log.error("%s: %s", name, exc)
+    else:
+        log.error("%s failed:\n%s", name, traceback.format_exc())
+
+
+def remove_stale_temporaries(*urls: str) -> None:
+    """Delete partial files a killed run left for these files (``.<name>.tmp-<uuid>``). Runs
+    only under the run directory's lock, so no live run's temporaries are touched."""
+    for url in urls:
+        fs, path = fsspec.core.url_to_fs(url)
+        for leftover in fs.glob(temporary_pattern(path)):
+            fs.rm(leftover)
+
+
+def remove_outputs(*urls: str) -> None:
+    """Delete an earlier attempt's files (shard, rows), so a failed redo leaves nothing stale.
+    Best effort: this runs on the failure path, where storage may be what failed."""
+    for url in urls:
+        try:
+            fs, path = fsspec.core.url_to_fs(url)
+            if fs.exists(path):
+                fs.rm(path)
+        except OSError as exc:
+            log.error("could not remove %s: %s", url, exc)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

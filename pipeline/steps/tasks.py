@@ -1,0 +1,46 @@
+"""A unit of work: one input shard and the three files it produces. No heavy imports, so
+the Ray driver can plan a run without loading torch."""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+
+from pipeline.io.shards import SHARD_SUFFIXES, shard_name
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    input_url: str
+    output_url: str
+    rows_url: str
+    manifest_url: str
+    input_bytes: int | None = None
+
+    @classmethod
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
+        name = shard_name(input_url)
+        stem = next((name[: -len(sfx)] for sfx in SHARD_SUFFIXES if name.endswith(sfx)), name)
+        # Outputs are plain tars whatever the input's compression.
+        return cls(input_url, posixpath.join(run_dir, "shards", f"{stem}.tar"), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
+                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
+
+
+MISSING = -1      # the "size" of an input shard that does not exist
+
+
+def input_size(url: str) -> int | None:
+    """Size of an input shard in bytes: ``MISSING`` if it does not exist, None if it cannot
+    be told (the worker then finds out what is wrong)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        info = fs.info(path)
+    except FileNotFoundError:
+        return MISSING
+    except Exception:
+        return None
+    if info.get("type") == "directory":
+        return None
+    size = info.get("size")
+    return int(size) if size is not None else None

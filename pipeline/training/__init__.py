@@ -1,0 +1,1 @@
+"""Training: Cold Diffusion restorers (with Ray Train) and the demo DDPM."""
