@@ -29,318 +29,22 @@ pre-cropped data; a face is then always "found".
 """
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, runtime_checkable
-
 import numpy as np
-from PIL import Image
 
-from metrics.weights import WeightsUnavailableError, find_weights
+from metrics.dlib_recognizer import DLIB_MODEL_FILES, DLIB_THRESHOLD, DlibRecognizer, dlib_models_dir, import_dlib
+from metrics.faces import FACE_BOXES, FaceRecognizer, as_rgb_uint8, check_face_box, upscale_to_min_side
+from metrics.facenet import (FACENET_THRESHOLD, FACENET_WEIGHTS, FacenetRecognizer, facenet_weights_path, import_facenet,
+                             load_facenet_backbone, save_random_facenet_weights)
+from metrics.weights import WeightsUnavailableError
 
-FACENET_RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
-FACENET_WEIGHTS = {  # pretrained name -> (file, number of training identities = logits rows)
-    "vggface2": ("20180402-114759-vggface2.pt", 8631),
-    "casia-webface": ("20180408-102900-casia-webface.pt", 10575),
-}
-FACENET_THRESHOLD = 1.1   # L2 on normalized 512-d embeddings
-DLIB_THRESHOLD = 0.6      # raw L2 on 128-d descriptors (dlib's published rule)
-DLIB_MODEL_FILES = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
-FACE_INSTALL_HINT = "install the optional face extra: pip install -r requirements-face.txt"
+# The recognizers and their helpers are importable from here, as before the split.
+__all__ = ["DLIB_MODEL_FILES", "DLIB_THRESHOLD", "FACENET_THRESHOLD", "FACENET_WEIGHTS", "FACE_BOXES", "RECOGNIZER_NAMES",
+           "DlibRecognizer", "FaceRecognizer", "FacenetRecognizer", "as_rgb_uint8", "available_recognizers",
+           "best_threshold", "compare_embeddings", "compare_identities", "dlib_models_dir", "facenet_weights_path",
+           "load_facenet_backbone", "load_recognizer", "pairwise_l2", "rates_at", "roc_auc",
+           "save_random_facenet_weights", "upscale_to_min_side", "why_unavailable"]
+
 RECOGNIZER_NAMES = ("facenet", "facenet-casia", "dlib")
-FACE_BOXES = ("detect", "full")
-
-
-@runtime_checkable
-class FaceRecognizer(Protocol):
-    """What the metrics need from a recognizer.
-
-    ``name`` prefixes metric columns; ``threshold`` is the same-person cut on ``l2`` (the L2
-    distance on normalized embeddings when ``l2_normalized``, else on the raw ones);
-    ``embed`` returns one vector per image, or None where no face was found.
-    """
-
-    name: str
-    threshold: float
-    distance_rule: str
-    l2_normalized: bool
-
-    def embed(self, images: list[np.ndarray]) -> list[np.ndarray | None]: ...
-
-
-# --------------------------------------------------------------------------- image conversion
-
-def as_rgb_uint8(array: np.ndarray) -> np.ndarray:
-    """Return an HxWx3 uint8 RGB copy of ``array`` by the module's input rule (see its docstring)."""
-    a = np.asarray(array)
-    if a.dtype == np.uint16:
-        a = np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
-    elif a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif a.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {a.dtype}: pass uint8, uint16 or bool arrays")
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"unsupported image shape {a.shape}: expected HxW, HxWx1, HxWx2, HxWx3 or HxWx4")
-    if a.shape[2] in (2, 4):                       # alpha over white
-        color, alpha = a[:, :, :-1].astype(np.float64), a[:, :, -1:].astype(np.float64) / 255.0
-        a = np.round(color * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return np.ascontiguousarray(a)
-
-
-def upscale_to_min_side(image: np.ndarray, min_side: int) -> np.ndarray:
-    """Bicubic upscale (PIL) so the shorter side is >= ``min_side``; never downscales."""
-    h, w = image.shape[:2]
-    if min(h, w) >= min_side:
-        return image
-    scale = min_side / min(h, w)
-    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
-
-
-def _check_face_box(face_box: str) -> str:
-    if face_box not in FACE_BOXES:
-        raise ValueError(f"face_box must be one of {FACE_BOXES}, got {face_box!r}")
-    return face_box
-
-
-# --------------------------------------------------------------------------- facenet
-
-def _import_facenet():
-    try:
-        import facenet_pytorch
-    except ImportError as exc:
-        raise ImportError("facenet recognizer needs facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0 "
-                          "(its pins are too old for our torch; its code runs fine)") from exc
-    return facenet_pytorch
-
-
-def facenet_weights_path(pretrained: str = "vggface2", explicit=None, allow_download: bool = True) -> Path:
-    """Where the InceptionResnetV1 weights are (facenet caches in ``$TORCH_HOME/checkpoints``)."""
-    if pretrained not in FACENET_WEIGHTS:
-        raise ValueError(f"pretrained must be one of {sorted(FACENET_WEIGHTS)}, got {pretrained!r}")
-    filename = FACENET_WEIGHTS[pretrained][0]
-    return find_weights(filename, "checkpoints", url=FACENET_RELEASE + filename, explicit=explicit,
-                        what=f"facenet InceptionResnetV1 ({pretrained})", allow_download=allow_download)
-
-
-def save_random_facenet_weights(path, pretrained: str = "vggface2", seed: int = 0) -> Path:
-    """Write a randomly initialized state dict with the real file's keys and shapes.
-
-    Lets tests and speed measurements run offline: speed does not depend on weight values.
-    """
-    import torch
-
-    facenet = _import_facenet()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = facenet.InceptionResnetV1(pretrained=None, classify=False)
-        model.logits = torch.nn.Linear(512, FACENET_WEIGHTS[pretrained][1])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
-
-
-def load_facenet_backbone(path, device="cpu"):
-    """InceptionResnetV1 in embedding mode with the weights at ``path``.
-
-    The file also holds the training classifier (``logits.*``, one row per training identity),
-    which embedding mode never uses: it is dropped, every other tensor must match. BatchNorm's
-    ``num_batches_tracked`` counters are tolerated either way (older files lack them).
-    """
-    import torch
-
-    facenet = _import_facenet()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("logits.")}
-    model = facenet.InceptionResnetV1(pretrained=None, classify=False)
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"{path} is not an InceptionResnetV1 state dict: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    return model.eval().to(device)
-
-
-@dataclass
-class FacenetRecognizer:
-    """MTCNN + InceptionResnetV1; embeddings are L2-normalized 512-d vectors.
-
-    ``margin=14`` pixels (in the 160x160 crop) follows facenet-pytorch's LFW evaluation.
-    Crops are standardized as ``(x - 127.5) / 128`` like MTCNN(post_process=True).
-    ``min_side`` applies to detection only; ``face_box="full"`` resizes the whole frame straight
-    to 160x160 (bicubic; a non-square frame is stretched, not cropped).
-    """
-
-    weights: Path
-    device: str = "cpu"
-    face_box: str = "detect"
-    min_side: int = 160
-    threshold: float = FACENET_THRESHOLD
-    margin: int = 14
-    batch_size: int = 32
-    name: str = "facenet"
-    l2_normalized: bool = True
-    image_size: int = 160
-
-    @property
-    def distance_rule(self) -> str:
-        return f"same person if L2 of normalized 512-d facenet embeddings < {self.threshold}"
-
-    def __post_init__(self):
-        _check_face_box(self.face_box)
-        self._facenet = facenet = _import_facenet()
-        self.model = load_facenet_backbone(self.weights, self.device)
-        self.mtcnn = facenet.MTCNN(image_size=self.image_size, margin=self.margin, post_process=True,
-                                   select_largest=True, keep_all=False, device=self.device)
-
-    def crops(self, images: list[np.ndarray]) -> list:
-        """One standardized 3x160x160 float tensor per image, or None where no face was found."""
-        import torch
-
-        pictures = [as_rgb_uint8(im) for im in images]
-        if self.face_box == "full":
-            return [self._full_crop(p) for p in pictures]
-        pictures = [upscale_to_min_side(p, self.min_side) for p in pictures]
-        out: list = [None] * len(pictures)
-        for indices in _group_by_size(pictures):   # MTCNN batches only equal-size images
-            pils = [Image.fromarray(pictures[i]) for i in indices]
-            with torch.inference_mode():
-                boxes, _ = self.mtcnn.detect(pils)
-            for i, pil, found in zip(indices, pils, boxes):
-                if found is not None and len(found):
-                    face = self._facenet.extract_face(pil, found[0], self.image_size, self.margin)
-                    out[i] = (face - 127.5) / 128.0
-        return out
-
-    def embed_crops(self, crops) -> np.ndarray:
-        """Embed a stack (or list) of standardized 3x160x160 crops; returns (N, 512) float32."""
-        import torch
-
-        batch = torch.stack(list(crops)) if not isinstance(crops, torch.Tensor) else crops
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(batch), self.batch_size):
-                chunks.append(self.model(batch[start:start + self.batch_size].to(self.device)).float().cpu())
-        return torch.cat(chunks).numpy() if chunks else np.zeros((0, 512), np.float32)
-
-    def embed(self, images: list[np.ndarray]) -> list[np.ndarray | None]:
-        crops = self.crops(images)
-        found = [i for i, c in enumerate(crops) if c is not None]
-        vectors = self.embed_crops([crops[i] for i in found]) if found else []
-        out: list[np.ndarray | None] = [None] * len(crops)
-        for i, v in zip(found, vectors):
-            out[i] = v
-        return out
-
-    def _full_crop(self, picture: np.ndarray):
-        """The whole frame resized (bicubic, aspect not kept) to the crop size, standardized."""
-        import torch
-
-        resized = Image.fromarray(picture).resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        tensor = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy()).permute(2, 0, 1)
-        return (tensor - 127.5) / 128.0
-
-
-def _group_by_size(pictures: list[np.ndarray]) -> list[list[int]]:
-    groups: dict[tuple, list[int]] = {}
-    for i, p in enumerate(pictures):
-        groups.setdefault(p.shape, []).append(i)
-    return list(groups.values())
-
-
-# --------------------------------------------------------------------------- dlib
-
-def _import_dlib():
-    try:
-        import dlib
-    except ImportError as exc:
-        raise ImportError(f"the dlib recognizer needs dlib: {FACE_INSTALL_HINT} (or the extra 'face')") from exc
-    return dlib
-
-
-def dlib_models_dir(explicit=None) -> Path:
-    """The folder holding dlib's .dat models: ``explicit``, else face_recognition_models' ``models/``.
-
-    The package is located, not imported: its ``__init__`` imports pkg_resources, which recent
-    setuptools no longer provides.
-    """
-    if explicit is not None:
-        folder = Path(explicit).expanduser()
-    else:
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or spec.origin is None:
-            raise WeightsUnavailableError(f"dlib recognizer: the face-recognition-models package (dlib's "
-                                          f"pretrained .dat files) is not installed; {FACE_INSTALL_HINT}")
-        folder = Path(spec.origin).parent / "models"
-    missing = [f for f in DLIB_MODEL_FILES if not (folder / f).is_file()]
-    if missing:
-        raise WeightsUnavailableError(f"dlib recognizer: {', '.join(missing)} not found in {folder}; "
-                                      f"{FACE_INSTALL_HINT}, or pass the folder holding them")
-    return folder
-
-
-@dataclass
-class DlibRecognizer:
-    """dlib HOG detector + 5-point alignment + ResNet descriptor (128-d, not normalized).
-
-    ``upsample`` is the detector's own pyramid upsampling count (each step doubles the cost);
-    the ``min_side`` upscale already brings small faces into the detector's range (about 80 px).
-    """
-
-    models_dir: Path
-    face_box: str = "detect"
-    min_side: int = 200
-    threshold: float = DLIB_THRESHOLD
-    upsample: int = 0
-    num_jitters: int = 0
-    name: str = "dlib"
-    l2_normalized: bool = False
-
-    @property
-    def distance_rule(self) -> str:
-        return f"same person if L2 of raw 128-d dlib descriptors < {self.threshold}"
-
-    def __post_init__(self):
-        _check_face_box(self.face_box)
-        dlib = _import_dlib()
-        self._dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
-        self.shape_predictor = dlib.shape_predictor(str(Path(self.models_dir) / DLIB_MODEL_FILES[0]))
-        self.encoder = dlib.face_recognition_model_v1(str(Path(self.models_dir) / DLIB_MODEL_FILES[1]))
-
-    def face_rect(self, picture: np.ndarray):
-        """The largest detected face (or the whole frame in full mode), or None."""
-        h, w = picture.shape[:2]
-        if self.face_box == "full":
-            return self._dlib.rectangle(0, 0, w - 1, h - 1)
-        rects = list(self.detector(picture, self.upsample))
-        return max(rects, key=lambda r: r.width() * r.height()) if rects else None
-
-    def embed(self, images: list[np.ndarray]) -> list[np.ndarray | None]:
-        pictures = [upscale_to_min_side(as_rgb_uint8(im), self.min_side) for im in images]
-        found, batch_imgs, batch_faces = [], [], []
-        for i, picture in enumerate(pictures):
-            rect = self.face_rect(picture)
-            if rect is None:
-                continue
-            shapes = self._dlib.full_object_detections()
-            shapes.append(self.shape_predictor(picture, rect))
-            found.append(i)
-            batch_imgs.append(picture)
-            batch_faces.append(shapes)
-        out: list[np.ndarray | None] = [None] * len(pictures)
-        if found:
-            vectors = self.encoder.compute_face_descriptor(batch_imgs, batch_faces, self.num_jitters)
-            for i, per_image in zip(found, vectors):
-                out[i] = np.asarray(per_image[0], dtype=np.float32)
-        return out
 
 
 # --------------------------------------------------------------------------- loading
@@ -352,16 +56,16 @@ def load_recognizer(name: str, device: str = "cpu", weights=None, face_box: str 
     ``weights``: facenet's .pt file, or the folder with dlib's .dat files. ``min_side`` and
     ``threshold`` default per recognizer (facenet 160 / L2 1.1; dlib 200 / L2 0.6).
     """
-    _check_face_box(face_box)
+    check_face_box(face_box)
     extra = {k: v for k, v in (("min_side", min_side), ("threshold", threshold)) if v is not None}
     if name in ("facenet", "facenet-casia"):
         pretrained = "vggface2" if name == "facenet" else "casia-webface"
-        _import_facenet()
+        import_facenet()
         path = facenet_weights_path(pretrained, explicit=weights)
         return FacenetRecognizer(weights=path, device=device, face_box=face_box,
                                  name=name.replace("-", "_"), **extra)
     if name == "dlib":
-        _import_dlib()
+        import_dlib()
         if str(device) != "cpu":
             raise ValueError("the dlib recognizer runs on the CPU (dlib-bin has no CUDA); use device='cpu'")
         return DlibRecognizer(models_dir=dlib_models_dir(weights), face_box=face_box, **extra)
@@ -372,10 +76,10 @@ def why_unavailable(name: str) -> str | None:
     """None when ``name`` can load here without downloading, else the reason."""
     try:
         if name == "dlib":
-            _import_dlib()
+            import_dlib()
             dlib_models_dir()
         elif name in ("facenet", "facenet-casia"):
-            _import_facenet()
+            import_facenet()
             facenet_weights_path("vggface2" if name == "facenet" else "casia-webface", allow_download=False)
         else:
             return f"unknown recognizer {name!r}"

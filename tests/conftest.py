@@ -44,3 +44,11 @@ def ray_cluster():
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(items):
+    """Tiers: a test that uses the shared Ray cluster is marked ``ray`` (as are the few that start
+    one themselves), so ``pytest -m "not ray"`` runs the pure tiers without any cluster."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)

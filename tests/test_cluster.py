@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from test_job import write_demo_shards
@@ -34,6 +35,7 @@ def test_cluster_yaml_passes_rays_own_schema():
     assert any("pip install" in c and "-e ." in c for c in config["setup_commands"])
 
 
+@pytest.mark.ray
 def test_ray_job_submit_runs_the_anonymize_job(pixel_model_dir, tmp_path):
     inputs = write_demo_shards(str(tmp_path / "in"), shards=2, per_shard=3)
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")        # unix socket paths must stay short

@@ -166,6 +166,7 @@ def test_augment_writes_k_variants_per_t_with_labels(ray_cluster, pixel_model_di
     assert out[f"{key}_t0200_v0"]["png"] != out[f"{key}_t0200_v1"]["png"]
 
 
+@pytest.mark.ray
 def test_killed_run_rerun_completes_every_sample_exactly_once(pixel_model_dir, tmp_path):
     inputs = write_demo_shards(str(tmp_path / "in"), shards=4, per_shard=6)
     cmd = [sys.executable, str(REPO / "jobs" / "anonymize_celeba.py"), "--input", *inputs, "--output", str(tmp_path / "out"),

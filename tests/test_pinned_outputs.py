@@ -3,6 +3,8 @@ give the same images as the code the pins were made with (``python tests/pinned_
 and the same configuration still maps to the same run directory, so earlier runs' directories
 are found and continued rather than stranded."""
 
+from pathlib import Path
+
 import numpy as np
 
 from pinned_runs import REPO, load_pins, make_pinned_runs
@@ -39,3 +41,14 @@ def test_outputs_match_the_pins(ray_cluster, tmp_path):
         for key, pixels in images.items():
             diff = np.abs(made[run][key].astype(int) - pixels.astype(int)).max()
             assert diff <= 1, f"{run}/{key}: max pixel difference {diff}"    # float rounding at quantization
+
+
+def test_one_function_loads_any_runs_configuration(tmp_path):
+    from pipeline.config.job import load_run_config
+
+    for cfg in (JobConfig(job="augment", inputs=("a.tar",), output=str(tmp_path), model="m", t=(0.2, 0.3), variants=2),
+                InterpConfig(inputs=("a.tar",), output=str(tmp_path), model="m", lam=(0.5,))):
+        Path(cfg.run_dir).mkdir(parents=True)
+        Path(cfg.run_dir, "config.json").write_text(cfg.to_json())
+        loaded = load_run_config(cfg.run_dir)
+        assert type(loaded) is type(cfg) and loaded.run_dir == cfg.run_dir

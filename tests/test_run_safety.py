@@ -201,6 +201,7 @@ def _cluster_processes(driver_pid: int) -> set[int]:
         return set()
 
 
+@pytest.mark.ray
 def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver():
     import psutil
 

@@ -162,18 +162,22 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
         return {k: v for k, v in super().output_settings().items() if k not in unused}
 
 
-def load_run_config(run_dir: str) -> JobConfig:
-    """The configuration a run directory was made with (its ``config.json``)."""
+def load_run_config(run_dir: str) -> HashedConfig:
+    """The configuration any run directory was made with (its ``config.json``): a JobConfig for
+    anonymize/augment runs, an InterpConfig for interpolation runs."""
+    from pipeline.config.interpolation import InterpConfig
+
     fs, path = fsspec.core.url_to_fs(posixpath.join(run_dir, "config.json"))
     if not fs.exists(path):
         raise UserError(f"{run_dir}: no config.json; is this a run directory (<output>/<job>-<hash12>)?")
     saved = json.loads(fs.cat_file(path))["config"]
-    fields = {f.name: f for f in dataclasses.fields(JobConfig)}
+    config_class = InterpConfig if saved.get("job") == "interpolate" else JobConfig
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
     if values.get("metrics"):
         values["metrics"] = MetricSettings(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
                                               if isinstance(v, list) else v for k, v in values["metrics"].items()})
-    return JobConfig(**values)
+    return config_class(**values)
 
 
 def model_fingerprint(model_dir: Path) -> str:

@@ -18,11 +18,11 @@ import logging
 import os
 import sys
 import traceback
-from typing import Callable
 
 from pipeline.errors import WORKER_FAILED, WRITE_FAILED, UserError
 from pipeline.execution.progress import Progress
 from pipeline.io.records import rows_table, write_parquet_atomic
+from pipeline.steps.completion import SHARD_COUNTS, failed_task_row
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,12 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
     return live
 
 
-def dispatch(ray, workers: list, counter, tasks: list, failed_row: Callable[[object, str, str], dict], schema, *,
-             count_key: str = "samples_in", units: tuple[str, str] = ("shards", "samples")) -> list[dict]:
-    """Feed tasks to idle workers until all are done; returns every task's manifest row.
-    ``failed_row(task, error, error_kind)`` makes the row of a task that raised or whose
-    worker died; it is written to the task's manifest file here when storage allows."""
+def dispatch(ray, workers: list, counter, tasks: list, schema, *, counts: tuple[str, ...] = SHARD_COUNTS,
+             failed_extra: dict | None = None, count_key: str = "samples_in",
+             units: tuple[str, str] = ("shards", "samples")) -> list[dict]:
+    """Feed tasks to idle workers until all are done; returns every task's manifest row. A task
+    that raised or whose worker died gets a failed row (``failed_task_row`` with ``counts`` at
+    zero and ``failed_extra``), written to its manifest file here when storage allows."""
     queue = list(reversed(tasks))
     in_flight: dict = {}            # object ref -> (worker, task)
     progress = Progress(len(tasks), units=units)
@@ -143,7 +144,7 @@ def dispatch(ray, workers: list, counter, tasks: list, failed_row: Callable[[obj
     idle = list(workers)
 
     def fail(task, error: str, kind: str) -> dict:
-        row = failed_row(task, error, kind)
+        row = failed_task_row(task, error, kind, counts, **(failed_extra or {}))
         try:
             write_parquet_atomic(rows_table([row], schema), task.manifest_url)
         except Exception as exc:      # storage is what failed: the row lives on in memory and the summary
@@ -202,7 +203,7 @@ class WorkerPool:
         self.workers: list | None = None
         self.counter = None
 
-    def run(self, tasks: list, failed_row: Callable[[object, str, str], dict], schema, *,
+    def run(self, tasks: list, schema, *, counts: tuple[str, ...] = SHARD_COUNTS, failed_extra: dict | None = None,
             count_key: str = "samples_in", units: tuple[str, str] = ("shards", "samples")) -> list[dict]:
         import ray
 
@@ -215,4 +216,5 @@ class WorkerPool:
                                          num_gpus=self.num_gpus, num_cpu_workers=self.num_cpu_workers,
                                          cpu_threads=self.cpu_threads, counter=self.counter)
         ray.get(self.counter.reset.remote())
-        return dispatch(ray, self.workers, self.counter, tasks, failed_row, schema, count_key=count_key, units=units)
+        return dispatch(ray, self.workers, self.counter, tasks, schema, counts=counts, failed_extra=failed_extra,
+                        count_key=count_key, units=units)

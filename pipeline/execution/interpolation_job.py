@@ -80,11 +80,6 @@ def check_metric_weights(cfg: InterpConfig) -> None:
     check_available(MetricSettings(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
 
 
-def _failed_row(task, error: str, kind: str) -> dict:
-    return {"input_shard": task.input_url, "status": "failed", "error": error, "error_kind": kind, "samples_in": 0,
-            "samples_ok": 0, "samples_error": 0, "outputs_ok": 0, "outputs_error": 0}
-
-
 def locate_inversions(run_dir: str, inputs) -> tuple[dict[str, list[ImageRef]], dict[str, list[str]], list[str]]:
     """From stage 1's files: every key's inversion (or error), the keys of each shard in
     order, and the shards whose inversion failed."""
@@ -170,7 +165,7 @@ def _run_stages(cfg: InterpConfig) -> list[dict]:
     pool = WorkerPool(InterpWorker, (cfg,), **cfg.worker_options(), n_tasks=1 << 30)
 
     def run_stage(tasks: list, schema, units: tuple[str, str]) -> list[dict]:
-        return pool.run(tasks, _failed_row, schema, units=units)
+        return pool.run(tasks, schema, failed_extra={"config_hash": cfg.config_hash()}, units=units)
 
     run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
     located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)

@@ -29,6 +29,7 @@ from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
 from pipeline.io.records import MANIFEST_SCHEMA, read_manifest_dir, read_parquet_dir, rows_table, write_parquet_atomic
 from pipeline.execution.run_lock import RunLock
+from pipeline.steps.completion import SCORING_COUNTS, failed_task_row
 from pipeline.io.shards import expand_shard_urls, shard_name
 from pipeline.steps.tasks import MISSING, ShardTask, input_size
 
@@ -200,8 +201,7 @@ def run_job(cfg: JobConfig) -> list[dict]:
         this_run = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.output_url,
                                                            "config_hash": cfg.config_hash()}) for task in plan.missing]
         pool = WorkerPool(ShardWorker, (cfg, cfg.method_plugin), **cfg.worker_options())
-        this_run += pool.run(plan.pending, lambda task, error, kind: _failed_shard_row(cfg, task, error, kind),
-                             MANIFEST_SCHEMA)
+        this_run += pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": cfg.config_hash()})
         rows = merge_manifest(plan.run_dir, MANIFEST_SCHEMA, this_run)
     print_summary(rows, plan.run_dir)
     return rows
@@ -209,20 +209,12 @@ def run_job(cfg: JobConfig) -> list[dict]:
 
 def record_missing(task, schema, extra: dict) -> dict:
     """The failed row of an input shard that does not exist, written like any failed row."""
-    row = {"input_shard": task.input_url, "status": "failed", "error": "input shard not found",
-           "error_kind": UNREADABLE_SHARD, "samples_in": 0, "samples_ok": 0, "samples_error": 0, "outputs_ok": 0,
-           "outputs_error": 0, **extra}
+    row = failed_task_row(task, "input shard not found", UNREADABLE_SHARD, **extra)
     try:
         write_parquet_atomic(rows_table([row], schema), task.manifest_url)
     except OSError as exc:
         print(f"could not write the manifest row of {task.input_url}: {exc}", file=sys.stderr, flush=True)
     return row
-
-
-def _failed_shard_row(cfg: JobConfig, task: ShardTask, error: str, kind: str) -> dict:
-    return {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed", "error": error,
-            "error_kind": kind, "config_hash": cfg.config_hash(), "samples_in": 0, "samples_ok": 0, "samples_error": 0,
-            "outputs_ok": 0, "outputs_error": 0}
 
 
 def plan_evaluation(run_dir: str, settings) -> tuple[str, list, list[str]]:
@@ -260,11 +252,7 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
         write_eval_settings(eval_dir, settings)
         print(f"evaluation {eval_dir}: {len(pending)} shard(s) to score, {len(skipped)} already scored",
               file=sys.stderr, flush=True)
-        def failed_row(task, error: str, kind: str) -> dict:
-            return {"input_shard": task.input_url, "output_shard": task.output_url, "status": "failed",
-                    "error": error, "error_kind": kind, "outputs_scored": 0, "outputs_error": 0}
-
         pool = WorkerPool(EvalWorker, (settings, cfg.image_field), address=address, num_gpus=num_gpus,
                           num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads)
-        pool.run(pending, failed_row, EVAL_MANIFEST_SCHEMA, count_key="outputs_scored")
+        pool.run(pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
     return eval_dir

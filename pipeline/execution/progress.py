@@ -6,11 +6,11 @@ import time
 
 
 class Progress:
-    def __init__(self, total_shards: int, stream=sys.stderr, min_interval: float = 2.0,
+    def __init__(self, total_shards: int, stream=None, min_interval: float = 2.0,
                  units: tuple[str, str] = ("shards", "samples")):
         self.total_shards = total_shards
         self.units = units
-        self.stream = stream
+        self.stream = stream = stream or sys.stderr      # looked up now: sys.stderr may have been replaced
         self.started = time.time()
         self.min_interval = min_interval if stream.isatty() else max(min_interval, 10.0)
         self._last = 0.0

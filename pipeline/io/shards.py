@@ -12,8 +12,6 @@ interrupted run never leaves a half shard under the final name. Member metadata 
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
 import posixpath
@@ -28,6 +26,7 @@ import fsspec
 
 from pipeline.errors import TOO_LARGE, UNSAFE_KEY, UNSAFE_MEMBER, UnreadableShard  # noqa: F401 (re-exported)
 from pipeline.io.sample_keys import printable_key, unsafe_name_reason
+from pipeline.io.tar_stream import HEADER_BUDGET, BoundedReader, SourceError, decompressed, open_source
 
 
 @dataclass
@@ -102,9 +101,6 @@ class ReadLimits:
     max_sample_members: int = 256
 
 
-# Header bytes (PAX records, GNU long names) allowed before each member: far more than any
-# real name needs, and what keeps a compressed header bomb from being read into memory.
-_HEADER_BUDGET = 1 << 20
 _UNSAFE_TYPES = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE: "character device",
                  tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "FIFO"}
 
@@ -125,9 +121,9 @@ class ShardReader:
         current: RawSample | None = None
         members = 0
         try:
-            with _open_source(self.url) as raw:
-                stream = _BoundedReader(_decompressed(raw))
-                stream.allow(_HEADER_BUDGET)
+            with open_source(self.url) as raw:
+                stream = BoundedReader(decompressed(raw))
+                stream.allow(HEADER_BUDGET)
                 with tarfile.open(fileobj=stream, mode="r|") as tar:
                     while True:
                         member = tar.next()
@@ -135,7 +131,7 @@ class ShardReader:
                             break
                         # This member's data may be skipped (never read into memory unless
                         # it passes the caps); the next header gets the header budget.
-                        stream.allow(tar.offset + _HEADER_BUDGET)
+                        stream.allow(tar.offset + HEADER_BUDGET)
                         tar.members.clear()      # stream mode would keep every header in memory
                         members += 1
                         if member.isdir():
@@ -155,7 +151,7 @@ class ShardReader:
                     pass
                 if stream.count < end_of_members + tarfile.BLOCKSIZE:
                     raise tarfile.ReadError("archive ends without its end-of-archive block (cut at a member boundary)")
-        except _SourceError as exc:      # storage, not data: redo the shard
+        except SourceError as exc:      # storage, not data: redo the shard
             raise UnreadableShard(str(exc)) from None
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
             if members == 0:
@@ -193,98 +189,6 @@ class ShardReader:
         # the field name so nothing disappears unnoticed.
         sample.fields[ext if ext not in sample.fields else f"{ext}.dup"] = data
         sample.size += len(data)
-
-
-class _SourceError(OSError):
-    """Reading the shard's bytes from storage failed (as opposed to the bytes being bad)."""
-
-
-class _open_source:
-    """The shard's raw bytes; any storage failure surfaces as ``_SourceError``."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.file = None
-
-    def __enter__(self):
-        try:
-            fs, path = fsspec.core.url_to_fs(self.url)
-            self.file = fs.open(path, "rb")
-        except FileNotFoundError:
-            raise _SourceError("input shard not found") from None
-        except PermissionError as exc:
-            raise _SourceError(f"permission denied ({exc})") from None
-        except IsADirectoryError:
-            raise _SourceError("is a directory, not a shard") from None
-        except Exception as exc:
-            raise _SourceError(f"cannot open ({type(exc).__name__}: {exc})") from None
-        return _GuardedSource(self.file)
-
-    def __exit__(self, *exc) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-class _GuardedSource:
-    def __init__(self, raw):
-        self.raw = raw
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self.raw.read(size)
-        except Exception as exc:
-            raise _SourceError(f"read failed ({type(exc).__name__}: {exc})") from None
-
-
-class _Prefixed:
-    """A reader that first returns bytes already peeked from ``raw``."""
-
-    def __init__(self, prefix: bytes, raw):
-        self.prefix, self.raw = prefix, raw
-
-    def read(self, size: int = -1) -> bytes:
-        if self.prefix:
-            head = self.prefix if size < 0 else self.prefix[:size]
-            self.prefix = self.prefix[len(head):]
-            if size < 0:
-                return head + self.raw.read()
-            return head
-        return self.raw.read(size)
-
-
-def _decompressed(raw):
-    """The tar stream of ``raw``, decompressed here (gzip, bzip2, xz) so that every byte
-    tarfile sees passes through the caller's budget, compressed or not."""
-    head = raw.read(6)
-    source = _Prefixed(head, raw)
-    if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=source, mode="rb")
-    if head.startswith(b"BZh"):
-        return bz2.BZ2File(source, mode="rb")
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(source, mode="rb")
-    return source
-
-
-class _BoundedReader:
-    """Counts the tar stream's bytes and refuses to go past ``limit``: a member's data is
-    only read after its size was checked, so the limit binds header records (a PAX or
-    long-name header claiming gigabytes), which tarfile would otherwise read whole."""
-
-    def __init__(self, raw):
-        self.raw, self.count, self.limit = raw, 0, 0
-
-    def allow(self, limit: int) -> None:
-        self.limit = max(self.limit, limit + tarfile.RECORDSIZE)
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0 or self.count + size > self.limit:
-            size = self.limit - self.count
-            if size <= 0:
-                raise tarfile.ReadError(f"a tar header claims more than {_HEADER_BUDGET} bytes")
-        data = self.raw.read(size)
-        self.count += len(data)
-        return data
 
 
 class AtomicShardWriter:

@@ -40,12 +40,18 @@ def run_to_completion(task, schema, outputs: tuple[str, ...], body: Callable[[],
     except Exception as exc:
         log_failure(task.input_url, exc)
         remove_outputs(*outputs)
-        manifest.update(status="failed", error=failure_message(exc), error_kind=failure_kind(exc),
-                        **{name: 0 for name in counts})
+        manifest.update(failed_task_row(task, failure_message(exc), failure_kind(exc), counts, **base))
     manifest.update(seconds=round(time.time() - started, 3), worker_peak_rss_mb=peak_rss_mb(),
                     finished_at=dt.datetime.now(dt.timezone.utc).isoformat())
     write_parquet_atomic(rows_table([manifest], schema), task.manifest_url)
     return manifest
+
+
+def failed_task_row(task, error: str, kind: str, counts: tuple[str, ...] = SHARD_COUNTS, **extra) -> dict:
+    """The manifest row of a task that failed outright, one shape for every job kind (written by
+    the worker when the task raised, by the driver when the worker died or the input is missing)."""
+    return {"input_shard": task.input_url, "output_shard": getattr(task, "output_url", None), **extra,
+            "status": "failed", "error": error, "error_kind": kind, **{name: 0 for name in counts}}
 
 
 def failure_message(exc: BaseException) -> str:
