@@ -155,14 +155,16 @@ def test_member_and_sample_caps(tmp_path):
     assert samples["c"].error_kind is None and samples["c"].fields == {"png": bytes(10)}
 
 
+# VmHWM is this process's own peak (ru_maxrss would carry the forking parent's peak across exec).
 _MEMORY_PROBE = """
-import resource, sys
+import sys
 from pipeline.io.shards import ShardReader, UnreadableShard
 try:
     samples = [(s.key, s.error_kind) for s in ShardReader(sys.argv[1])]
 except UnreadableShard as exc:
     samples = str(exc)[-60:]
-print(repr(samples), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(repr(samples), peak_kib // 1024)
 """
 
 

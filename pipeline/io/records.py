@@ -16,6 +16,16 @@ import pyarrow.parquet as pq
 
 from pipeline.io.shards import temporary_path
 
+# How a sample's image was prepared (pipeline.io.images): in every row that comes from an input image.
+IMAGE_COLUMNS = [
+    ("image_field", pa.string()),
+    ("orig_width", pa.int64()),
+    ("orig_height", pa.int64()),
+    ("orig_mode", pa.string()),
+    ("conversion", pa.string()),
+    ("resize_rule", pa.string()),
+]
+
 ROW_SCHEMA = pa.schema([
     ("key", pa.string()),              # output sample key (source key + variant suffix for augment)
     ("source_key", pa.string()),
@@ -34,12 +44,7 @@ ROW_SCHEMA = pa.schema([
     ("steps", pa.int64()),
     ("model_evals", pa.int64()),       # network evaluations spent on this output
     ("seed", pa.int64()),              # the per-sample seed derived from (run seed, key, variant)
-    ("image_field", pa.string()),
-    ("orig_width", pa.int64()),
-    ("orig_height", pa.int64()),
-    ("orig_mode", pa.string()),
-    ("conversion", pa.string()),
-    ("resize_rule", pa.string()),
+    *IMAGE_COLUMNS,
     ("mix_real_prob", pa.float64()),
     ("dropped_fields", pa.string()),   # image-like input fields not copied to the output
     ("precision", pa.string()),        # device type / dtype the network ran in
@@ -119,12 +124,7 @@ INVERSION_ROW_SCHEMA = pa.schema([
     ("error_kind", pa.string()),
     ("input_shard", pa.string()),
     ("cache_url", pa.string()),        # the image's inversion (safetensors: latent, clean, pixels)
-    ("image_field", pa.string()),
-    ("orig_width", pa.int64()),
-    ("orig_height", pa.int64()),
-    ("orig_mode", pa.string()),
-    ("conversion", pa.string()),
-    ("resize_rule", pa.string()),
+    *IMAGE_COLUMNS,
     ("timestep", pa.int64()),          # the level the inversion reached
     ("model_evals", pa.int64()),       # network evaluations spent on this image's inversion
     ("latent_norm_ratio", pa.float64()),      # |inverted latent| / sqrt(d)
