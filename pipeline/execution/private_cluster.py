@@ -11,10 +11,11 @@ for it (the environment variable for child processes, the constant for this proc
 then on 127.0.0.1.
 
 Shutdown: a normal exit runs ``ray.shutdown()`` (atexit). A killed driver cannot, and Ray's own
-fate sharing leaves its two agents running for about a minute; so a small watchdog process
-waits on a pipe from the driver and, when the pipe closes (the driver died, even by SIGKILL),
-kills every process carrying this cluster's token in its environment, which each Ray process
-inherits. Other Ray clusters on the machine carry other tokens and are left alone.
+fate sharing leaves its two agents running for a minute or more; so a small watchdog process
+(``cluster_watchdog.py``) waits on a pipe from the driver and, when the pipe closes (the driver
+died, even by SIGKILL), kills the processes ``ray.init`` started, their descendants and every
+process carrying this cluster's token in its environment. Other Ray clusters on the machine,
+and anything else the driver started, are left alone.
 """
 from __future__ import annotations
 
@@ -23,27 +24,9 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 TOKEN_VARIABLE = "DDP_PRIVATE_RAY_CLUSTER"
-
-_WATCHDOG = r"""
-import os, signal, sys, time
-needle = (sys.argv[1] + "=" + sys.argv[2]).encode()
-sys.stdin.buffer.read()                    # returns when the driver has exited, however
-me = os.getpid()
-for _ in range(5):                         # a few passes: a dying raylet may still fork
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == me:
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
-    time.sleep(0.2)
-"""
-
 
 def start_private_cluster(ray, **init_kwargs) -> None:
     import ray._private.ray_constants as ray_constants
@@ -51,21 +34,33 @@ def start_private_cluster(ray, **init_kwargs) -> None:
     token = uuid.uuid4().hex
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
-    os.environ[TOKEN_VARIABLE] = token        # inherited by every process of the cluster
+    os.environ[TOKEN_VARIABLE] = token        # inherited by most processes of the cluster
+    before = _children()
     try:
         ray.init(address="local", include_dashboard=False, **init_kwargs)
     finally:
         del os.environ[TOKEN_VARIABLE]        # later children of the driver are not the cluster's
-    watchdog = _start_watchdog(token)
+    watchdog = _start_watchdog(token, _children() - before)
     atexit.register(_shutdown, ray, watchdog)
 
 
-def _start_watchdog(token: str) -> subprocess.Popen | None:
+def _children() -> set[int]:
+    if not os.path.isdir("/proc"):
+        return set()
+    from pipeline.execution.cluster_watchdog import parents
+
+    me = os.getpid()
+    return {pid for pid, parent in parents().items() if parent == me}
+
+
+def _start_watchdog(token: str, roots: set[int]) -> subprocess.Popen | None:
     if not os.path.isdir("/proc"):            # not Linux: Ray's own fate sharing only
         return None
     env = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
-    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, TOKEN_VARIABLE, token], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    script = Path(__file__).with_name("cluster_watchdog.py")
+    return subprocess.Popen([sys.executable, str(script), TOKEN_VARIABLE, token, *map(str, sorted(roots))],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
 
 
 def _shutdown(ray, watchdog: subprocess.Popen | None) -> None:
