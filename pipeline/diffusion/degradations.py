@@ -19,29 +19,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-LUMA = (0.299, 0.587, 0.114)
-
-
-def _severity(s, n: int, T: int, device) -> torch.Tensor:
-    s = torch.as_tensor(s, device=device).long()
-    s = s.expand(n) if s.ndim == 0 else s
-    if s.shape != (n,):
-        raise ValueError(f"severity must be an int or one per sample ({n}), got shape {tuple(s.shape)}")
-    if (s < 0).any() or (s > T).any():
-        raise ValueError(f"severity must be in 0..{T}, got {s.tolist()}")
-    return s
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) gray of an RGB batch (weights ``LUMA``); a 1-channel batch is its own gray."""
-    if x.shape[1] == 1:
-        return x
-    return (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
-
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
-
+from pipeline.diffusion.operator_basics import luma, per_sample, severity_tensor
+from pipeline.diffusion.snow import Snow
 
 def blur_sigmas(T: int, schedule: str, c: float, base: float = 0.0) -> list[float]:
     """Per-step sigma: constant ``c``, incremental ``base + c (i + 1)`` (the paper's CIFAR-10
@@ -111,7 +90,7 @@ class GaussianBlur:
         return torch.cat([x, x.flip(dim).narrow(dim, 1, n - 2)], dim=dim)
 
     def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
-        s = _severity(s, x.shape[0], self.T, x.device)
+        s = severity_tensor(s, x.shape[0], self.T, x.device)
         h, w = x.shape[-2:]
         # float64 inputs stay float64 (the tests' 1e-9 match); others run in float32 (errors ~1e-6).
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -207,7 +186,7 @@ class Inpainting(GaussianMasks):
     """The image times the cumulative mask: a growing hole (centred, or ``centres`` per sample)."""
 
     def __call__(self, x: torch.Tensor, s, centres: torch.Tensor | None = None) -> torch.Tensor:
-        s = _severity(s, x.shape[0], self.T, x.device)
+        s = severity_tensor(s, x.shape[0], self.T, x.device)
         return (x.double() * self.masks(s.cpu(), *x.shape[-2:], centres).to(x.device)).to(x.dtype)
 
 
@@ -226,7 +205,7 @@ class Fade(GaussianMasks):
 
     def __call__(self, x: torch.Tensor, s, colour: torch.Tensor | None = None,
                  centres: torch.Tensor | None = None) -> torch.Tensor:
-        s = _severity(s, x.shape[0], self.T, x.device)
+        s = severity_tensor(s, x.shape[0], self.T, x.device)
         m = self.masks(s.cpu(), *x.shape[-2:], centres).to(x.device)
         fill = torch.zeros(x.shape[:2], dtype=torch.float64, device=x.device) if colour is None else colour.to(x.device).double()
         return (m * x.double() + (1 - m) * fill[..., None, None]).to(x.dtype)
@@ -239,7 +218,7 @@ class SuperResolution:
     T: int = 3
 
     def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
-        s = _severity(s, x.shape[0], self.T, x.device)
+        s = severity_tensor(s, x.shape[0], self.T, x.device)
         h, w = x.shape[-2:]
         if h % 2 ** self.T or w % 2 ** self.T:
             raise ValueError(f"super-resolution with T={self.T} needs sides divisible by {2 ** self.T}, got {h}x{w}")
@@ -260,93 +239,11 @@ class Decolorization:
     T: int = 20
 
     def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
-        s = _severity(s, x.shape[0], self.T, x.device)
+        s = severity_tensor(s, x.shape[0], self.T, x.device)
         if x.shape[1] != 3:
             raise ValueError(f"decolorization needs 3-channel images, got {x.shape[1]}")
-        f = _per_sample(1 - s.double() / self.T, x)
-        return f * x + (1 - f) * _luma(x).expand_as(x)
-
-
-@dataclass
-class Snow:
-    """An ImageNet-C-style snow layer over a brightened image, not cumulative: at f = s / T
-
-        y = x + brightness f (max(x, min(1.5 gray(x) + 0.5, 1)) - x)     (in [0, 1] units)
-        D(x, s) = y + min(snow_s + rot180(snow_s), max(1 - y, 0))          (saturate at white)
-
-    ``snow_s`` is one fixed random field (``seed``; zoomed by ``zoom``), thresholded so that the
-    top ``coverage f`` of it shows as flakes, trailed by a motion streak along ``angle`` degrees
-    whose length grows to ``streak`` pixels. Every term is non-negative and grows with s, so
-    information lost grows with s; the same field serves every image, so D is deterministic."""
-    T: int = 200
-    seed: int = 0
-    coverage: float = 0.08
-    zoom: float = 2.0
-    streak: int = 8
-    angle: float = -60.0
-    brightness: float = 0.3
-    value_range: tuple[float, float] = (-1.0, 1.0)
-    _fields: dict = field(default_factory=dict, repr=False)
-    _layers: dict = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.coverage <= 1 or self.streak < 1 or self.zoom <= 0:
-            raise ValueError(f"snow needs 0 < coverage <= 1, streak >= 1 and zoom > 0, got {self.coverage}, "
-                             f"{self.streak}, {self.zoom}")
-
-    def _field(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The random field at this size and its values sorted from the top (the thresholds)."""
-        if (h, w) not in self._fields:
-            g = torch.Generator().manual_seed(self.seed)
-            coarse = torch.randn(1, 1, max(1, math.ceil(h / self.zoom)), max(1, math.ceil(w / self.zoom)),
-                                 generator=g, dtype=torch.float64)
-            u = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-            self._fields[(h, w)] = (u, u.flatten().sort(descending=True).values)
-        return self._fields[(h, w)]
-
-    def layer(self, s: int, h: int, w: int) -> torch.Tensor:
-        """(h, w) snow in [0, 1] units at severity s: flakes plus their streaks, and rotated by 180
-        degrees; built once per size and level (a TACoS step asks for two levels, each twice per run)."""
-        if (h, w, s) not in self._layers:
-            self._layers[(h, w, s)] = self._build_layer(s, h, w)
-        return self._layers[(h, w, s)]
-
-    def _build_layer(self, s: int, h: int, w: int) -> torch.Tensor:
-        u, ranked = self._field(h, w)
-        shown = round(self.coverage * s / self.T * u.numel())
-        if shown == 0:
-            return torch.zeros(h, w, dtype=torch.float64)
-        # Flakes: how far the field stands above the threshold, 1 at its peak when s = T.
-        top = ranked[0] - ranked[min(max(round(self.coverage * u.numel()), 1), u.numel() - 1)]
-        flakes = (u - ranked[shown - 1]).clamp(min=0) / top.clamp(min=1e-12)
-        # Unnormalized streak: each extra tap adds a trail, so the layer only grows with s.
-        length = 1 + round((self.streak - 1) * s / self.T)
-        dy, dx = math.sin(math.radians(self.angle)), math.cos(math.radians(self.angle))
-        out = torch.zeros(h, w, dtype=torch.float64)
-        for i in range(length):
-            out += _shifted(flakes, round(i * dy), round(i * dx)) * (1 - i / self.streak)
-        return out + out.flip(-2, -1)
-
-    def __call__(self, x: torch.Tensor, s) -> torch.Tensor:
-        s = _severity(s, x.shape[0], self.T, x.device)
-        lo, hi = self.value_range
-        y = (x.double() - lo) / (hi - lo)
-        f = _per_sample(s.double() / self.T, y)
-        y = y + self.brightness * f * (torch.maximum(y, (1.5 * _luma(y) + 0.5).clamp(max=1)) - y)
-        h, w = x.shape[-2:]
-        snow = torch.stack([self.layer(level, h, w) for level in s.tolist()]).to(x.device)[:, None]
-        y = y + torch.minimum(snow, (1 - y).clamp(min=0))
-        return (y * (hi - lo) + lo).to(x.dtype)
-
-
-def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``image`` moved by (dy, dx) pixels, zeros where nothing moves in."""
-    h, w = image.shape
-    out = torch.zeros_like(image)
-    if abs(dy) < h and abs(dx) < w:
-        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-            image[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
+        f = per_sample(1 - s.double() / self.T, x)
+        return f * x + (1 - f) * luma(x).expand_as(x)
 
 
 DEGRADATIONS = {"blur": GaussianBlur, "inpaint": Inpainting, "superres": SuperResolution, "decolor": Decolorization,
