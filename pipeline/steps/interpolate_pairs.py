@@ -25,7 +25,6 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from metrics.fidelity import rms_distance, to_unit_batch
 from pipeline.io.images import encode_image, to_model_range, to_uint8
 from pipeline.config.interpolation import InterpConfig
 from pipeline.steps.interp_tasks import InversionTask, PairTask
@@ -38,6 +37,7 @@ from pipeline.io.records import (FRAME_ROW_SCHEMA, INVERSION_ROW_SCHEMA, MANIFES
 from pipeline.errors import GENERATION_FAILED, MISSING_INPUT
 from pipeline.io.sample_keys import printable_key
 from pipeline.steps.completion import run_to_completion
+from pipeline.steps.frame_scores import score_frames
 from pipeline.steps.transform_shard import METADATA_FIELD, chunked, decode_samples
 from pipeline.io.shards import AtomicShardWriter, ReadLimits, ShardReader
 
@@ -193,7 +193,7 @@ class InterpolationProcessor:
                 rows.extend(self._row(task, pair, method, lam, status="error", error=reason, error_kind=MISSING_INPUT)
                             for method in cfg.methods for lam in cfg.lam)
         pixels, decode_errors, seconds = self._decode(frames)
-        scores = self._score(frames, pixels, images)
+        scores = score_frames(frames, pixels, images, self.lpips)
         features, feature_frames = [], []
         with AtomicShardWriter(task.output_url) as writer:
             for i, frame in enumerate(frames):
@@ -282,40 +282,6 @@ class InterpolationProcessor:
                 pixels[i] = decoded[j]
                 seconds[i] = (time.time() - started) / len(batch)
         return pixels, errors, seconds
-
-    def _score(self, frames: list[_Frame], pixels: list, images: dict[str, dict]) -> list[dict]:
-        """Per frame: distances to the two endpoints and to the previous frame of its pair and
-        method (the first frame has none), brightness and saturated share."""
-        scores: list[dict] = [{} for _ in frames]
-        done = [i for i, p in enumerate(pixels) if p is not None]
-        if not done:
-            return scores
-        prev = {}
-        last: dict[tuple[str, str], int] = {}
-        for i in done:
-            group = (frames[i].pair.pair_id, frames[i].method)
-            if group in last:
-                prev[i] = last[group]
-            last[group] = i
-        out = to_unit_batch([pixels[i] for i in done])
-        to_a = to_unit_batch([images[frames[i].pair.key_a]["pixels"].numpy() for i in done])
-        to_b = to_unit_batch([images[frames[i].pair.key_b]["pixels"].numpy() for i in done])
-        position = {i: j for j, i in enumerate(done)}
-        with_prev = [i for i in done if i in prev]
-        prev_batch = out[[position[prev[i]] for i in with_prev]]
-        cur_batch = out[[position[i] for i in with_prev]]
-        metrics = {"rms": rms_distance} if self.lpips is None else {"rms": rms_distance, "lpips": self.lpips}
-        for name, fn in metrics.items():
-            d_a, d_b = fn(to_a, out), fn(to_b, out)
-            d_prev = fn(prev_batch, cur_batch) if with_prev else []
-            for j, i in enumerate(done):
-                scores[i][f"{name}_to_a"], scores[i][f"{name}_to_b"] = float(d_a[j]), float(d_b[j])
-            for j, i in enumerate(with_prev):
-                scores[i][f"{name}_to_prev"] = float(d_prev[j])
-        for j, i in enumerate(done):
-            scores[i].update(brightness=float(out[j].mean()),
-                             saturated_share=float(((pixels[i] == 0) | (pixels[i] == 255)).mean()))
-        return scores
 
     def _row(self, task: PairTask, pair: Pair, method: str, lam: float, **fields) -> dict:
         shards = {r.key: r.shard for r in task.refs}
