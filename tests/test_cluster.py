@@ -58,6 +58,7 @@ def test_ray_job_submit_runs_the_anonymize_job(pixel_model_dir, tmp_path):
         submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
                   "python", "jobs/anonymize_celeba.py", "--input", *inputs, "--output", str(out),
                   "--model", pixel_model_dir, "--t", "0.3", "--steps", "10", "--batch-size", "3"]
+        deadline = time.time() + 180      # its own wait: a loaded machine brings the agent up slowly
         while True:   # the job server answers before its agent is ready to take jobs
             done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
             if "No available agent" not in done.stderr + done.stdout or time.time() > deadline:
