@@ -75,8 +75,6 @@ class InterpConfig(HashedConfig, ImageSettings, ExecutionSettings):
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.num_pairs is not None and self.num_pairs < 1:
             raise UserError(f"--num-pairs must be >= 1, got {self.num_pairs}")
-        if not self.inputs:
-            raise UserError("no --input shards given")
 
     @property
     def method_params(self) -> MethodParams:

@@ -21,8 +21,7 @@ import traceback
 
 from pipeline.errors import WORKER_FAILED, WRITE_FAILED, UserError
 from pipeline.execution.progress import Progress
-from pipeline.io.records import rows_table, write_parquet_atomic
-from pipeline.steps.completion import SHARD_COUNTS, failed_task_row
+from pipeline.steps.completion import SHARD_COUNTS, failed_task_row, write_failed_row
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +143,7 @@ def dispatch(ray, workers: list, counter, tasks: list, schema, *, counts: tuple[
     idle = list(workers)
 
     def fail(task, error: str, kind: str) -> dict:
-        row = failed_task_row(task, error, kind, counts, **(failed_extra or {}))
-        try:
-            write_parquet_atomic(rows_table([row], schema), task.manifest_url)
-        except Exception as exc:      # storage is what failed: the row lives on in memory and the summary
-            log.error("could not write the failed manifest row of %s: %s", task.input_url, exc)
-        return row
+        return write_failed_row(task, failed_task_row(task, error, kind, counts, **(failed_extra or {})), schema)
 
     def submit() -> None:
         while idle and queue:

@@ -29,7 +29,7 @@ from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
 from pipeline.io.records import MANIFEST_SCHEMA, read_manifest_dir, read_parquet_dir, rows_table, write_parquet_atomic
 from pipeline.execution.run_lock import RunLock
-from pipeline.steps.completion import SCORING_COUNTS, failed_task_row
+from pipeline.steps.completion import SCORING_COUNTS, failed_task_row, write_failed_row
 from pipeline.io.shards import expand_shard_urls, shard_name
 from pipeline.steps.tasks import MISSING, ShardTask, input_size
 
@@ -209,12 +209,7 @@ def run_job(cfg: JobConfig) -> list[dict]:
 
 def record_missing(task, schema, extra: dict) -> dict:
     """The failed row of an input shard that does not exist, written like any failed row."""
-    row = failed_task_row(task, "input shard not found", UNREADABLE_SHARD, **extra)
-    try:
-        write_parquet_atomic(rows_table([row], schema), task.manifest_url)
-    except OSError as exc:
-        print(f"could not write the manifest row of {task.input_url}: {exc}", file=sys.stderr, flush=True)
-    return row
+    return write_failed_row(task, failed_task_row(task, "input shard not found", UNREADABLE_SHARD, **extra), schema)
 
 
 def plan_evaluation(run_dir: str, settings) -> tuple[str, list, list[str]]:

@@ -54,6 +54,17 @@ def failed_task_row(task, error: str, kind: str, counts: tuple[str, ...] = SHARD
             "status": "failed", "error": error, "error_kind": kind, **{name: 0 for name in counts}}
 
 
+def write_failed_row(task, row: dict, schema) -> dict:
+    """Write a failed row to the task's manifest file if storage allows; storage may be what
+    failed, so an error is logged and the row lives on in memory (the merged manifest and the
+    summary take it from there)."""
+    try:
+        write_parquet_atomic(rows_table([row], schema), task.manifest_url)
+    except Exception as exc:
+        log.error("could not write the failed manifest row of %s: %s", task.input_url, exc)
+    return row
+
+
 def failure_message(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, UnreadableShard) else f"{type(exc).__name__}: {exc}"
 
