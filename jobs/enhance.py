@@ -11,8 +11,9 @@ the input of Boomerang at a small t (one pass) and of k cascaded passes at a sma
 restorer (trained with jobs/train_restoration.py --degradation superres) restores the
 nearest-upsampled version, which is exactly its degradation at s = log2(factor). Every method
 runs as a normal anonymize job on the cluster (same rows, manifests, reruns); the comparison
-against the high-resolution references (PSNR, SSIM, LPIPS and FID/KID where their weights
-exist) goes to OUT/enhance-report/ (summary.parquet, report.html, strips.png).
+against the high-resolution references (PSNR, SSIM, RMS distance, LPIPS and FID/KID where their
+weights exist; the columns and PSNR rule of every evaluation) goes to OUT/enhance-report/
+(rows.parquet per image, summary.parquet per method, report.html, strips.png).
 """
 from __future__ import annotations
 
@@ -74,13 +75,16 @@ def read_images(shards: list[str]) -> dict[str, np.ndarray]:
 
 
 def compare(reference: dict[str, np.ndarray], methods: dict[str, dict[str, np.ndarray]], lpips=None,
-            inception=None) -> list[dict]:
-    """One row per method: mean PSNR/SSIM (and LPIPS) against the references, FID/KID."""
-    import torch
+            inception=None) -> tuple[list[dict], list[dict]]:
+    """Per image and method, the fidelity to its reference (``metrics.fidelity.pair_fidelity``,
+    the columns every job's rows use); per method, their summary by the evaluation's own rule
+    (``fidelity_summary``: PSNR over finite values) and FID/KID against the references."""
+    import pandas as pd
 
-    from metrics.fidelity import psnr, ssim, summarize_psnr, to_unit_batch
+    from metrics.fidelity import pair_fidelity, to_unit_batch
+    from pipeline.reports.summaries import fidelity_summary
 
-    rows = []
+    image_rows, summary = [], []
     ref_features = None
     if inception is not None:
         from metrics.inception import inception_features
@@ -88,13 +92,12 @@ def compare(reference: dict[str, np.ndarray], methods: dict[str, dict[str, np.nd
         ref_features = inception_features(inception, list(reference.values()))
     for name, images in methods.items():
         keys = [k for k in reference if k in images]
-        a, b = to_unit_batch([reference[k] for k in keys]), to_unit_batch([images[k] for k in keys])
-        psnr_mean, identical = summarize_psnr(psnr(a, b).numpy())
-        row = {"method": name, "images": len(keys), "psnr": psnr_mean, "psnr_identical": identical,
-               "ssim": float(ssim(a, b).mean())}
-        if lpips is not None:
-            with torch.inference_mode():
-                row["lpips"] = float(lpips(a, b).mean())
+        values = pair_fidelity(to_unit_batch([reference[k] for k in keys]), to_unit_batch([images[k] for k in keys]),
+                               lpips=lpips)
+        rows = [{"method": name, "key": k, "status": "ok", **{m: float(v[i]) for m, v in values.items()}}
+                for i, k in enumerate(keys)]
+        image_rows += rows
+        row = {"method": name, "images": len(keys), **fidelity_summary(pd.DataFrame(rows))}
         if inception is not None:
             from metrics.fid import FeatureStats, fid_from_stats, kid
             from metrics.inception import inception_features
@@ -102,8 +105,8 @@ def compare(reference: dict[str, np.ndarray], methods: dict[str, dict[str, np.nd
             feats = inception_features(inception, [images[k] for k in keys])
             row["fid"] = fid_from_stats(FeatureStats.of(feats), FeatureStats.of(ref_features))
             row["kid_mean"], row["kid_std"] = kid(feats, ref_features, subset_size=min(1000, len(keys)))
-        rows.append(row)
-    return rows
+        summary.append(row)
+    return summary, image_rows
 
 
 @user_errors_exit_2
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.config.job import JobConfig
     from pipeline.models.loading import load_model
     from pipeline.reports.contact_sheet import contact_sheet
-    from pipeline.io.records import finished_files, write_bytes_atomic
+    from pipeline.io.records import finished_files, write_bytes_atomic, write_parquet_atomic
+    import pyarrow as pa
     from pipeline.execution.jobs import resolve_config, run_job
     from pipeline.io.shards import expand_shard_urls
 
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     made = low_resolution_shards(expand_shard_urls(args.input), posixpath.join(args.output, "enhance-inputs"),
                                  resolution, args.factor, args.upsample)
     runs = {}
-    common = dict(job="anonymize", output=args.output, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
+    # keys="keep": the comparison matches outputs to references by key (nothing here is published).
+    common = dict(job="anonymize", keys="keep", output=args.output, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
                   resolution=resolution, address=args.address, cpu_threads=args.cpu_threads)
     jobs = {f"boomerang t={args.t:g}": JobConfig(inputs=tuple(made[args.upsample]), model=args.model, t=(args.t,), **common)}
     if args.cascade > 0:
@@ -177,17 +182,17 @@ def main(argv: list[str] | None = None) -> int:
             del methods[name]
     lpips = load_lpips(allow_download=False) if lpips_reason is None else None
     inception = load_fid_inception() if fid_reason is None else None
-    rows = compare(reference, methods, lpips, inception)
+    rows, image_rows = compare(reference, methods, lpips, inception)
     import pandas as pd
 
     summary = pd.DataFrame(rows)
     report_dir = posixpath.join(args.output, "enhance-report")
+    write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(image_rows), preserve_index=False),
+                         posixpath.join(report_dir, "rows.parquet"))
     keys = sorted(reference)[:6]
     strips = contact_sheet([("reference", [reference[k] for k in keys])] +
                            [(name[:14], [images[k] for k in keys if k in images]) for name, images in methods.items()])
-    buf = io.BytesIO()
-    summary.to_parquet(buf, index=False)
-    write_bytes_atomic(buf.getvalue(), posixpath.join(report_dir, "summary.parquet"))
+    write_parquet_atomic(pa.Table.from_pandas(summary, preserve_index=False), posixpath.join(report_dir, "summary.parquet"))
     buf = io.BytesIO()
     strips.save(buf, format="PNG")
     write_bytes_atomic(buf.getvalue(), posixpath.join(report_dir, "strips.png"))

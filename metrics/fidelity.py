@@ -74,6 +74,26 @@ def summarize_psnr(values) -> tuple[float | None, int]:
     return (float(finite.mean()) if finite.size else None), int(np.isinf(values).sum())
 
 
+PIXEL_METRICS = ("psnr", "ssim", "rms_distance")
+
+
+def pair_fidelity(reference: torch.Tensor, candidate: torch.Tensor, *, pixel: tuple[str, ...] = PIXEL_METRICS,
+                  lpips=None) -> dict[str, torch.Tensor]:
+    """The one way every job scores an image against its reference (outputs against sources,
+    frames against endpoints, enhanced against high-resolution, restored against clean): the
+    ``pixel`` metrics named in ``PIXEL_METRICS`` and LPIPS when its network is given, each a
+    float64 (N,) tensor on the CPU, under the names the rows' columns use."""
+    unknown = set(pixel) - set(PIXEL_METRICS)
+    if unknown:
+        raise ValueError(f"unknown pixel metric(s) {sorted(unknown)}: choose from {PIXEL_METRICS}")
+    functions = {"psnr": psnr, "ssim": ssim, "rms_distance": rms_distance}
+    with torch.inference_mode():
+        values = {name: functions[name](reference, candidate).double().cpu() for name in pixel}
+        if lpips is not None:
+            values["lpips"] = lpips(reference, candidate).double().cpu()
+    return values
+
+
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
     """Normalized 1-D Gaussian taps (float64)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0

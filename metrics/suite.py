@@ -19,7 +19,7 @@ RECOGNIZERS = ("facenet", "facenet-casia", "dlib")
 # Per recognizer, with their column types (the Parquet schema: pipeline.io.records.metric_row_schema).
 IDENTITY_FIELDS = (("face_in_source", "bool"), ("face_in_output", "bool"), ("l2", "float64"),
                    ("cosine", "float64"), ("reidentified", "bool"), ("reason", "string"))
-FIDELITY_FIELDS = ("psnr", "ssim", "rms_distance")
+FIDELITY_FIELDS = ("psnr", "ssim", "rms_distance")     # = metrics.fidelity.PIXEL_METRICS (kept torch-free here)
 
 
 @dataclass(frozen=True)
@@ -206,22 +206,12 @@ class MetricSuite:
             row.update({f"{prefix}_{f}": result[f] for f, _ in IDENTITY_FIELDS})
 
     def _fidelity(self, batch: PairBatch, rows: list[dict]) -> None:
-        import torch
+        from metrics.fidelity import pair_fidelity, to_unit_batch
 
-        from metrics.fidelity import psnr, rms_distance, ssim
-
-        def as_tensor(images):
-            return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).to(self.device)
-
-        src, out = as_tensor(batch.sources), as_tensor(batch.outputs)
-        with torch.inference_mode():
-            values = {}
-            if self.settings.fidelity:
-                values.update(psnr=psnr(src, out), ssim=ssim(src, out), rms_distance=rms_distance(src, out))
-            if self.lpips is not None:
-                values["lpips"] = self.lpips(src, out)
+        src, out = (to_unit_batch(images).to(self.device) for images in (batch.sources, batch.outputs))
+        values = pair_fidelity(src, out, pixel=FIDELITY_FIELDS if self.settings.fidelity else (), lpips=self.lpips)
         for name, tensor in values.items():
-            for row, value in zip(rows, tensor.double().cpu().tolist()):
+            for row, value in zip(rows, tensor.tolist()):
                 row[name] = value
 
     def _features(self, batch: PairBatch, features: ShardFeatures, seen_sources: set[str]) -> None:

@@ -130,6 +130,26 @@ def test_tacos_cancels_a_smooth_restorer_error_that_the_naive_sampler_keeps():
     torch.testing.assert_close(local.samples, x0, rtol=0, atol=1e-9)
 
 
+def test_the_baseline_algorithms_are_the_degraded_input_and_the_restorers_one_call():
+    from pipeline.diffusion.cold import ALGORITHMS
+    from pipeline.methods.cold import ALGORITHMS as LISTED
+
+    assert LISTED == ALGORITHMS          # the torch-free list the CLI and validation use
+    x0, op, s = images(), GaussianBlur(T=6, kernel_size=5), 4
+    calls = []
+
+    def restorer(x, level):
+        calls.append(level.tolist())
+        return x * 0.5
+
+    degraded = cold_restore(restorer, op, op(x0, s), s, algorithm="degraded")
+    assert degraded.restorer_evals == 0 and not calls
+    torch.testing.assert_close(degraded.samples, op(x0, s), rtol=0, atol=0)
+    one_shot = cold_restore(restorer, op, op(x0, s), s, algorithm="one-shot")
+    assert one_shot.restorer_evals == 1 and calls == [[s] * len(x0)]
+    torch.testing.assert_close(one_shot.samples, op(x0, s) * 0.5, rtol=0, atol=0)
+
+
 def test_tacos_removes_most_of_a_known_additive_snow_field_even_with_a_poor_restorer():
     # Snow adds a field the sampler knows: D(x0_hat, k) - D(x0_hat, k - 1) takes each step's
     # flakes off wherever x0_hat does not saturate, so even R = 0 undoes most of it (README, eval-cold).

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from pipeline.diffusion.degradations import SuperResolution
@@ -37,7 +38,12 @@ def test_enhance_job_compares_every_method_against_the_references(ray_cluster, p
     summary = pd.read_parquet(tmp_path / "out" / "enhance-report" / "summary.parquet").set_index("method")
     assert list(summary.index) == ["bicubic upsampling", "boomerang t=0.2", "boomerang 2 x t=0.1",
                                    "cold super-resolution (TACoS)"]
-    assert (summary.images == 4).all() and summary.psnr.between(0, 100).all() and summary.ssim.between(-1, 1).all()
+    assert (summary.images == 4).all() and summary.psnr_mean.between(0, 100).all()
+    assert summary.ssim_mean.between(-1, 1).all() and (summary.rms_distance_mean > 0).all()
+    # The per-image rows carry the columns every job's metric rows use, and average to the summary.
+    rows = pd.read_parquet(tmp_path / "out" / "enhance-report" / "rows.parquet")
+    assert len(rows) == 16 and {"key", "psnr", "ssim", "rms_distance"} <= set(rows.columns)
+    assert rows.groupby("method").ssim.mean()[summary.index].tolist() == pytest.approx(summary.ssim_mean.tolist())
     assert (tmp_path / "out" / "enhance-report" / "report.html").exists()
     # A restorer trained at another size is refused before any work.
     small = save_restorer(tmp_path / "sr8", tiny_unet(sample_size=8, widths=(16, 32)), {"name": "superres", "T": 2}, 8)

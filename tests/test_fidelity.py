@@ -100,3 +100,23 @@ def test_lpips_offline_from_torch_cache_matches_the_package_path(tmp_path, monke
     with torch.no_grad():
         expected = reference(a, b, normalize=True).flatten().double()
     assert torch.allclose(d, expected, atol=1e-6)
+
+
+def test_pair_fidelity_is_the_metric_functions_under_the_row_column_names():
+    from metrics.fidelity import PIXEL_METRICS, pair_fidelity
+    from metrics.suite import FIDELITY_FIELDS
+
+    assert tuple(PIXEL_METRICS) == FIDELITY_FIELDS       # the metric rows' schema names the same columns
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(3, 3, 16, 16, generator=g), torch.rand(3, 3, 16, 16, generator=g)
+    b[0] = a[0]
+    values = pair_fidelity(a, b)
+    assert list(values) == list(PIXEL_METRICS)
+    torch.testing.assert_close(values["psnr"], psnr(a, b))
+    torch.testing.assert_close(values["ssim"], ssim(a, b))
+    torch.testing.assert_close(values["rms_distance"], rms_distance(a, b))
+    assert math.isinf(values["psnr"][0]) and values["psnr"].dtype == torch.float64
+    assert list(pair_fidelity(a, b, pixel=("rms_distance",), lpips=lambda x, y: (x - y).abs().mean((1, 2, 3)))) \
+        == ["rms_distance", "lpips"]
+    with pytest.raises(ValueError, match="unknown pixel metric"):
+        pair_fidelity(a, b, pixel=("mae",))

@@ -6,7 +6,10 @@ reflect padding; inpaint: its CIFAR-10 inpainting, T = 50, Gaussian holes of sig
 0.1 (i + 1) at a random centre per image; snow: T = 200, this project's ImageNet-C-style snow)
 on synthetic faces, then on held-out faces (identities never seen in training) measures, for
 several s, the error of restoring D(x0, s) with Algorithm 1 (naive), Algorithm 2 (TACoS) and
-the restorer's one-shot prediction R(D(x0, s), s), against the degraded input itself. Writes
+the restorer's one-shot prediction R(D(x0, s), s), against the degraded input itself. Each of
+the four is an augment job (``--method cold-<degradation> --algorithm ...``) on the cluster,
+scored in the same pass by the evaluation's fidelity metrics, so its outputs are 8-bit images
+like any job's. Writes
 <out>/<degradation>/cold_eval.json, cold_eval.csv and the loss curve; rerunning resumes
 training where it stopped.
 """
@@ -33,37 +36,31 @@ DEGRADATIONS = {
 SEVERITIES = {"blur": [5, 10, 20, 30, 40, 50], "inpaint": [5, 10, 20, 30, 40, 50], "snow": [10, 25, 50, 100, 150, 200]}
 
 
-def evaluate(restorer_dir: str, shards: list[str], severities: list[int], n: int) -> list[dict]:
-    import numpy as np
-    import torch
+SAMPLERS = {"degraded": "degraded input", "one-shot": "one-shot R(x_s, s)", "naive": "Algorithm 1 (naive)",
+            "tacos": "Algorithm 2 (TACoS)"}
 
-    from metrics.fidelity import psnr, rms_distance, ssim, summarize_psnr
-    from pipeline.diffusion.cold import as_restorer, cold_restore
-    from pipeline.diffusion.degradations import bind
-    from pipeline.models.loading import load_model
-    from pipeline.training.data import stream_images
 
-    model = load_model(restorer_dir, device="cpu")
-    stream = stream_images(shards, model.resolution, seed=0)
-    x0 = torch.from_numpy(np.stack([next(stream) for _ in range(n)])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    # One random centre per held-out image (inpaint), the same for every sampler.
-    restore, degrade = as_restorer(model.unet), bind(model.degradation, x0, torch.Generator().manual_seed(0))
+def evaluate(restorer_dir: str, shards: list[str], severities: list[int], out: str, degradation: dict) -> list[dict]:
+    """Each sampler as an augment job (``--method cold-<degradation> --algorithm A --s ...``)
+    over the held-out shards, scored in the same pass by the evaluation's fidelity metrics;
+    one row per (s, sampler) from the evaluation summary. Every sampler sees the same D(x0, s):
+    random operator parameters (inpainting centres) come from each sample's seeded generator."""
+    from metrics.suite import MetricSettings
+    from pipeline.config.cli import exit_code
+    from pipeline.config.job import JobConfig
+    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.reports.evaluation import summarize_run
 
-    def unit(x):
-        return ((x.clamp(-1, 1) + 1) / 2).double()
-
+    settings = MetricSettings(fid=False, fidelity=True)
     rows = []
-    with torch.inference_mode():
-        for s in severities:
-            x_s = degrade(x0, s)
-            outputs = {"degraded input": x_s,
-                       "one-shot R(x_s, s)": restore(x_s, torch.full((n,), s)),
-                       "Algorithm 1 (naive)": cold_restore(restore, degrade, x_s, s, algorithm="naive").samples,
-                       "Algorithm 2 (TACoS)": cold_restore(restore, degrade, x_s, s, algorithm="tacos").samples}
-            for name, out in outputs.items():
-                rows.append({"s": s, "output": name, "rms": float(rms_distance(unit(out), unit(x0)).mean()),
-                             "psnr": summarize_psnr(psnr(unit(out), unit(x0)).numpy())[0],
-                             "ssim": float(ssim(unit(out), unit(x0)).mean())})
+    for algorithm, label in SAMPLERS.items():
+        cfg = JobConfig(job="augment", inputs=tuple(shards), output=out, model=restorer_dir, method=f"cold-{degradation['name']}",
+                        s=tuple(severities), algorithm=algorithm, batch_size=32, metrics=settings)
+        if exit_code(run_job(cfg)):
+            raise RuntimeError(f"the {label} run failed; see {resolve_config(cfg).run_dir}")
+        summary, _, _ = summarize_run(resolve_config(cfg).run_dir, settings.eval_dir_name())
+        rows += [{"s": round(r["t"] * degradation["T"]), "output": label, "rms": r["rms_distance_mean"], "psnr": r["psnr_mean"],
+                  "ssim": r["ssim_mean"], "images": r["outputs_scored"]} for r in summary]
     return rows
 
 
@@ -88,7 +85,7 @@ def main() -> int:
                             steps=args.steps, batch_size=32, lr=5e-4, checkpoint_every=200)
     restorer = train_restorer(cfg)
     trained = time.time() - started
-    rows = evaluate(str(restorer), held_out, args.severities or SEVERITIES[args.degradation], args.eval_images)
+    rows = evaluate(str(restorer), held_out, args.severities or SEVERITIES[args.degradation], str(out / "runs"), spec)
     import pandas as pd
 
     table = pd.DataFrame(rows)

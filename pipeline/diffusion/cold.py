@@ -15,7 +15,9 @@ import torch
 
 Restorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Degradation = Callable[[torch.Tensor, object], torch.Tensor]
-ALGORITHMS = ("tacos", "naive")
+# tacos and naive are the paper's Algorithms 2 and 1; one-shot (the restorer's direct estimate
+# R(x_s, s)) and degraded (x_s itself) are the baselines every comparison of them needs.
+ALGORITHMS = ("tacos", "naive", "one-shot", "degraded")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ def cold_restore(restorer: Restorer, degrade: Degradation, x_s: torch.Tensor, s:
         raise ValueError(f"cold sampler {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
     x = x_s
     trajectory = [x] if keep_trajectory else None
+    if algorithm == "degraded" or s == 0:
+        return ColdResult(x, 0, trajectory)
+    if algorithm == "one-shot":
+        x = restorer(x, torch.full((x.shape[0],), int(s), dtype=torch.long, device=x.device))
+        return ColdResult(x, 1, trajectory + [x] if trajectory is not None else None)
     for k in range(int(s), 0, -1):
         level = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
         x0_hat = restorer(x, level)

@@ -1,6 +1,7 @@
 """The execution layer on Ray: connecting (or starting a private loopback-only cluster),
-starting workers that load their model once, and feeding them tasks. With the job drivers
-(``runner``, ``interp_runner``) and the Ray Train trainer, the only modules that import Ray.
+starting workers that load their model once (and keep it for the driver's next run), and
+feeding them tasks. With the drivers beside it (``jobs``, ``interpolation_job``) and the Ray
+Train trainer, the only modules that import Ray.
 
 Failure handling lives here once for every job kind:
 
@@ -17,10 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 
-from pipeline.errors import WORKER_FAILED, WRITE_FAILED, UserError
+from pipeline.errors import WORKER_FAILED, WRITE_FAILED
 from pipeline.execution.progress import Progress
+from pipeline.execution.workers import WORKER_CACHE, start_workers
 from pipeline.steps.completion import SHARD_COUNTS, failed_task_row, write_failed_row
 
 log = logging.getLogger(__name__)
@@ -40,96 +41,7 @@ def connect(ray, address: str | None) -> None:
         ray.init(address=address)
 
 
-class ProgressCounter:
-    """A tiny actor the workers report finished items to (so workers stay single-threaded:
-    a threaded actor ran the model about 1.6x slower here)."""
-
-    def __init__(self):
-        self.samples = 0
-
-    def add(self, n: int) -> None:
-        self.samples += n
-
-    def reset(self) -> None:
-        self.samples = 0
-
-    def total(self) -> int:
-        return self.samples
-
-
-def init_worker_torch(cpu_threads: int | None) -> None:
-    import torch
-
-    logging.basicConfig(level=logging.INFO)
-    if cpu_threads:
-        torch.set_num_threads(cpu_threads)
-
-
-class Worker:
-    """Ray actor body: ``setup(*args)`` builds what the worker keeps (model, metric networks)
-    once; ``process(task)`` handles one task. Constructed as ``Worker(*args, cpu_threads, counter)``."""
-
-    def __init__(self, *args):
-        *setup_args, cpu_threads, counter = args
-        self.counter = counter
-        self.setup_error: str | None = None
-        try:
-            init_worker_torch(cpu_threads)
-            self.setup(*setup_args)
-        except Exception as exc:
-            log.debug("worker setup failed:\n%s", traceback.format_exc())
-            self.setup_error = f"{type(exc).__name__}: {exc}"
-
-    def setup(self, *args) -> None:
-        raise NotImplementedError
-
-    def ready(self) -> str | None:
-        """None when the worker can take tasks, else why not."""
-        return self.setup_error
-
-    def report(self, n: int) -> None:
-        if self.counter is not None:
-            self.counter.add.remote(n)
-
-
-def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int | None, num_cpu_workers: int,
-                  cpu_threads: int | None, counter) -> list:
-    """One actor per GPU when the cluster has GPUs, else ``num_cpu_workers`` CPU actors, each
-    checked ready; ``args`` go to ``worker_cls.setup``. Raises UserError when none can start."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    n_gpu = gpus if num_gpus is None else min(num_gpus, gpus)
-    if num_gpus and num_gpus > gpus:
-        log.warning("asked for %d GPU workers but the cluster has %d GPUs", num_gpus, gpus)
-    if n_gpu > 0:
-        n, resources, threads = min(n_gpu, n_tasks), {"num_gpus": 1, "num_cpus": 1}, cpu_threads
-    else:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = min(num_cpu_workers, n_tasks)
-        resources = {"num_cpus": 1}
-        threads = cpu_threads or max(1, cpus // n)
-    # Metric weights are looked up under TORCH_HOME: workers use the driver's setting.
-    env = {k: os.environ[k] for k in ("TORCH_HOME",) if k in os.environ}
-    if env:
-        resources["runtime_env"] = {"env_vars": env}
-    actor = ray.remote(worker_cls).options(max_restarts=2, max_task_retries=2, **resources)
-    kind = "GPU" if n_gpu > 0 else "CPU"
-    print(f"starting {n} {kind} worker(s)" + (f" with {threads} torch threads each" if kind == "CPU" else ""),
-          file=sys.stderr, flush=True)
-    workers = [actor.remote(*args, threads, counter) for _ in range(n)]
-    errors = ray.get([w.ready.remote() for w in workers])
-    live = [w for w, error in zip(workers, errors) if error is None]
-    for w, error in zip(workers, errors):
-        if error is not None:
-            ray.kill(w, no_restart=True)
-    if not live:
-        raise UserError(f"no worker could start: {errors[0]}")
-    if len(live) < len(workers):
-        print(f"{len(workers) - len(live)} worker(s) could not start ({next(e for e in errors if e)}); "
-              f"going on with {len(live)}", file=sys.stderr, flush=True)
-    return live
-
-
-def dispatch(ray, workers: list, counter, tasks: list, schema, *, counts: tuple[str, ...] = SHARD_COUNTS,
+def dispatch(ray, workers: list, state, tasks: list, schema, *, counts: tuple[str, ...] = SHARD_COUNTS,
              failed_extra: dict | None = None, count_key: str = "samples_in",
              units: tuple[str, str] = ("shards", "samples")) -> list[dict]:
     """Feed tasks to idle workers until all are done; returns every task's manifest row. A task
@@ -178,7 +90,7 @@ def dispatch(ray, workers: list, counter, tasks: list, schema, *, counts: tuple[
                 rows.append(fail(queue.pop(), "no live worker left (all died); see the worker logs", WORKER_FAILED))
         submit()
         try:
-            live = ray.get(counter.total.remote(), timeout=30)
+            live = ray.get(state.total.remote(), timeout=30)
         except ray.exceptions.GetTimeoutError:
             live = 0
         progress.update(len(rows), max(live, counted_done), counted_done, force=not in_flight)
@@ -187,7 +99,9 @@ def dispatch(ray, workers: list, counter, tasks: list, schema, *, counts: tuple[
 
 class WorkerPool:
     """Workers of one kind for one run: started on first use (nothing starts when nothing is
-    pending) and reused across stages; ``run`` dispatches a list of tasks to them."""
+    pending), reused across stages, and handed to the driver's ``WORKER_CACHE`` by ``close``
+    (or leaving the ``with`` block) for the driver's next run; ``run`` dispatches a list of
+    tasks to them."""
 
     def __init__(self, worker_cls, args: tuple, *, address: str | None, num_gpus: int | None, num_cpu_workers: int,
                  cpu_threads: int | None, n_tasks: int | None = None):
@@ -195,7 +109,7 @@ class WorkerPool:
         self.address, self.num_gpus, self.num_cpu_workers, self.cpu_threads = address, num_gpus, num_cpu_workers, cpu_threads
         self.n_tasks = n_tasks            # None: as many workers as the first stage has tasks (at most)
         self.workers: list | None = None
-        self.counter = None
+        self.state = self.kind = None
 
     def run(self, tasks: list, schema, *, counts: tuple[str, ...] = SHARD_COUNTS, failed_extra: dict | None = None,
             count_key: str = "samples_in", units: tuple[str, str] = ("shards", "samples")) -> list[dict]:
@@ -205,10 +119,21 @@ class WorkerPool:
             return []
         if self.workers is None:
             connect(ray, self.address)
-            self.counter = ray.remote(ProgressCounter).options(num_cpus=0).remote()
-            self.workers = start_workers(ray, self.worker_cls, self.args, n_tasks=self.n_tasks or len(tasks),
-                                         num_gpus=self.num_gpus, num_cpu_workers=self.num_cpu_workers,
-                                         cpu_threads=self.cpu_threads, counter=self.counter)
-        ray.get(self.counter.reset.remote())
-        return dispatch(ray, self.workers, self.counter, tasks, schema, counts=counts, failed_extra=failed_extra,
+            self.kind, self.state, self.workers = start_workers(
+                ray, self.worker_cls, self.args, n_tasks=self.n_tasks or len(tasks), num_gpus=self.num_gpus,
+                num_cpu_workers=self.num_cpu_workers, cpu_threads=self.cpu_threads)
+        ray.get(self.state.reset.remote())
+        return dispatch(ray, self.workers, self.state, tasks, schema, counts=counts, failed_extra=failed_extra,
                         count_key=count_key, units=units)
+
+    def close(self) -> None:
+        """Keep the workers for this driver's next run (they end with the driver)."""
+        if self.workers:
+            WORKER_CACHE.give_back(self.kind, self.state, self.workers)
+        self.workers = None
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

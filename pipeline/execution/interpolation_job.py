@@ -22,7 +22,8 @@ import sys
 
 from pipeline.errors import UserError
 
-from pipeline.execution.cluster import Worker, WorkerPool
+from pipeline.execution.cluster import WorkerPool
+from pipeline.execution.workers import Worker
 from pipeline.config.interpolation import InterpConfig
 from pipeline.steps.interp_tasks import InversionTask, PairTask
 from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
@@ -167,11 +168,12 @@ def _run_stages(cfg: InterpConfig) -> list[dict]:
     def run_stage(tasks: list, schema, units: tuple[str, str]) -> list[dict]:
         return pool.run(tasks, schema, failed_extra={"config_hash": cfg.config_hash()}, units=units)
 
-    run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
-    located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)
-    pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed)
-    print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
-    this_run = run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
+    with pool:
+        run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
+        located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)
+        pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed)
+        print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
+        this_run = run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
     rows = merge_manifest(run_dir, PAIR_MANIFEST_SCHEMA, this_run)
     print_summary(rows, run_dir, unit="pairs")
     if failed:

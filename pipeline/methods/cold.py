@@ -13,6 +13,7 @@ from pipeline.methods.registry import Method, MethodResult, register
 # One per degradation in pipeline.diffusion.degradations.DEGRADATIONS (a test keeps the two in step;
 # listed here so that validating a configuration does not import torch).
 DEGRADATION_NAMES = ("blur", "inpaint", "superres", "decolor", "fade", "snow")
+ALGORITHMS = ("tacos", "naive", "one-shot", "degraded")      # = pipeline.diffusion.cold.ALGORITHMS
 
 
 class ColdLocalSampling(Method):
@@ -27,8 +28,8 @@ class ColdLocalSampling(Method):
     def check_config(self, cfg) -> None:
         if not cfg.s or any(s < 1 for s in cfg.s) or len(set(cfg.s)) != len(cfg.s):
             raise UserError(f"{self.name} needs distinct severities --s >= 1, got {list(cfg.s)}")
-        if cfg.algorithm not in ("tacos", "naive"):
-            raise UserError(f"--algorithm {cfg.algorithm!r}: choose tacos or naive")
+        if cfg.algorithm not in ALGORITHMS:
+            raise UserError(f"--algorithm {cfg.algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
         if cfg.variants != 1 or cfg.cascade != 1:
             raise UserError("cold local sampling is deterministic: --variants and --cascade must be 1 "
                             "(use several --s values for several neighbours)")

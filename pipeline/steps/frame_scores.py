@@ -3,7 +3,9 @@ files): RMS distance (and LPIPS when its network is given) to image A, to image 
 previous frame of the same pair and method, brightness and the share of saturated values."""
 from __future__ import annotations
 
-from metrics.fidelity import rms_distance, to_unit_batch
+from metrics.fidelity import pair_fidelity, to_unit_batch
+
+COLUMN_PREFIX = {"rms_distance": "rms", "lpips": "lpips"}     # frame columns: rms_to_a, lpips_to_prev, ...
 
 
 def score_frames(frames: list, pixels: list, images: dict[str, dict], lpips=None) -> list[dict]:
@@ -27,14 +29,15 @@ def score_frames(frames: list, pixels: list, images: dict[str, dict], lpips=None
     with_prev = [i for i in done if i in prev]
     prev_batch = out[[position[prev[i]] for i in with_prev]]
     cur_batch = out[[position[i] for i in with_prev]]
-    metrics = {"rms": rms_distance} if lpips is None else {"rms": rms_distance, "lpips": lpips}
-    for name, fn in metrics.items():
-        d_a, d_b = fn(to_a, out), fn(to_b, out)
-        d_prev = fn(prev_batch, cur_batch) if with_prev else []
-        for j, i in enumerate(done):
-            scores[i][f"{name}_to_a"], scores[i][f"{name}_to_b"] = float(d_a[j]), float(d_b[j])
-        for j, i in enumerate(with_prev):
-            scores[i][f"{name}_to_prev"] = float(d_prev[j])
+
+    def distances(a, b) -> dict:
+        return pair_fidelity(a, b, pixel=("rms_distance",), lpips=lpips) if len(a) else {}
+
+    for target, (ref, cur, index) in {"a": (to_a, out, done), "b": (to_b, out, done),
+                                      "prev": (prev_batch, cur_batch, with_prev)}.items():
+        for name, values in distances(ref, cur).items():
+            for i, value in zip(index, values.tolist()):
+                scores[i][f"{COLUMN_PREFIX[name]}_to_{target}"] = value
     for j, i in enumerate(done):
         scores[i].update(brightness=float(out[j].mean()),
                          saturated_share=float(((pixels[i] == 0) | (pixels[i] == 255)).mean()))

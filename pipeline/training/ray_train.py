@@ -98,6 +98,7 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
 
     from pipeline.training.restorer import checkpoint_step
     from pipeline.execution.cluster import connect
+    from pipeline.execution.workers import WORKER_CACHE
 
     # Ray Train runs the loop in its own working directory: local paths must be absolute.
     cfg = replace(cfg, out=str(Path(cfg.out).resolve()),
@@ -111,6 +112,7 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     connect(ray, address)
+    WORKER_CACHE.release(ray)          # idle job workers of this driver would hold the CPUs/GPUs training needs
     print(f"training into {out}" + (f", resuming from {resume.name}" if resume else ""), flush=True)
     loop_config = {**asdict(cfg), "resume_from": None if resume is None else str(resume)}
     trainer = TorchTrainer(train_loop, train_loop_config=loop_config,
