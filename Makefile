@@ -15,7 +15,7 @@ COLD_DEGRADATION ?= blur
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench bench-interp bench-cold eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance clean
+.PHONY: install test test-all demo demo-model bench bench-interp bench-cold eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild clean
 
 install: $(VENV)/.installed
 
@@ -101,6 +101,13 @@ eval-interp: install
 # then restoration error against s for Algorithm 1, TACoS and the degraded input.
 eval-cold: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_cold.py --out $(EVAL_OUT)/cold --degradation $(COLD_DEGRADATION)
+
+# Faces in the wild: --region faces on scenes with ORL (when present) and synthetic faces pasted into
+# backgrounds, plus a real photo; detection, re-identification, untouched pixels, seams, faces/s.
+WILD_ORL ?= ../shared/datasets/orl_faces
+eval-wild: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_wild.py --out $(EVAL_OUT)/wild \
+		$(if $(wildcard $(WILD_ORL)),--orl $(WILD_ORL),)
 
 # Resolution enhancement x4 on held-out synthetic faces: bicubic vs Boomerang (one pass, 3
 # cascaded passes) with the demo model vs a cold super-resolution restorer trained here (CPU).

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from make_demo_shards import write_demo_shards  # noqa: E402
 
 from pipeline.config.job import JobConfig  # noqa: E402
-from pipeline.reports.contact_sheet import contact_sheet, first_images, mean_pixel_distance, run_images  # noqa: E402
+from pipeline.reports.contact_sheet import (contact_sheet, first_images, mean_pixel_distance,  # noqa: E402
+                                           outputs_by_source, run_images)
 from pipeline.execution.jobs import run_job  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def main() -> int:
     rows = [("input", [sources[k] for k in shown])]
     summary = {"model": args.model, "images": len(sources), "runs": {}}
     for t, run_dir in anonymized.items():
-        outs = run_images(run_dir, list(sources))
+        outs = outputs_by_source(run_dir, list(sources))
         resolution = next(iter(outs.values())).shape[0]
         rows.append((f"t = {t}", [outs[k] for k in shown]))
         summary["runs"][str(t)] = {"run_dir": run_dir, "mean_rms_distance_to_input": round(mean_pixel_distance(sources, outs, resolution), 4)}

@@ -1,10 +1,13 @@
 import io
 import os
 import tarfile
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # an accidental download fails fast
 os.environ.setdefault("RAY_ACCEPT_CLUSTER_TOKEN", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Pseudonym secrets made by tests land here, never in the user's own config directory.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="pytest-config-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -24,8 +24,10 @@ from make_demo_shards import write_demo_shards  # noqa: E402
 
 
 def cfg(model, inputs, output, **kw) -> JobConfig:
+    """Outputs named after their inputs, so tests can match them (the default, pseudonyms, is
+    tested in test_publication.py)."""
     base = dict(job="anonymize", inputs=tuple(inputs), output=str(output), model=model, t=(0.3,), steps=10,
-                batch_size=4, seed=1)
+                batch_size=4, seed=1, keys="keep")
     base.update(kw)
     return JobConfig(**base)
 
@@ -45,8 +47,9 @@ def demo_inputs(tmp_path_factory):
     return write_demo_shards(str(d), shards=3, per_shard=5)
 
 
-def test_anonymize_keeps_keys_and_fields_and_accounts_for_every_sample(ray_cluster, pixel_model_dir, demo_inputs, tmp_path):
-    manifest = run_job(cfg(pixel_model_dir, demo_inputs, tmp_path))
+def test_anonymize_keeps_keys_and_allowed_fields_and_accounts_for_every_sample(ray_cluster, pixel_model_dir, demo_inputs,
+                                                                              tmp_path):
+    manifest = run_job(cfg(pixel_model_dir, demo_inputs, tmp_path, keep_fields=("cls", "json")))
     run_dir = next(tmp_path.iterdir())
     assert {Path(r["output_shard"]).name for r in manifest} == {Path(p).name for p in demo_inputs}
     assert all(r["status"] == "ok" and r["samples_in"] == r["samples_ok"] == 5 for r in manifest)
@@ -184,7 +187,8 @@ def test_killed_run_rerun_completes_every_sample_exactly_once(pixel_model_dir, t
     run_dir = next((tmp_path / "out").iterdir())
     keys = [s.key for p in sorted((run_dir / "shards").glob("*.tar")) for s in ShardReader(str(p))]
     expected = [s.key for p in inputs for s in ShardReader(p)]
-    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys)) == 24
     rows = pd.read_parquet(run_dir / "rows")
-    assert sorted(rows.key) == sorted(expected)
+    # Published under pseudonyms (one secret for both runs): the rows link each to its source.
+    assert sorted(rows.source_key) == sorted(expected) and sorted(keys) == sorted(rows.key)
+    assert len(keys) == len(set(keys)) == 24 and not set(keys) & set(expected)
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]     # the killed run's partial files are gone

@@ -69,7 +69,7 @@ def test_guidance_changes_text_conditioned_outputs(model_dirs):
 def test_text_conditioned_model_processes_a_shard(model_dirs, tmp_path):
     (shard,) = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=3)
     cfg = JobConfig(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=model_dirs["sd"], t=(0.4,),
-                    steps=10, prompt="person", guidance_scale=3.0, batch_size=2)
+                    steps=10, prompt="person", guidance_scale=3.0, batch_size=2, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, shard)
     row = ShardProcessor(cfg, load_model(cfg.model)).process(task)
     assert row["status"] == "ok" and row["samples_ok"] == 3
@@ -139,7 +139,7 @@ def test_shard_processor_reads_and_writes_fsspec_urls(pixel_model_dir, tmp_path)
     fs = fsspec.filesystem("memory")
     fs.pipe("/data/faces-000000.tar", open(local, "rb").read())
     cfg = JobConfig(job="anonymize", inputs=("memory://data/faces-000000.tar",), output="memory://out",
-                    model=pixel_model_dir, t=(0.3,), steps=10)
+                    model=pixel_model_dir, t=(0.3,), steps=10, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, cfg.inputs[0])
     row = ShardProcessor(cfg, load_model(cfg.model)).process(task)
     assert row["status"] == "ok" and row["samples_ok"] == 2

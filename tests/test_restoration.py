@@ -147,7 +147,9 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
     import pandas as pd
 
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import run_job
+    from metrics.suite import MetricSettings
+    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.reports.evaluation import summarize_run
 
     restorer = str(save_restorer(tmp_path / "restorer", trainer().ema, SPEC, 16))
     shard = tmp_path / "in" / "faces-000000.tar"
@@ -155,10 +157,17 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
     with AtomicShardWriter(str(shard)) as w:
         for i, img in enumerate(images):
             w.write(f"face{i}", {"png": png_bytes(img), "cls": b"1"})
-    common = dict(inputs=(str(shard),), output=str(tmp_path / "out"), model=restorer, method="cold-blur", batch_size=2)
+    common = dict(inputs=(str(shard),), output=str(tmp_path / "out"), model=restorer, method="cold-blur", batch_size=2,
+                  keys="keep")
     run_job(JobConfig(job="anonymize", s=(3,), **common))
-    run_job(JobConfig(job="augment", s=(2, 8), algorithm="naive", **common))
-    rows = {p.name.split("-")[0]: pd.read_parquet(p / "rows") for p in (tmp_path / "out").iterdir()}
+    scoring = MetricSettings(fid=False, fidelity=True)
+    augment = JobConfig(job="augment", s=(2, 8), algorithm="naive", metrics=scoring, **common)
+    run_job(augment)
+    # The evaluation summary of a cold run: one row per severity (t = s / T), its algorithm as the sampler.
+    summary, per_sample, _ = summarize_run(resolve_config(augment).run_dir, scoring.eval_dir_name())
+    assert [(r["t"], r["sampler"], r["outputs_scored"]) for r in summary] == [(2 / 8, "naive", 5), (1.0, "naive", 5)]
+    assert all(r["psnr_mean"] > 0 and 0 < r["rms_distance_mean"] < 1 for r in summary) and len(per_sample) == 10
+    rows = {p.name.split("-")[0]: pd.read_parquet(p / "rows") for p in (tmp_path / "out").iterdir() if p.is_dir()}
     # Random hole centres come from each key's seeded generator: outputs do not depend on batching.
     spec = {"name": "inpaint", "T": 6, "c": 0.5, "i0": 1.0, "random_centre": True}
     holes = str(save_restorer(tmp_path / "holes", tiny_unet(sample_size=16, widths=(16, 32)), spec, 16))

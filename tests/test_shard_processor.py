@@ -18,15 +18,16 @@ def model(pixel_model_dir):
 
 
 def make_cfg(model_dir, shard, out, **kw):
+    """Outputs named after their inputs (publication is tested in test_publication.py)."""
     return JobConfig(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.3,), steps=10,
-                               batch_size=4), **kw})
+                               batch_size=4, keys="keep"), **kw})
 
 
 def test_anonymize_never_copies_other_images_of_the_sample(pixel_model_dir, model, tmp_path):
     face = png_bytes(np.full((16, 16, 3), 200, np.uint8))
     shard = write_tar(tmp_path / "s.tar", [("a.png", face), ("a.jpg", face), ("a.thumb.jpg", face), ("a.json", b"{}"),
                                            ("a.cls", b"3")])
-    cfg = make_cfg(pixel_model_dir, shard, tmp_path / "out")
+    cfg = make_cfg(pixel_model_dir, shard, tmp_path / "out", keep_fields=("cls", "json"))
     task = ShardTask.for_shard(cfg.run_dir, shard)
     ShardProcessor(cfg, model).process(task)
     (out,) = list(ShardReader(task.output_url))

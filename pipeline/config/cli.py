@@ -9,6 +9,7 @@ import sys
 from metrics.suite import RECOGNIZERS, MetricSettings
 from pipeline.config.job import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, JobConfig
 from pipeline.methods import method_names
+from pipeline.methods.cold import ALGORITHMS as COLD_ALGORITHMS
 from pipeline.errors import UserError
 
 
@@ -74,19 +75,66 @@ def common_parser(description: str, default_t: list[float]) -> argparse.Argument
                          "jobs/train_restoration.py as --model (deterministic degrade-then-restore)")
     ap.add_argument("--t", type=float, nargs="+", default=default_t, help="Boomerang noise level t_B / T, in (0, 1]")
     ap.add_argument("--s", type=int, nargs="+", default=[], help="cold methods: severity levels (1..T of the restorer)")
-    ap.add_argument("--algorithm", choices=["tacos", "naive"], default="tacos",
-                    help="cold methods: TACoS (Algorithm 2) or the naive Algorithm 1")
+    ap.add_argument("--algorithm", choices=COLD_ALGORITHMS, default="tacos",
+                    help="cold methods: TACoS (Algorithm 2), the naive Algorithm 1, or the baselines one-shot "
+                         "(the restorer's direct estimate R(x_s, s)) and degraded (x_s itself)")
     ap.add_argument("--steps", type=positive_int, default=50, help="sampler steps for a full (t = 1) reverse process")
     ap.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     ap.add_argument("--cascade", type=positive_int, default=1, help="repeat the Boomerang round trip k times")
     ap.add_argument("--seed", type=int, default=0)
     add_prompt_flags(ap, default_guidance=1.0)
+    add_region_flags(ap)
     add_image_flags(ap)
     add_execution_flags(ap)
     ap.add_argument("--metrics", action="store_true",
                     help="score outputs in the same pass (see the metrics flags); else run jobs/evaluate.py later")
     add_metric_flags(ap)
     return ap
+
+
+def add_region_flags(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("regions")
+    g.add_argument("--region", choices=["full", "faces"], default="full",
+                   help="full: the whole image at the model's resolution; faces: regenerate each face in place "
+                        "(the image keeps its size, other pixels are untouched)")
+    g.add_argument("--detector", choices=["mtcnn", "dlib", "supplied"], default="mtcnn",
+                   help="where face boxes come from: MTCNN (facenet-pytorch), dlib's HOG detector, or supplied "
+                        "(--boxes-field per sample, or --boxes-file)")
+    g.add_argument("--boxes-field", default="faces.json",
+                   help="supplied boxes: the sample field holding [[x0, y0, x1, y1], ...] in pixels")
+    g.add_argument("--boxes-file", default=None, help="supplied boxes: a Parquet file with key, x0, y0, x1, y1 (one row per face)")
+    g.add_argument("--face-margin", type=float, default=0.4, help="crop = face box grown by this fraction of its side")
+    g.add_argument("--face-feather", type=float, default=0.25,
+                   help="blend ramp outside the face box, as a fraction of its side (at most --face-margin)")
+    g.add_argument("--min-face", type=positive_int, default=24,
+                   help="faces whose shorter side is below this many pixels get a 4 x 4 mosaic instead")
+    g.add_argument("--no-face", choices=["drop", "keep", "full"], default="drop",
+                   help="images where no face is found: drop (not published; a row says so), keep (published "
+                        "as is), full (the whole frame regenerated)")
+
+
+def region_from_args(args: argparse.Namespace) -> dict:
+    return {"region": args.region, "detector": args.detector, "boxes_field": args.boxes_field,
+            "boxes_file": args.boxes_file, "face_margin": args.face_margin, "face_feather": args.face_feather,
+            "min_face": args.min_face, "no_face": args.no_face}
+
+
+def add_publication_flags(ap: argparse.ArgumentParser) -> None:
+    """anonymize: what its published shards may say besides the anonymized image."""
+    g = ap.add_argument_group("publication")
+    g.add_argument("--keys", choices=["pseudonym", "keep"], default="pseudonym",
+                   help="output names: a keyed HMAC of the input key (default; nobody without the secret can map "
+                        "them back) or the input key itself (links every output to its source)")
+    g.add_argument("--key-secret", default=None, metavar="FILE",
+                   help="the pseudonym secret, a local file kept outside the output (created, mode 600, when "
+                        "absent; default $XDG_CONFIG_HOME or ~/.config: diffusion-anonymizer/pseudonym.key)")
+    g.add_argument("--keep-fields", nargs="+", default=[], metavar="FIELD",
+                   help="input fields to publish beside each output (e.g. attribute labels); default none, "
+                        "since an id or a file name links the output to the person")
+
+
+def publication_from_args(args: argparse.Namespace) -> dict:
+    return {"keys": args.keys, "key_secret": args.key_secret, "keep_fields": tuple(args.keep_fields)}
 
 
 def add_io_flags(ap: argparse.ArgumentParser) -> None:
@@ -171,7 +219,7 @@ def config_from_args(job: str, args: argparse.Namespace, **extra) -> JobConfig:
         max_pixels=args.max_pixels, batch_size=args.batch_size,
         num_gpus=args.num_gpus, num_cpu_workers=args.num_cpu_workers, cpu_threads=args.cpu_threads,
         address=args.address, device=args.device,
-        metrics=metric_settings_from_args(args) if args.metrics else None, **extra)
+        metrics=metric_settings_from_args(args) if args.metrics else None, **region_from_args(args), **extra)
 
 
 def exit_code(manifest_rows: list[dict]) -> int:

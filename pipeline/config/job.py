@@ -32,7 +32,14 @@ JOBS = ("anonymize", "augment")
 
 # Fields that do not affect outputs, so they are left out of the hash.
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
-                    "device", "metrics")
+                    "device", "metrics", "key_secret", "boxes_file")
+# --region faces settings: hashed only for region runs, so whole-image runs keep their directories.
+REGION_FIELDS = ("detector", "boxes_field", "boxes_fingerprint", "face_margin", "face_feather", "min_face", "no_face")
+REGIONS = ("full", "faces")
+NO_FACE_POLICIES = ("drop", "keep", "full")
+# What anonymize publishes besides the image (augment carries every key and field: it exists to).
+PUBLICATION_FIELDS = ("keys", "keep_fields", "key_fingerprint")
+KEY_MODES = ("pseudonym", "keep")
 
 
 class HashedConfig:
@@ -121,9 +128,25 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
     guidance_scale: float = 1.0
     mix_real_prob: float | None = None
     s: tuple[int, ...] = ()               # cold methods: severities (instead of t)
-    algorithm: str = "tacos"               # cold methods: tacos (Algorithm 2) or naive (Algorithm 1)
+    algorithm: str = "tacos"               # cold methods: pipeline.methods.cold.ALGORITHMS
     model_fingerprint: str = ""
     metrics: MetricSettings | None = None     # score outputs in the same pass (its own eval-<hash8>/ dir)
+    # anonymize: output names (pseudonym: HMAC of the input key with the secret in key_secret; keep:
+    # the input key) and the input fields published beside the image (none by default).
+    keys: str | None = None                  # None: pseudonym for anonymize, keep for augment
+    keep_fields: tuple[str, ...] = ()
+    key_secret: str | None = None            # a local file; None: pipeline.io.pseudonyms.default_secret_path()
+    key_fingerprint: str = ""                # pins which secret named the outputs (set when resolved)
+    # --region faces: regenerate only the faces (pipeline.regions), keep every other pixel.
+    region: str = "full"
+    detector: str = "mtcnn"                  # mtcnn | dlib | supplied (boxes_field or boxes_file)
+    boxes_field: str = "faces.json"
+    boxes_file: str | None = None
+    boxes_fingerprint: str = ""              # the boxes file's identity (set when resolved)
+    face_margin: float = 0.4                 # crop = box grown by this fraction of its side on each side
+    face_feather: float = 0.25               # blend ramp outside the box, as a fraction of its side
+    min_face: int = 24                       # faces with a shorter side below this are pixelated instead
+    no_face: str = "drop"                    # images with no face: drop | keep (as is) | full (whole frame)
 
     def __post_init__(self) -> None:
         if self.job not in JOBS:
@@ -139,6 +162,56 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
                             f"--variants 1 (jobs/augment.py makes several)")
         if self.mix_real_prob is not None and not 0.0 <= self.mix_real_prob <= 1.0:
             raise UserError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
+        self.check_publication()
+        self.check_region()
+
+    def check_region(self) -> None:
+        from pipeline.io.sample_keys import unsafe_name_reason
+        from pipeline.regions.detectors import DETECTORS
+
+        if self.region not in REGIONS:
+            raise UserError(f"--region {self.region!r}: choose one of {', '.join(REGIONS)}")
+        if self.region == "full":
+            return
+        if not self.method_plugin.supports_regions:
+            raise UserError(f"--region faces needs a method that can hold the surroundings of a face; "
+                            f"{self.method} cannot (use boomerang)")
+        if self.detector not in DETECTORS:
+            raise UserError(f"--detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
+        if self.no_face not in NO_FACE_POLICIES:
+            raise UserError(f"--no-face {self.no_face!r}: choose one of {', '.join(NO_FACE_POLICIES)}")
+        if self.face_margin < 0 or self.face_feather < 0 or self.face_feather > self.face_margin:
+            raise UserError(f"--face-margin ({self.face_margin}) must be >= 0 and --face-feather ({self.face_feather}) "
+                            f"between 0 and it: the blend must end inside the crop")
+        if self.min_face < 1:
+            raise UserError(f"--min-face must be >= 1, got {self.min_face}")
+        if self.detector != "supplied" and self.boxes_file:
+            raise UserError("--boxes-file gives the boxes: use it with --detector supplied")
+        if unsafe_name_reason(self.boxes_field):
+            raise UserError(f"--boxes-field {self.boxes_field!r} is not a field name")
+    def check_publication(self) -> None:
+        from pipeline.io.fields import is_image_field
+        from pipeline.io.sample_keys import unsafe_name_reason
+
+        if self.keys is not None and self.keys not in KEY_MODES:
+            raise UserError(f"--keys {self.keys!r}: choose one of {', '.join(KEY_MODES)}")
+        if self.job == "augment" and (self.keys == "pseudonym" or self.keep_fields):
+            raise UserError("augment keeps every key and field (it exists to carry labels); --keys and "
+                            "--keep-fields are for anonymize")
+        for name in self.keep_fields:
+            if unsafe_name_reason(name) or "/" in name:
+                raise UserError(f"--keep-fields {name!r} is not a field name")
+            if is_image_field(name):
+                raise UserError(f"--keep-fields {name!r} is an image field: an input image is never published")
+
+    @property
+    def publish_keys(self) -> str:
+        """How outputs are named: ``pseudonym`` or ``keep``."""
+        return self.keys or ("pseudonym" if self.job == "anonymize" else "keep")
+
+    @property
+    def pseudonymized(self) -> bool:
+        return self.publish_keys == "pseudonym"
 
     @property
     def method_plugin(self):
@@ -159,7 +232,13 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
         from pipeline.methods import method_specific_fields
 
         unused = method_specific_fields() - set(self.method_plugin.fields)
-        return {k: v for k, v in super().output_settings().items() if k not in unused}
+        left_out = unused | set(PUBLICATION_FIELDS) | (set(REGION_FIELDS) | {"region"} if self.region == "full" else set())
+        settings = {k: v for k, v in super().output_settings().items() if k not in left_out}
+        if self.job == "anonymize":       # augment's outputs carry everything, as they always did
+            settings.update(keys=self.publish_keys, keep_fields=sorted(self.keep_fields))
+            if self.pseudonymized:
+                settings["key_fingerprint"] = self.key_fingerprint
+        return settings
 
 
 def load_run_config(run_dir: str) -> HashedConfig:

@@ -59,12 +59,19 @@ class BoomerangResult:
 
 
 def boomerang(unet, scheduler, x0: torch.Tensor, *, t_frac: float, num_steps: int,
-              generators: list[torch.Generator], cascade: int = 1) -> BoomerangResult:
+              generators: list[torch.Generator], cascade: int = 1, keep_mask: torch.Tensor | None = None,
+              ) -> BoomerangResult:
     """Noise ``x0`` to t_B in one shot, then run the scheduler's reverse process to 0.
 
     ``generators`` holds one CPU generator per sample: the forward noise and any sampler
     noise (DDPM ancestral steps) are drawn from it, so each output depends only on its own
     input and generator. ``cascade`` > 1 repeats the round trip on its own output.
+
+    ``keep_mask`` (N, 1, H, W) in [0, 1], at x0's spatial size: where it is 1 the sample is
+    held to the source after every reverse step, to ``x0`` noised to that step's timestep with
+    the same forward noise (the source's own trajectory), and to ``x0`` itself after the last;
+    where it is 0 the model is free. The free region (a face) is thus generated to fit the
+    held surroundings, and the held region comes back exactly.
     """
     if cascade < 1:
         raise ValueError(f"cascade must be >= 1, got {cascade}")
@@ -73,19 +80,37 @@ def boomerang(unet, scheduler, x0: torch.Tensor, *, t_frac: float, num_steps: in
     eps_model = unet if not isinstance(unet, torch.nn.Module) else as_eps_model(unet)
     timesteps = boomerang_timesteps(scheduler, num_steps, t_frac)
     t_b = timesteps[0]
-    x = x0.float()
+    source = x0.float()
+    x = source
     for _ in range(cascade):
         eps = batched_randn(tuple(x.shape[1:]), generators, device=x.device)
         x = scheduler.add_noise(x, eps, t_b.expand(x.shape[0]).to(x.device))
-        x = reverse_process(eps_model, scheduler, x, timesteps, generators)
+        hold = None if keep_mask is None else held_to(scheduler, source, eps, keep_mask.to(x.device, x.dtype))
+        x = reverse_process(eps_model, scheduler, x, timesteps, generators, hold)
     return BoomerangResult(x, int(t_b), cascade * len(timesteps))
 
 
+def held_to(scheduler, source: torch.Tensor, eps: torch.Tensor, keep_mask: torch.Tensor):
+    """``hold(x, t)``: x with the kept region replaced by the source at timestep t (None: clean)."""
+    if keep_mask.shape[0] != source.shape[0] or keep_mask.shape[-2:] != source.shape[-2:]:
+        raise ValueError(f"keep_mask {tuple(keep_mask.shape)} must be (N, 1, H, W) at the samples' size "
+                         f"{tuple(source.shape)}")
+
+    def hold(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        known = source if t is None else scheduler.add_noise(source, eps, t.expand(source.shape[0]).to(source.device))
+        return keep_mask * known + (1 - keep_mask) * x
+    return hold
+
+
 def reverse_process(eps_model: EpsModel, scheduler, x: torch.Tensor, timesteps: torch.Tensor,
-                    generators: list[torch.Generator]) -> torch.Tensor:
-    """Run ``scheduler.step`` over ``timesteps`` (descending), unmodified."""
-    for t in timesteps:
+                    generators: list[torch.Generator], hold=None) -> torch.Tensor:
+    """Run ``scheduler.step`` over ``timesteps`` (descending); with ``hold``, the kept region
+    is put back on the source's trajectory after each step (at the next timestep, or clean
+    after the last)."""
+    for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(x, t)
         eps = eps_model(model_in, t.expand(x.shape[0]).to(x.device))
         x = scheduler.step(eps, t, x, generator=generators).prev_sample
+        if hold is not None:
+            x = hold(x, timesteps[i + 1] if i + 1 < len(timesteps) else None)
     return x

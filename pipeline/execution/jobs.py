@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import fsspec
 
-from pipeline.execution.cluster import Worker, WorkerPool
+from pipeline.execution.cluster import WorkerPool
+from pipeline.execution.workers import Worker
 from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
+from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
 from pipeline.io.records import MANIFEST_SCHEMA, read_manifest_dir, read_parquet_dir, rows_table, write_parquet_atomic
 from pipeline.execution.run_lock import RunLock
 from pipeline.steps.completion import SCORING_COUNTS, failed_task_row, write_failed_row
@@ -51,7 +53,34 @@ def resolve_config(cfg: JobConfig) -> JobConfig:
     model_dir = resolve_model_dir(cfg.model)
     check_model_dir(model_dir)
     cfg.method_plugin.check_model(cfg, model_dir)
-    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir))
+    secret = publication_secret(cfg)
+    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
+                               key_fingerprint=secret_fingerprint(secret) if secret else "",
+                               boxes_fingerprint=check_boxes_file(cfg))
+
+
+def check_boxes_file(cfg: JobConfig) -> str:
+    """A supplied boxes file is read once here, so a bad one fails before any work; its
+    fingerprint goes into the hash (other boxes, other outputs)."""
+    if not cfg.boxes_file:
+        return ""
+    from pipeline.io.pairs import file_fingerprint
+    from pipeline.regions.boxes import BadBoxes
+    from pipeline.regions.detectors import read_boxes_file
+
+    try:
+        read_boxes_file(cfg.boxes_file)
+    except (BadBoxes, OSError) as exc:
+        raise UserError(f"--boxes-file {cfg.boxes_file}: {exc}") from None
+    return file_fingerprint(cfg.boxes_file)
+
+
+def publication_secret(cfg: JobConfig) -> bytes | None:
+    """The secret that names pseudonymized outputs (created on first use), else None. It goes
+    to the workers with their setup and is never written into the run directory."""
+    if not cfg.pseudonymized:
+        return None
+    return load_or_create_secret(cfg.key_secret or default_secret_path(), output=cfg.output)
 
 
 def expand_inputs(inputs) -> tuple[str, ...]:
@@ -153,14 +182,22 @@ def _load_suite(settings):
 class ShardWorker(Worker):
     """Loads the model (and any metric networks) once, then processes shards one at a time."""
 
-    def setup(self, cfg: JobConfig, method) -> None:
+    def setup(self, cfg: JobConfig, method, secret: bytes | None) -> None:
         from pipeline.methods import register
         from pipeline.models.loading import load_model
         from pipeline.steps.transform_shard import ShardProcessor
 
         register(method)      # the driver's method: one registered outside the package works here too
-        model = load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
-        self.processor = ShardProcessor(cfg, model, _load_suite(cfg.metrics))
+        model = self.kept(("model", cfg.model, cfg.model_fingerprint, cfg.sampler, cfg.device, cfg.dtype, cfg.resolution),
+                          lambda: load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype,
+                                             resolution=cfg.resolution))
+        detector = None
+        if cfg.region == "faces":
+            from pipeline.regions.detectors import load_detector
+
+            detector = load_detector(cfg.detector, device=str(model.device), boxes_field=cfg.boxes_field,
+                                     boxes_file=cfg.boxes_file)
+        self.processor = ShardProcessor(cfg, model, _load_suite(cfg.metrics), secret, detector)
 
     def process(self, task: ShardTask) -> dict:
         return self.processor.process(task, progress=self.report)
@@ -200,8 +237,8 @@ def run_job(cfg: JobConfig) -> list[dict]:
             write_eval_settings(posixpath.join(plan.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
         this_run = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.output_url,
                                                            "config_hash": cfg.config_hash()}) for task in plan.missing]
-        pool = WorkerPool(ShardWorker, (cfg, cfg.method_plugin), **cfg.worker_options())
-        this_run += pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": cfg.config_hash()})
+        with WorkerPool(ShardWorker, (cfg, cfg.method_plugin, publication_secret(cfg)), **cfg.worker_options()) as pool:
+            this_run += pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": cfg.config_hash()})
         rows = merge_manifest(plan.run_dir, MANIFEST_SCHEMA, this_run)
     print_summary(rows, plan.run_dir)
     return rows
@@ -247,7 +284,7 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
         write_eval_settings(eval_dir, settings)
         print(f"evaluation {eval_dir}: {len(pending)} shard(s) to score, {len(skipped)} already scored",
               file=sys.stderr, flush=True)
-        pool = WorkerPool(EvalWorker, (settings, cfg.image_field), address=address, num_gpus=num_gpus,
-                          num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads)
-        pool.run(pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
+        with WorkerPool(EvalWorker, (settings, cfg.image_field), address=address, num_gpus=num_gpus,
+                        num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads) as pool:
+            pool.run(pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
     return eval_dir

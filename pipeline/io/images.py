@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.io.fields import IMAGE_FIELDS
 from pipeline.errors import (IMAGE_TOO_LARGE, IMAGE_TOO_SMALL, NO_IMAGE, UNDECODABLE, UNSUPPORTED_MODE,
                              SampleError)
 
-IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "tif", "tiff")
 # Outputs keep the input's field (so loaders keep working) where that format holds RGB well.
 _WRITE_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _INTEGER_GRAY_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32}
@@ -106,9 +106,10 @@ def fit_to_resolution(img: Image.Image, resolution: int) -> tuple[Image.Image, s
 
 
 def prepare_image(data: bytes, resolution: int | None, min_side: int,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, keep_size: bool = False) -> PreparedImage:
     """Decode untrusted bytes into an RGB array at the model resolution (None: the image's
-    own shorter side, i.e. unchanged for square outputs), or raise BadImage."""
+    own shorter side, i.e. unchanged for square outputs; ``keep_size``: as it is, any shape),
+    or raise BadImage."""
     Image.MAX_IMAGE_PIXELS = max(DEFAULT_MAX_PIXELS, max_pixels)    # the backstop never undercuts the rule
     try:
         with warnings.catch_warnings():              # the pixel cap below is the rule, not Pillow's warning
@@ -128,6 +129,8 @@ def prepare_image(data: bytes, resolution: int | None, min_side: int,
     if min(width, height) < min_side:
         raise BadImage(IMAGE_TOO_SMALL, f"image too small: {width}x{height} (shorter side must be >= {min_side})")
     rgb, conversion = to_rgb(img)
+    if keep_size:
+        return PreparedImage(np.asarray(rgb, dtype=np.uint8).copy(), width, height, mode, conversion, "none")
     fitted, resize_rule = fit_to_resolution(rgb, resolution or min(width, height))
     return PreparedImage(np.asarray(fitted, dtype=np.uint8).copy(), width, height, mode, conversion, resize_rule)
 

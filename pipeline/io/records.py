@@ -49,6 +49,29 @@ ROW_SCHEMA = pa.schema([
     ("dropped_fields", pa.string()),   # image-like input fields not copied to the output
     ("precision", pa.string()),        # device type / dtype the network ran in
     ("seconds", pa.float64()),         # this output's share of its batch's compute time
+    # --region faces (null otherwise): what was done where, per image (per face: FACE_ROW_SCHEMA)
+    ("region", pa.string()),           # "faces", or "frame" (no face found, --no-face full), or "none" (--no-face keep)
+    ("faces_found", pa.int64()),
+    ("faces_regenerated", pa.int64()),
+    ("faces_pixelated", pa.int64()),   # below --min-face: the mosaic fallback
+])
+
+FACE_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # the output the face belongs to
+    ("source_key", pa.string()),
+    ("face", pa.int64()),              # index within the image, in detection order
+    ("detector", pa.string()),
+    ("score", pa.float64()),           # the detector's confidence (null for supplied boxes without one)
+    ("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64()),   # clipped box, pixels
+    ("size", pa.float64()),            # the box's shorter side
+    ("action", pa.string()),           # "regenerated" (the method) or "pixelated" (below --min-face)
+    ("crop_x", pa.int64()), ("crop_y", pa.int64()), ("crop_side", pa.int64()),   # the square window changed
+    ("t", pa.float64()),
+    ("timestep", pa.int64()),
+    ("variant", pa.int64()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
 ])
 
 MANIFEST_SCHEMA = pa.schema([
@@ -68,6 +91,10 @@ MANIFEST_SCHEMA = pa.schema([
     ("finished_at", pa.string()),
     ("worker", pa.string()),
     ("worker_peak_rss_mb", pa.float64()),  # peak resident memory of the worker process so far
+    ("faces_found", pa.int64()),       # --region faces: per distinct face of the shard's images
+    ("faces_regenerated", pa.int64()),
+    ("faces_pixelated", pa.int64()),
+    ("images_without_face", pa.int64()),
 ])
 
 

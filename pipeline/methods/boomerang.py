@@ -13,6 +13,7 @@ class Boomerang(Method):
     fields = ("t", "steps", "sampler", "cascade", "variants", "prompt", "negative_prompt", "guidance_scale")
     level_field = "t"
     level_letter = "t"
+    supports_regions = True
 
     def check_config(self, cfg) -> None:
         if not cfg.t or any(not 0.0 < t <= 1.0 for t in cfg.t):
@@ -30,12 +31,16 @@ class Boomerang(Method):
             raise UserError(f"{cfg.model} is a Cold Diffusion restorer: use --method cold-<degradation> --s N")
         check_steps(cfg.steps, model_dir)
 
-    def run(self, model, cfg, x0, level, generators) -> MethodResult:
+    def run(self, model, cfg, x0, level, generators, keep_mask=None) -> MethodResult:
+        import torch.nn.functional as F
+
         from pipeline.diffusion.boomerang import boomerang
 
+        if keep_mask is not None and keep_mask.shape[-2:] != x0.shape[-2:]:
+            keep_mask = F.interpolate(keep_mask, size=x0.shape[-2:], mode="area")     # latent models: the latent grid
         eps = model.eps_model(len(generators), cfg.prompt, cfg.negative_prompt, cfg.guidance_scale)
         result = boomerang(eps, model.scheduler, x0, t_frac=level, num_steps=cfg.steps, generators=generators,
-                           cascade=cfg.cascade)
+                           cascade=cfg.cascade, keep_mask=keep_mask)
         return MethodResult(result.samples, result.t_b, result.model_evals * model.passes_per_eval(cfg.guidance_scale))
 
 

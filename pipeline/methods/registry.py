@@ -30,6 +30,7 @@ class Method:
     fields: tuple[str, ...] = ()      # JobConfig fields the method reads; hashed for its runs only
     level_field: str = "t"            # the JobConfig field listing the levels outputs are made at
     level_letter: str = "t"           # augment output keys: <key>_<letter><level code>_v<variant>
+    supports_regions: bool = False    # run() honours keep_mask (--region faces)
 
     def levels(self, cfg) -> tuple:
         return tuple(getattr(cfg, self.level_field))
@@ -52,7 +53,9 @@ class Method:
     def sampler_name(self, cfg) -> str:
         return cfg.sampler
 
-    def run(self, model, cfg, x0, level, generators) -> MethodResult:
+    def run(self, model, cfg, x0, level, generators, keep_mask=None) -> MethodResult:
+        """Outputs for the batch ``x0``; ``keep_mask`` ((N, 1, R, R) in pixel space, 1 = keep the
+        source) is given only to methods with ``supports_regions``."""
         raise NotImplementedError
 
 

@@ -25,7 +25,23 @@ def first_images(shard_urls: list[str], field_names=("png", "jpg", "jpeg", "webp
 
 
 def run_images(run_dir: str, keys: list[str]) -> dict[str, np.ndarray]:
+    """A run's outputs of ``keys`` (output keys) by key."""
     return {k: v for k, v in first_images(expand_shard_urls(posixpath.join(run_dir, "shards")), limit=10**9).items() if k in keys}
+
+
+def outputs_by_source(run_dir: str, source_keys: list[str]) -> dict[str, np.ndarray]:
+    """A run's first output of each source key, by source key: the job's rows say which
+    output came from which source (anonymized outputs are named by pseudonyms)."""
+    import pandas as pd
+
+    from pipeline.io.records import ROW_SCHEMA, read_parquet_dir
+
+    rows = pd.DataFrame(read_parquet_dir(posixpath.join(run_dir, "rows"), ROW_SCHEMA))
+    wanted = set(source_keys)
+    made_from = {r.key: r.source_key for r in rows.itertuples() if r.status == "ok" and r.source_key in wanted
+                 and not (r.variant or 0)} if len(rows) else {}
+    images = run_images(run_dir, list(made_from))
+    return {made_from[k]: v for k, v in images.items()}
 
 
 def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], cell: int = 64) -> Image.Image:

@@ -14,7 +14,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from pipeline.reports.html import render_report, series_label
+from pipeline.reports.faces import run_faces
+from pipeline.reports.html import faces_section, render_report, series_label
 from pipeline.reports.summaries import distribution_metrics, fidelity_summary, identity_summary
 from pipeline.config.job import load_run_config
 from pipeline.steps.score_shard import read_npz
@@ -50,11 +51,11 @@ def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, 
     job_rows = _read_rows(posixpath.join(run_dir, "rows"))
     per_sample = metric_rows.merge(job_rows[["key", "status", "error", "timestep", "precision"]].rename(
         columns={"status": "job_status", "error": "job_error"}), on="key", how="left") if len(metric_rows) else metric_rows
-    config = {c: getattr(cfg, c) for c in CONFIG_COLUMNS}
+    config = run_columns(cfg)
     distribution = distribution_metrics(_feature_files(eval_dir), reference, kid_max=kid_max) \
         if described["settings"].get("fid") else {}
     summary = []
-    for t in sorted(set(cfg.t)):
+    for t in output_levels(cfg, job_rows):
         jobs_t = job_rows[job_rows["t"] == t] if len(job_rows) else job_rows
         metrics_t = per_sample[per_sample["t"] == t] if len(per_sample) else per_sample
         row = {"run_dir": run_dir, **config, "t": t,
@@ -75,20 +76,41 @@ def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, 
     return summary, per_sample, described
 
 
+def run_columns(cfg) -> dict:
+    """The configuration columns of a run's summary rows; ``sampler`` is the method's own
+    (the cold algorithm for cold methods)."""
+    return {**{c: getattr(cfg, c) for c in CONFIG_COLUMNS}, "sampler": cfg.method_plugin.sampler_name(cfg)}
+
+
+def output_levels(cfg, job_rows: pd.DataFrame | None = None) -> list[float]:
+    """The rows' ``t`` values a run made outputs at: from its rows (a cold method's t is s / T
+    of its restorer, which the configuration alone does not know), else its Boomerang t grid."""
+    if job_rows is not None and len(job_rows) and job_rows["t"].notna().any():
+        return sorted(float(t) for t in job_rows["t"].dropna().unique())
+    return sorted(set(cfg.t))
+
+
 def _decoded(sample, resolution: int | None = None, field: str | None = None) -> np.ndarray:
     return prepare_image(sample.fields[find_image_field(sample.fields, field)], resolution, 1).pixels
 
 
 def _run_outputs(run_dir: str, source_keys: list[str]) -> dict[float, dict[str, np.ndarray]]:
-    """Variant-0 outputs of ``source_keys`` per t, reading shards only until all are found."""
+    """Variant-0 outputs of ``source_keys`` per t, reading shards only until all are found.
+    Which output came from which source is read from the job's rows: published anonymized
+    outputs carry neither the source key nor the input order."""
     cfg = load_run_config(run_dir)
-    found: dict[float, dict[str, np.ndarray]] = {t: {} for t in cfg.t}
+    job_rows = _read_rows(posixpath.join(run_dir, "rows"))
+    found: dict[float, dict[str, np.ndarray]] = {t: {} for t in output_levels(cfg, job_rows)}
     wanted = set(source_keys)
+    made_from = {} if not len(job_rows) else {
+        r.key: (r.source_key, float(r.t)) for r in job_rows.itertuples()
+        if r.status == "ok" and r.source_key in wanted and (r.variant or 0) == 0}
     for url in expand_shard_urls(posixpath.join(run_dir, "shards")):
         for sample in ShardReader(url):
-            meta = json.loads(sample.fields.get("diffusion.json", b"{}"))
-            if meta.get("source_key") in wanted and meta.get("variant", 0) == 0 and meta.get("t") in found:
-                found[meta["t"]][meta["source_key"]] = _decoded(sample)
+            if sample.key in made_from:
+                source_key, t = made_from[sample.key]
+                if t in found:
+                    found[t][source_key] = _decoded(sample)
         if all(len(v) == len(wanted) for v in found.values()):
             break
     return found
@@ -112,7 +134,7 @@ def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarr
                     continue
         if len(sources) >= n:
             break
-    one_series = len({series_label(vars(load_run_config(r))) for r in run_dirs}) == 1
+    one_series = len({series_label(run_columns(load_run_config(r))) for r in run_dirs}) == 1
     rows = [("source", list(sources.values()))]
     for run_dir in run_dirs:
         for t, images in _run_outputs(run_dir, list(sources)).items():
@@ -140,7 +162,10 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         write_parquet_atomic(pa.Table.from_pandas(per_sample, preserve_index=False), posixpath.join(out_dir, "per_sample.parquet"))
     configs = {r: json.loads(load_run_config(r).to_json())["config"] for r in run_dirs}
     rows = sheet_rows(run_dirs)
-    page = render_report(summary, per_sample, recognizers, configs, contact_sheet(rows) if rows else None, convention, title)
+    page = render_report(summary, per_sample, recognizers, configs, contact_sheet(rows) if rows else None, convention, title,
+                         [faces_section(r, contact_sheet(face_rows) if face_rows else None, faces)
+                          for r in run_dirs if getattr(load_run_config(r), "region", "full") == "faces"
+                          for face_rows, faces in [run_faces(r, load_run_config(r))]])
     fs, path = fsspec.core.url_to_fs(posixpath.join(out_dir, "report.html"))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "w") as f:

@@ -18,7 +18,8 @@ SERIES_FIELDS = ("job", "model", "sampler", "steps", "cascade")
 def series_label(row: pd.Series | dict) -> str:
     """Runs that differ only in t form one line in the plots."""
     model = str(row["model"]).rstrip("/").rsplit("/", 1)[-1]
-    return f"{row['job']} {model} {row['sampler']}-{row['steps']} cascade {row['cascade']}"
+    method = "" if row.get("method", "boomerang") == "boomerang" else f" {row['method']}"
+    return f"{row['job']}{method} {model} {row['sampler']}-{row['steps']} cascade {row['cascade']}"
 
 
 def figure_uri(fig) -> str:
@@ -90,10 +91,28 @@ def html_table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def faces_section(run_dir: str, sheet, faces: pd.DataFrame) -> str:
+    """A --region faces run: sampled faces (source crop, mask, output crop) and per-face rows."""
+    counts = faces.groupby(["action", "status"], dropna=False).size().reset_index(name="faces") if len(faces) else faces
+    columns = [c for c in ("key", "face", "detector", "score", "size", "action", "t", "timestep", "status",
+                           "rms_in_box") if c in faces]
+    sampled = faces[faces["rms_in_box"].notna()][columns] if "rms_in_box" in faces else faces.iloc[:0]
+    parts = [f"<h2>Faces: {html.escape(run_dir)}</h2>",
+             "<p>Each row: the face's crop in the source, the blend mask (white: generated pixels; every pixel "
+             "outside the crop is the source's), the crop in the output. rms_in_box: RMS difference inside the "
+             "face box, in [0, 1] units.</p>"]
+    if sheet is not None:
+        parts.append(f"<img src='{image_uri(sheet)}'>")
+    parts.append(html_table(counts) + html_table(sampled))
+    return "".join(parts)
+
+
 def render_report(summary: pd.DataFrame, per_sample: pd.DataFrame, recognizers: dict[str, dict],
-                  configs: dict[str, dict], contact_sheet, fid_convention: str | None, title: str) -> str:
+                  configs: dict[str, dict], contact_sheet, fid_convention: str | None, title: str,
+                  sections: list[str] = ()) -> str:
     """The report's HTML. ``recognizers`` maps a column prefix to its threshold/rules;
-    ``configs`` maps a run dir to its config; ``contact_sheet`` is a PIL image or None."""
+    ``configs`` maps a run dir to its config; ``contact_sheet`` is a PIL image or None;
+    ``sections``: more HTML parts (e.g. ``faces_section``) before the summary table."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if contact_sheet is not None:
         parts.append("<h2>Sources and outputs</h2><p>Top row: sources at the model's resolution; then one row "
@@ -112,6 +131,7 @@ def render_report(summary: pd.DataFrame, per_sample: pd.DataFrame, recognizers: 
     if "psnr_mean" in summary:
         parts.append("<h2>Fidelity to the source</h2>")
         parts.append(f"<img src='{figure_uri(_lines(summary, [('psnr_mean', 'PSNR (dB)'), ('ssim_mean', 'SSIM'), ('rms_distance_mean', 'RMS distance')], 'fidelity', 'value'))}'>")
+    parts.extend(sections)
     parts.append("<h2>Summary</h2>" + html_table(summary.drop(columns=[c for c in ("run_dir",) if c in summary])))
     parts.append("<h2>Runs</h2>")
     for run_dir, cfg in configs.items():

@@ -38,7 +38,8 @@ from pipeline.errors import GENERATION_FAILED, MISSING_INPUT
 from pipeline.io.sample_keys import printable_key
 from pipeline.steps.completion import run_to_completion
 from pipeline.steps.frame_scores import score_frames
-from pipeline.steps.transform_shard import METADATA_FIELD, chunked, decode_samples
+from pipeline.steps.outputs import METADATA_FIELD
+from pipeline.steps.transform_shard import chunked, decode_samples
 from pipeline.io.shards import AtomicShardWriter, ReadLimits, ShardReader
 
 log = logging.getLogger(__name__)

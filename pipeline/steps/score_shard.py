@@ -2,9 +2,10 @@
 
 Two ways in, one set of files. During generation (``--metrics ...`` on a job) the shard
 processor hands each batch's sources and outputs to a ``ShardScorer``; afterwards
-(``jobs/evaluate.py``) ``evaluate_shard`` streams an output shard beside its input shard,
-matching outputs to sources by the ``source_key`` recorded in each output's
-``diffusion.json``. Either way each shard gets, under ``<run_dir>/eval-<hash8>/``:
+(``jobs/evaluate.py``) ``evaluate_shard`` matches each output to its source through the
+job's rows (the audit trail: published anonymized shards name neither the source key nor
+keep the input order), with the input shard's images parked on local disk
+(``pipeline.io.spool``). Either way each shard gets, under ``<run_dir>/eval-<hash8>/``:
 
 * ``rows/<shard>.parquet``: one row per output, joinable with the job's rows by ``key``;
 * ``features/<shard>.npz``: float32 Inception features of its sources and outputs
@@ -29,6 +30,7 @@ from pipeline.errors import MISSING_INPUT, SCORING_FAILED
 from pipeline.io.images import BadImage, find_image_field, prepare_image
 from pipeline.io.records import metric_row_schema, rows_table, write_bytes_atomic, write_parquet_atomic
 from pipeline.io.shards import ShardReader, shard_name
+from pipeline.io.spool import FieldSpool
 from pipeline.steps.completion import SCORING_COUNTS, run_to_completion
 
 log = logging.getLogger(__name__)
@@ -49,19 +51,23 @@ EVAL_MANIFEST_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class EvalTask:
-    """One output shard to score, its input shard, and the three files it produces."""
+    """One output shard to score, its input shard, the job's rows of it (which output came
+    from which source), and the three files it produces."""
     input_url: str
     output_url: str
     rows_url: str
     features_url: str
     manifest_url: str
+    job_rows_url: str = ""
 
     @classmethod
     def for_shard(cls, eval_dir: str, input_url: str, output_url: str) -> "EvalTask":
         stem = shard_name(output_url).removesuffix(".tar")
+        run_dir = posixpath.dirname(eval_dir.rstrip("/"))
         return cls(input_url, output_url, posixpath.join(eval_dir, "rows", f"{stem}.parquet"),
                    posixpath.join(eval_dir, "features", f"{stem}.npz"),
-                   posixpath.join(eval_dir, "manifest", f"{stem}.parquet"))
+                   posixpath.join(eval_dir, "manifest", f"{stem}.parquet"),
+                   posixpath.join(run_dir, "rows", f"{stem}.parquet"))
 
 
 def read_npz(url: str) -> dict[str, np.ndarray]:
@@ -122,39 +128,68 @@ class ShardScorer:
                                  counts=SCORING_COUNTS)
 
 
+def output_sources(job_rows_url: str) -> dict[str, tuple[str, float, int]]:
+    """Each written output's (source key, t, variant), from the job's rows of its shard."""
+    import pyarrow.parquet as pq
+
+    fs, path = fsspec.core.url_to_fs(job_rows_url)
+    with fs.open(path, "rb") as f:
+        table = pq.read_table(f, columns=["key", "source_key", "t", "variant", "status"]).to_pylist()
+    return {r["key"]: (r["source_key"], r["t"], r["variant"] or 0) for r in table if r["status"] == "ok"}
+
+
+def source_like(data: bytes, output: np.ndarray) -> np.ndarray:
+    """The source as the job saw it beside ``output``: resized by the job's rule to a square
+    output's size, or as it is for an output that kept its size (``--region faces``)."""
+    if output.shape[0] == output.shape[1]:
+        return prepare_image(data, output.shape[0], 1).pixels
+    source = prepare_image(data, None, 1, keep_size=True).pixels
+    if source.shape != output.shape:
+        raise BadImage(MISSING_INPUT, f"source is {source.shape[1]}x{source.shape[0]}, its output "
+                                      f"{output.shape[1]}x{output.shape[0]}: not the image it was made from")
+    return source
+
+
 def evaluate_shard(suite, task: EvalTask, image_field: str | None = None) -> dict:
     """Score every output of ``task.output_url`` against its source in ``task.input_url``.
 
-    Outputs are written in input order, so both shards stream side by side: memory holds
-    one batch, whatever the shard size. Each source is prepared at its output's size by the
+    The sources' image bytes are parked on local disk first (one pass over the input shard),
+    then the outputs stream in whatever order they were published: memory holds one batch and
+    the index, whatever the shard size. Each source is prepared at its output's size by the
     job's own rule (``pipeline.io.images.prepare_image``)."""
     from metrics.suite import PairBatch
 
     scorer = ShardScorer(suite, task)
 
     def stream() -> None:
-        inputs = iter(ShardReader(task.input_url))
-        source = None
-        batch = PairBatch.empty()
-        for sample in ShardReader(task.output_url):
-            meta = json.loads(sample.fields.get("diffusion.json", b"{}"))
-            src_key, t, variant = meta.get("source_key", sample.key), meta.get("t"), meta.get("variant", 0)
-            try:
-                output = prepare_image(sample.fields[find_image_field(sample.fields)], None, 1).pixels
-                while source is None or source.key != src_key:
-                    source = next(inputs, None)
-                    if source is None:
-                        raise BadImage(MISSING_INPUT, f"source {src_key!r} not found in {task.input_url} (after the previous source)")
-                src = prepare_image(source.fields[find_image_field(source.fields, image_field)], output.shape[0], 1).pixels
-            except BadImage as exc:
-                scorer.add_errors([sample.key], [src_key], [t], [variant], exc.kind, str(exc))
-                inputs, source = iter(ShardReader(task.input_url)), None   # a missing source: rescan for the next
-                continue
-            batch.append(sample.key, src_key, t, variant, src, output)
-            if len(batch.keys) >= suite.settings.batch_size:
-                scorer.add(batch)
-                batch = PairBatch.empty()
-        scorer.add(batch)
+        made_from = output_sources(task.job_rows_url)
+        wanted = {source for source, _, _ in made_from.values()}
+        with FieldSpool() as sources:
+            for sample in ShardReader(task.input_url):
+                if sample.key in wanted and sample.key not in sources and sample.fields:
+                    try:
+                        field = find_image_field(sample.fields, image_field)
+                    except BadImage:
+                        continue
+                    sources.put(sample.key, {"image": sample.fields[field]})
+            batch = PairBatch.empty()
+            for sample in ShardReader(task.output_url):
+                src_key, t, variant = made_from.get(sample.key, (None, None, 0))
+                try:
+                    if src_key is None:
+                        raise BadImage(MISSING_INPUT, "no ok row of the job names this output (rows and shard disagree)")
+                    if src_key not in sources:
+                        raise BadImage(MISSING_INPUT, f"source {src_key!r} not found in {task.input_url}")
+                    output = prepare_image(sample.fields[find_image_field(sample.fields)], None, 1, keep_size=True).pixels
+                    src = source_like(sources.get(src_key)["image"], output)
+                except BadImage as exc:
+                    scorer.add_errors([sample.key], [src_key], [t], [variant], exc.kind, str(exc))
+                    continue
+                batch.append(sample.key, src_key, t, variant, src, output)
+                if len(batch.keys) >= suite.settings.batch_size:
+                    scorer.add(batch)
+                    batch = PairBatch.empty()
+            scorer.add(batch)
 
     # A storage or reader failure leaves a failed row: the shard is scored again next time.
     return scorer.finish(f"{socket.gethostname()}:{suite.device}", body=stream)

@@ -26,6 +26,12 @@ class ShardTask:
         return cls(input_url, posixpath.join(run_dir, "shards", f"{stem}.tar"), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
                    posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
 
+    @property
+    def faces_url(self) -> str:
+        """Per-face rows (--region faces), beside the rows: ``<run_dir>/faces/<stem>.parquet``."""
+        run_dir, name = posixpath.split(posixpath.dirname(self.rows_url))[0], posixpath.basename(self.rows_url)
+        return posixpath.join(run_dir, "faces", name)
+
 
 MISSING = -1      # the "size" of an input shard that does not exist
 

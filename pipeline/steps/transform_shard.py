@@ -7,7 +7,6 @@ completion marker: a shard without one is redone by the next run.
 """
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import socket
@@ -21,18 +20,19 @@ import torch
 from pipeline.config.job import JobConfig
 from pipeline.steps.score_shard import EvalTask, ShardScorer
 from pipeline.errors import DUPLICATE_KEY, GENERATION_FAILED, TRUNCATED, UNSAFE_KEY, SampleError
-from pipeline.io.images import (DEFAULT_MAX_PIXELS, IMAGE_FIELDS, BadImage, PreparedImage, encode_image, find_image_field,
+from pipeline.io.images import (DEFAULT_MAX_PIXELS, BadImage, PreparedImage, encode_image, find_image_field,
                              output_field, prepare_image, to_model_range, to_uint8)
 from pipeline.models.loading import DiffusionModel
 from pipeline.diffusion.seeds import sample_generators, sample_seed
-from pipeline.io.records import MANIFEST_SCHEMA, ROW_SCHEMA, rows_table, write_parquet_atomic
+from pipeline.io.records import FACE_ROW_SCHEMA, MANIFEST_SCHEMA, ROW_SCHEMA, rows_table, write_parquet_atomic
 from pipeline.io.sample_keys import printable_key, unsafe_key_reason
 from pipeline.io.shards import AtomicShardWriter, RawSample, ReadLimits, ShardReader
+from pipeline.io.spool import KeyOrderedWriter
 from pipeline.steps.completion import run_to_completion
+from pipeline.steps.outputs import METADATA_FIELD, carried_fields, output_key, output_metadata
 from pipeline.steps.tasks import ShardTask
 
 log = logging.getLogger(__name__)
-METADATA_FIELD = "diffusion.json"   # added to every output sample: how it was made
 
 
 @dataclass
@@ -42,21 +42,6 @@ class _Item:
     sample_index: int
     level: float
     variant: int
-
-
-def carried_fields(fields: dict[str, bytes]) -> dict[str, bytes]:
-    """The fields copied to outputs: everything but images. Any image-like field (a second
-    image, a thumbnail ``thumb.jpg``, a repeated ``png.dup``) would carry the original face
-    into an anonymized dataset, so none is copied; rows list what was dropped."""
-    return {k: v for k, v in fields.items() if not (set(k.split(".")) & set(IMAGE_FIELDS))}
-
-
-def output_key(cfg: JobConfig, method, key: str, level: float, variant: int) -> str:
-    """The source key for anonymization; key + level + variant suffix for augmentation (no
-    dots), named by the method: ``_t<t x 1000>`` for Boomerang, ``_s<severity>`` for cold methods."""
-    if cfg.job == "anonymize":
-        return key
-    return f"{key}_{method.level_letter}{method.level_code(level)}_v{variant}"
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -73,9 +58,17 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 class ShardProcessor:
     """Applies a job's method to whole shards with one loaded model."""
 
-    def __init__(self, cfg: JobConfig, model: DiffusionModel, suite=None):
-        """``suite`` (a ``metrics.suite.MetricSuite``) scores outputs in the same pass."""
+    def __init__(self, cfg: JobConfig, model: DiffusionModel, suite=None, secret: bytes | None = None, detector=None):
+        """``suite`` (a ``metrics.suite.MetricSuite``) scores outputs in the same pass; ``secret``
+        names anonymized outputs (``pipeline.io.pseudonyms``); ``detector`` finds the faces of
+        ``--region faces`` (``pipeline.regions.detectors``)."""
+        from pipeline.steps.face_regions import FaceRegions
+
         self.cfg = cfg
+        self.secret = secret
+        self.regions = FaceRegions(self, detector) if cfg.region == "faces" else None
+        if self.regions is not None and detector is None:
+            raise ValueError("--region faces needs a face detector")
         self.method = cfg.method_plugin
         self.model = model
         self.suite = suite
@@ -87,8 +80,8 @@ class ShardProcessor:
     def process(self, task: ShardTask, progress: Callable[[int], None] = lambda n: None) -> dict:
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "config_hash": self.config_hash,
                 "input_bytes": task.input_bytes, "worker": self.worker}
-        return run_to_completion(task, MANIFEST_SCHEMA, (task.output_url, task.rows_url),
-                                 lambda: self._transform(task, progress), base)
+        outputs = (task.output_url, task.rows_url) + ((task.faces_url,) if self.regions else ())
+        return run_to_completion(task, MANIFEST_SCHEMA, outputs, lambda: self._transform(task, progress), base)
 
     def _transform(self, task: ShardTask, progress: Callable[[int], None]) -> dict:
         """Write the output shard, its rows (and scores); return the manifest's status and counts."""
@@ -96,8 +89,13 @@ class ShardProcessor:
         if self.suite is not None:
             eval_dir = posixpath.join(self.cfg.run_dir, self.suite.settings.eval_dir_name())
             scorer = ShardScorer(self.suite, EvalTask.for_shard(eval_dir, task.input_url, task.output_url))
+        self.face_rows: list[dict] = []
         rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress, scorer)
         write_parquet_atomic(rows_table(rows, ROW_SCHEMA), task.rows_url)
+        face_counts = {}
+        if self.regions is not None:
+            write_parquet_atomic(rows_table(self.face_rows, FACE_ROW_SCHEMA), task.faces_url)
+            face_counts = region_counts(rows)
         if scorer is not None:
             scorer.finish(self.worker)
         # Generation errors (out of memory, a broken device) are not the data's fault: the
@@ -108,7 +106,7 @@ class ShardProcessor:
                 "error_kind": GENERATION_FAILED if failed_outputs else None,
                 "samples_in": samples_in, "samples_ok": samples_ok, "samples_error": samples_in - samples_ok,
                 "outputs_ok": sum(r["status"] == "ok" for r in rows),
-                "outputs_error": sum(r["status"] == "error" for r in rows)}
+                "outputs_error": sum(r["status"] == "error" for r in rows), **face_counts}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -123,21 +121,29 @@ class ShardProcessor:
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
                 "sampler": sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
                 "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
-        with AtomicShardWriter(task.output_url) as writer:
+        with AtomicShardWriter(task.output_url) as shard_writer:
+            # Pseudonymized outputs are published in pseudonym order: input order would link them.
+            writer = KeyOrderedWriter(shard_writer) if self.cfg.pseudonymized else shard_writer
             for chunk in chunked(reader, self.chunk_samples):
                 samples_in += len(chunk)
                 decoded, errors = decode_samples(chunk, seen, self.cfg.image_field, self.model.resolution,
-                                                 self.cfg.min_side, self.cfg.max_pixels)
+                                                 self.cfg.min_side, self.cfg.max_pixels, keep_size=self.regions is not None)
                 rows.extend(error_row(base, sample, error) for sample, error in errors)
-                generated = self._generate(decoded, base, writer, scorer)
+                if self.regions is not None:
+                    generated, faces = self.regions.generate(decoded, base, writer, scorer)
+                    self.face_rows.extend(faces)
+                else:
+                    generated = self._generate(decoded, base, writer, scorer)
                 per_sample = len(self.method.levels(self.cfg)) * self.cfg.variants      # outputs per sample, in sample order
                 samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
                                   for i in range(0, len(generated), per_sample))
                 rows.extend(generated)
                 progress(len(chunk))
+            if writer is not shard_writer:
+                writer.finish()
         return rows, samples_in, samples_ok, reader.error
 
-    def _generate(self, decoded: list, base: dict, writer: AtomicShardWriter, scorer: ShardScorer | None = None) -> list[dict]:
+    def _generate(self, decoded: list, base: dict, writer, scorer: ShardScorer | None = None) -> list[dict]:
         """Run every (sample, t, variant) of a chunk in batches of one t; write in input order;
         hand written outputs beside their sources to ``scorer``."""
         from metrics.suite import PairBatch
@@ -153,39 +159,40 @@ class ShardProcessor:
         rows = []
         for i, (sample, field, image) in enumerate(decoded):
             out_field = output_field(field)
-            carried = carried_fields(sample.fields)
+            carried = carried_fields(self.cfg, sample.fields)
             for level in levels:
                 for v in range(self.cfg.variants):
                     row = results[(i, level, v)]
                     pixels = row.pop("_pixels", None)
                     if pixels is not None:
-                        meta = {k: row[k] for k in ("source_key", "method", "t", "timestep", "variant", "seed", "cascade",
-                                                    "sampler", "steps", "mix_real_prob")}
-                        meta.update(model=self.cfg.model, config_hash=self.config_hash)
                         writer.write(row["key"], {**carried, out_field: encode_image(pixels, out_field),
-                                                  METADATA_FIELD: json.dumps(meta, sort_keys=True).encode()})
+                                                  METADATA_FIELD: output_metadata(self.cfg, row, self.config_hash)})
                         pairs.append(row["key"], sample.key, row["t"], v, image.pixels, pixels)
                     rows.append(row)
         if scorer is not None:
             scorer.add(pairs)
         return rows
 
+    def image_columns(self, sample: RawSample, field: str, image: PreparedImage) -> dict:
+        """The row columns that describe an output's input image and where it ran."""
+        dropped = sorted(set(sample.fields) - set(carried_fields(self.cfg, sample.fields)) - {field})
+        return {"image_field": field, "orig_width": image.orig_width, "orig_height": image.orig_height,
+                "orig_mode": image.orig_mode, "conversion": image.conversion, "resize_rule": image.resize_rule,
+                "dropped_fields": ",".join(dropped) or None,
+                "precision": f"{self.model.device.type}/{str(self.model.dtype).removeprefix('torch.')}"}
+
     def _run_batch(self, batch: list[_Item], decoded: list, base: dict) -> dict:
         cfg, model = self.cfg, self.model
         keys = [decoded[it.sample_index][0].key for it in batch]
         variants = [it.variant for it in batch]
         out: dict = {}
-        precision = f"{model.device.type}/{str(model.dtype).removeprefix('torch.')}"
         for it, key in zip(batch, keys):
             sample, field, image = decoded[it.sample_index]
-            dropped = sorted(set(sample.fields) - set(carried_fields(sample.fields)) - {field})
             out[(it.sample_index, it.level, it.variant)] = {
-                **base, "key": output_key(cfg, self.method, key, it.level, it.variant), "source_key": key,
+                **base, **self.image_columns(sample, field, image),
+                "key": output_key(cfg, self.method, key, it.level, it.variant, self.secret), "source_key": key,
                 "t": self.method.t_column(it.level, model.num_train_timesteps),
-                "variant": it.variant, "seed": sample_seed(cfg.seed, key, it.variant), "image_field": field,
-                "orig_width": image.orig_width, "orig_height": image.orig_height, "orig_mode": image.orig_mode,
-                "conversion": image.conversion, "resize_rule": image.resize_rule,
-                "dropped_fields": ",".join(dropped) or None, "precision": precision}
+                "variant": it.variant, "seed": sample_seed(cfg.seed, key, it.variant)}
         started = time.time()
         try:
             with torch.inference_mode():
@@ -205,6 +212,17 @@ class ShardProcessor:
             out[(it.sample_index, it.level, it.variant)].update(
                 status="ok", error=None, error_kind=None, timestep=timestep, seconds=seconds, model_evals=evals, _pixels=pixels[j])
         return out
+
+
+def region_counts(rows: list[dict]) -> dict:
+    """The manifest's face counts: each image counted once (its first output's row)."""
+    firsts = [r for r in rows if r.get("faces_found") is not None and not r.get("variant")]
+    ts = sorted({r["t"] for r in firsts})
+    firsts = [r for r in firsts if r["t"] == ts[0]] if ts else []
+    return {"faces_found": sum(r["faces_found"] for r in firsts),
+            "faces_regenerated": sum(r["faces_regenerated"] or 0 for r in firsts),
+            "faces_pixelated": sum(r["faces_pixelated"] or 0 for r in firsts),
+            "images_without_face": sum(r["faces_found"] == 0 for r in firsts)}
 
 
 def sample_error(sample: RawSample, seen: set[str]) -> SampleError | None:
@@ -229,17 +247,18 @@ def error_row(base: dict, sample: RawSample, error: SampleError) -> dict:
 
 
 def decode_samples(chunk: list[RawSample], seen: set[str], image_field: str | None, resolution: int | None,
-                   min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS, keep_size: bool = False,
                    ) -> tuple[list[tuple[RawSample, str, PreparedImage]], list[tuple[RawSample, SampleError]]]:
     """Decode a chunk's images: (sample, image field, image) for the good ones and
-    (sample, error) for the rest, each in input order."""
+    (sample, error) for the rest, each in input order (``keep_size``: at their own size)."""
     decoded, errors = [], []
     for sample in chunk:
         error = sample_error(sample, seen)
         if error is None:
             try:
                 field = find_image_field(sample.fields, image_field)
-                decoded.append((sample, field, prepare_image(sample.fields[field], resolution, min_side, max_pixels)))
+                decoded.append((sample, field, prepare_image(sample.fields[field], resolution, min_side, max_pixels,
+                                                             keep_size)))
                 continue
             except BadImage as exc:
                 error = exc

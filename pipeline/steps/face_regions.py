@@ -1,0 +1,228 @@
+"""``--region faces``: regenerate each face of an image and nothing else. No Ray.
+
+Per chunk of decoded images (at their own size): find the faces (``pipeline.regions``), cut a
+square crop around each face large enough to regenerate at the model's resolution, run every
+crop of the chunk through the method in batches of ``--batch-size`` faces with the pixels
+outside the face held to the source (``keep_mask``), and blend each generated face back with a
+feathered mask. Faces below ``--min-face`` get a mosaic instead; images with no face follow
+``--no-face``. An image is written only when every one of its faces was handled: a face the
+model failed on would otherwise be published as it is.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.diffusion.seeds import sample_generators, sample_seed
+from pipeline.errors import BAD_BOXES, GENERATION_FAILED, NO_FACE, SampleError
+from pipeline.io.images import encode_image, output_field, to_model_range, to_uint8
+from pipeline.regions.boxes import BadBoxes, Crop, FaceBox, square_crop
+from pipeline.regions.compose import cut, feather_mask, mask_at, paste, pixelate
+from pipeline.steps.outputs import METADATA_FIELD, carried_fields, output_key, output_metadata
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FacePlan:
+    """What happens to one face: regenerated in ``crop`` through the model, or pixelated."""
+    index: int
+    box: FaceBox
+    crop: Crop | None          # None: pixelated (below --min-face)
+    mask: np.ndarray | None    # feathered blend mask at crop size
+
+
+@dataclass
+class ModelJob:
+    """One crop (or a whole frame) of one output to run through the method."""
+    image: int
+    level: float
+    variant: int
+    plan: FacePlan | None      # None: the whole frame (--no-face full)
+
+
+def plan_faces(boxes: list[FaceBox], width: int, height: int, cfg) -> list[FacePlan]:
+    plans = []
+    for box in boxes:
+        box = box.clipped(width, height)
+        if box is None:
+            continue
+        if box.size < cfg.min_face:
+            plans.append(FacePlan(len(plans), box, None, None))
+            continue
+        crop = square_crop(box, cfg.face_margin, width, height)
+        plans.append(FacePlan(len(plans), box, crop, feather_mask(crop, box, cfg.face_feather * box.size)))
+    return plans
+
+
+class FaceRegions:
+    """The face-region path of a ``ShardProcessor`` (same configuration, model and writer)."""
+
+    def __init__(self, processor, detector):
+        self.p = processor
+        self.detector = detector
+
+    def find(self, decoded: list) -> list[list[FaceBox] | SampleError]:
+        """Boxes per decoded image (or why the image cannot be used)."""
+        if self.detector.name == "supplied":
+            out: list = []
+            for sample, _, _ in decoded:
+                try:
+                    out.append(self.detector.for_sample(sample.key, sample.fields))
+                except BadBoxes as exc:
+                    out.append(SampleError(BAD_BOXES, str(exc)))
+            return out
+        return self.detector.detect([image.pixels for _, _, image in decoded])
+
+    def generate(self, decoded: list, base: dict, writer, scorer=None) -> tuple[list[dict], list[dict]]:
+        """Rows (per output) and face rows of a chunk; outputs written in input order."""
+        from metrics.suite import PairBatch
+
+        cfg, method = self.p.cfg, self.p.method
+        levels = method.levels(cfg)
+        found = self.find(decoded) if decoded else []
+        plans: list[list[FacePlan] | SampleError] = [
+            f if isinstance(f, SampleError) else plan_faces(f, image.pixels.shape[1], image.pixels.shape[0], cfg)
+            for f, (_, _, image) in zip(found, decoded)]
+        jobs = [ModelJob(i, lv, v, plan) for lv in levels for i, p in enumerate(plans) if not isinstance(p, SampleError)
+                for v in range(cfg.variants) for plan in self._model_plans(p)]
+        results = self._run(jobs, decoded)
+        rows, face_rows, pairs = [], [], PairBatch.empty()
+        for i, (sample, field, image) in enumerate(decoded):
+            for level in levels:
+                for v in range(cfg.variants):
+                    row, faces, pixels = self._compose(i, level, v, decoded, plans[i], results, base)
+                    if pixels is not None:
+                        out_field = output_field(field)
+                        writer.write(row["key"], {**carried_fields(cfg, sample.fields),
+                                                  out_field: encode_image(pixels, out_field),
+                                                  METADATA_FIELD: output_metadata(cfg, row, self.p.config_hash,
+                                                                                  region=row["region"])})
+                        pairs.append(row["key"], sample.key, row["t"], v, image.pixels, pixels)
+                    rows.append(row)
+                    face_rows.extend(faces)
+        if scorer is not None:
+            scorer.add(pairs)
+        return rows, face_rows
+
+    def _model_plans(self, plans: list[FacePlan]) -> list[FacePlan | None]:
+        """The crops an image sends to the model: its regenerated faces, or its whole frame when
+        it has no face at all and --no-face is full."""
+        if not plans:
+            return [None] if self.p.cfg.no_face == "full" else []
+        return [p for p in plans if p.crop is not None]
+
+    def _run(self, jobs: list[ModelJob], decoded: list) -> dict:
+        """Every job's generated pixels (or the error), batched by level."""
+        cfg, model = self.p.cfg, self.p.model
+        results: dict = {}
+        for level in dict.fromkeys(j.level for j in jobs):
+            same = [j for j in jobs if j.level == level]
+            for start in range(0, len(same), cfg.batch_size):
+                batch = same[start:start + cfg.batch_size]
+                started = time.time()
+                try:
+                    crops, masks = [], []
+                    for job in batch:
+                        pixels = decoded[job.image][2].pixels
+                        if job.plan is None:          # the whole frame, squeezed to the model's square
+                            crops.append(cut_frame(pixels, model.resolution))
+                            masks.append(np.zeros((model.resolution, model.resolution), np.float32))
+                        else:
+                            crops.append(cut(pixels, job.plan.crop, model.resolution))
+                            masks.append(1 - mask_at(job.plan.mask, model.resolution))
+                    keys = [seed_key(decoded[j.image][0].key, j.plan) for j in batch]
+                    with torch.inference_mode():
+                        generators = sample_generators(cfg.seed, keys, [j.variant for j in batch])
+                        x0 = model.encode(to_model_range(crops), generators)
+                        keep = torch.from_numpy(np.stack(masks))[:, None].to(x0.device)
+                        result = self.p.method.run(model, cfg, x0, level, generators, keep_mask=keep)
+                        pixels = to_uint8(model.decode(result.samples))
+                except Exception as exc:
+                    log.error("batch of %d faces failed:\n%s", len(batch), traceback.format_exc())
+                    for job in batch:
+                        results[job_key(job.image, job.level, job.variant, job.plan)] = SampleError(
+                            GENERATION_FAILED, f"generation failed: {type(exc).__name__}: {exc}")
+                    continue
+                seconds = (time.time() - started) / len(batch)
+                for j, job in enumerate(batch):
+                    results[job_key(job.image, job.level, job.variant, job.plan)] = (
+                        pixels[j], result.level_used, result.model_evals, seconds)
+        return results
+
+    def _compose(self, i: int, level: float, v: int, decoded: list, plans, results: dict, base: dict):
+        """(row, face rows, output pixels or None) of one output of image ``i``."""
+        cfg, p = self.p.cfg, self.p
+        sample, field, image = decoded[i]
+        row = {**base, **p.image_columns(sample, field, image), "key": output_key(cfg, p.method, sample.key, level, v, p.secret),
+               "source_key": sample.key, "t": p.method.t_column(level, p.model.num_train_timesteps), "variant": v,
+               "seed": sample_seed(cfg.seed, sample.key, v), "region": "faces"}
+        if isinstance(plans, SampleError):
+            return {**row, "status": "error", "error": str(plans), "error_kind": plans.kind}, [], None
+        face_rows = [face_row(row, plan) for plan in plans]
+        row.update(faces_found=len(plans), faces_regenerated=sum(q.crop is not None for q in plans),
+                   faces_pixelated=sum(q.crop is None for q in plans))
+        if not plans and cfg.no_face == "drop":
+            return {**row, "status": "error", "error_kind": NO_FACE,
+                    "error": "no face found: not published (--no-face drop)"}, [], None
+        if not plans and cfg.no_face == "keep":
+            return {**row, "status": "ok", "error": None, "error_kind": None, "region": "none", "model_evals": 0}, [], \
+                image.pixels
+        out = image.pixels.copy()
+        evals, seconds, timestep, failure = 0, 0.0, None, None
+        for plan in self._model_plans(plans):
+            done = results[job_key(i, level, v, plan)]
+            if isinstance(done, SampleError):
+                failure = done
+                break
+            generated, timestep, model_evals, share = done
+            evals, seconds = evals + model_evals, seconds + share
+            if plan is None:
+                out = uncut_frame(generated, out.shape[1], out.shape[0])
+                row["region"] = "frame"
+            else:
+                paste(out, plan.crop, generated, plan.mask)
+        if failure is not None:
+            failed = {"status": "error", "error": str(failure), "error_kind": failure.kind}
+            return {**row, **failed}, [{**f, **failed} for f in face_rows], None
+        for plan in plans:
+            if plan.crop is None:
+                pixelate(out, plan.box)
+        done = {"status": "ok", "error": None, "error_kind": None}
+        row.update(done, timestep=timestep, model_evals=evals, seconds=seconds)
+        return row, [{**f, **done, "timestep": timestep if f["action"] == "regenerated" else None} for f in face_rows], out
+
+
+def job_key(image: int, level: float, variant: int, plan: FacePlan | None) -> tuple:
+    return image, level, variant, None if plan is None else plan.index
+
+
+def seed_key(key: str, plan: FacePlan | None) -> str:
+    """Each face draws its noise from its own generator: outputs do not depend on batching."""
+    return f"{key}\x1fframe" if plan is None else f"{key}\x1fface{plan.index}"
+
+
+def face_row(row: dict, plan: FacePlan) -> dict:
+    crop = plan.crop
+    return {"key": row["key"], "source_key": row["source_key"], "face": plan.index, "detector": plan.box.detector,
+            "score": plan.box.score, "x0": plan.box.x0, "y0": plan.box.y0, "x1": plan.box.x1, "y1": plan.box.y1,
+            "size": plan.box.size, "action": "regenerated" if crop else "pixelated",
+            "crop_x": crop.x if crop else None, "crop_y": crop.y if crop else None,
+            "crop_side": crop.side if crop else None, "t": row["t"], "variant": row["variant"]}
+
+
+def cut_frame(pixels: np.ndarray, resolution: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).resize((resolution, resolution), Image.Resampling.BICUBIC))
+
+
+def uncut_frame(generated: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(generated).resize((width, height), Image.Resampling.BICUBIC))

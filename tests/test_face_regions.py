@@ -1,0 +1,213 @@
+"""--region faces: boxes and crops, the held-surroundings Boomerang, and whole shards with
+several faces per image, supplied and detected boxes, the tiny-face and no-face policies, and
+every image and face accounted for."""
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import png_bytes, write_tar
+from pipeline.config.job import JobConfig
+from pipeline.errors import UserError
+from pipeline.regions.boxes import BadBoxes, FaceBox, parse_boxes, square_crop
+from pipeline.regions.compose import feather_mask, paste
+from pipeline.io.shards import ShardReader
+from pipeline.steps.tasks import ShardTask
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def grace_hopper() -> np.ndarray:
+    """A real photo of a person that matplotlib ships (the smoke case for the detectors)."""
+    import matplotlib
+
+    return np.asarray(Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB"))
+
+
+def scene(width=96, height=72, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def test_crops_stay_inside_the_image_and_masks_feather_to_zero():
+    box = FaceBox(2, 3, 22, 23)
+    crop = square_crop(box, 0.5, 100, 80)
+    assert (crop.x, crop.y, crop.side) == (0, 0, 40)                     # moved inside at the corner
+    assert square_crop(FaceBox(10, 10, 90, 70), 0.5, 100, 80).side == 80  # shrunk to the shorter side
+    mask = feather_mask(crop, box, feather=5)
+    assert mask[13, 12] == 1 and mask[3, 2] == 1 and mask.min() == 0
+    assert mask[13, 30] == 0 and 0 < mask[13, 24] < 1                    # 8 px out: beyond the ramp; 2 px: on it
+    image = scene(100, 80)
+    before = image.copy()
+    paste(image, crop, np.zeros((16, 16, 3), np.uint8), mask)
+    assert (image[mask.shape[0]:] == before[mask.shape[0]:]).all() and (image[:40, 40:] == before[:40, 40:]).all()
+    assert (image[13, 12] == 0).all() and (image[13, 30] == before[13, 30]).all()
+
+
+def test_supplied_boxes_are_validated():
+    assert parse_boxes(b'[[1, 2, 3, 4], {"box": [0, 0, 5, 5], "score": 0.5}]')[1].score == 0.5
+    assert parse_boxes({"faces": [[0, 0, 1, 1]]})[0].x1 == 1
+    for bad, message in ((b"{", "not JSON"), (b'[[1, 2, 3]]', r"\[x0, y0, x1, y1\]"), (b'[[3, 0, 1, 1]]', "empty"),
+                         (b'[["a", 0, 1, 1]]', "numbers"), (json.dumps([[0, 0, 1, 1]] * 65).encode(), "at most"),
+                         (b'[[0, 0, Infinity, 1]]', "finite")):
+        with pytest.raises(BadBoxes, match=message):
+            parse_boxes(bad)
+
+
+def test_held_boomerang_keeps_the_masked_region_and_frees_the_rest(pixel_model_dir):
+    from pipeline.diffusion.boomerang import boomerang
+    from pipeline.models.loading import load_model
+
+    model = load_model(pixel_model_dir)
+    x0 = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def run(mask):
+        gens = [torch.Generator().manual_seed(i) for i in range(2)]
+        return boomerang(model.eps_model(2), model.scheduler, x0, t_frac=0.5, num_steps=10, generators=gens,
+                         keep_mask=mask).samples
+
+    torch.testing.assert_close(run(torch.ones(2, 1, 16, 16)), x0, rtol=0, atol=0)
+    torch.testing.assert_close(run(torch.zeros(2, 1, 16, 16)), run(None))
+    half = torch.zeros(2, 1, 16, 16)
+    half[..., :8] = 1
+    out = run(half)
+    torch.testing.assert_close(out[..., :8], x0[..., :8], rtol=0, atol=0)
+    assert (out[..., 8:] - x0[..., 8:]).abs().mean() > 0.05
+
+
+def faces_shard(tmp_path) -> tuple[str, dict]:
+    """Four scenes: two faces (one large, one below --min-face), one face, no box, unusable boxes."""
+    boxes = {"two": [[10, 8, 34, 32], [60, 40, 68, 48]], "one": [[40, 20, 72, 52]], "none": [], "bad": "[[1, 2]"}
+    members = []
+    for i, (key, value) in enumerate(boxes.items()):
+        members.append((f"{key}.png", png_bytes(scene(seed=i))))
+        members.append((f"{key}.faces.json", value.encode() if isinstance(value, str) else json.dumps(value).encode()))
+    return write_tar(tmp_path / "scenes-000000.tar", members), boxes
+
+
+def run_regions(model_dir, shard, out, **kw):
+    from pipeline.models.loading import load_model
+    from pipeline.regions.detectors import load_detector
+    from pipeline.steps.transform_shard import ShardProcessor
+
+    cfg = JobConfig(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.5,), steps=10,
+                              batch_size=8, keys="keep", region="faces", detector="supplied", min_face=12), **kw})
+    task = ShardTask.for_shard(cfg.run_dir, shard)
+    detector = load_detector(cfg.detector, boxes_field=cfg.boxes_field, boxes_file=cfg.boxes_file)
+    manifest = ShardProcessor(cfg, load_model(model_dir), detector=detector).process(task)
+    outputs = {s.key: np.asarray(Image.open(io.BytesIO(s.fields["png"]))) for s in ShardReader(task.output_url)}
+    return manifest, outputs, pd.read_parquet(task.rows_url), pd.read_parquet(task.faces_url)
+
+
+def test_faces_are_regenerated_in_place_and_every_image_and_face_is_accounted_for(pixel_model_dir, tmp_path):
+    shard, boxes = faces_shard(tmp_path)
+    manifest, outputs, rows, faces = run_regions(pixel_model_dir, shard, tmp_path / "out")
+    assert manifest["status"] == "ok" and manifest["samples_in"] == 4 and manifest["samples_error"] == 2
+    assert (manifest["faces_found"], manifest["faces_regenerated"], manifest["faces_pixelated"],
+            manifest["images_without_face"]) == (3, 2, 1, 1)
+    assert sorted(outputs) == ["one", "two"]                               # "none" dropped, "bad" an error row
+    by_key = rows.set_index("key")
+    assert by_key.loc["none", "error_kind"] == "no_face" and by_key.loc["bad", "error_kind"] == "bad_boxes"
+    assert by_key.loc["two", "faces_found"] == 2 and by_key.loc["two", "region"] == "faces"
+    assert sorted(zip(faces.key, faces.action)) == [("one", "regenerated"), ("two", "pixelated"), ("two", "regenerated")]
+    assert faces.status.eq("ok").all() and (faces.timestep.notna() == (faces.action == "regenerated")).all()
+    for key, seed in (("two", 0), ("one", 1)):
+        source, out = scene(seed=seed), outputs[key]
+        assert out.shape == source.shape                                  # the image keeps its size
+        changed = np.zeros(source.shape[:2], bool)
+        for face in faces[faces.key == key].itertuples():
+            if face.action == "regenerated":
+                x, y, side = int(face.crop_x), int(face.crop_y), int(face.crop_side)
+                changed[y:y + side, x:x + side] = True
+                inner = out[int(face.y0) + 2:int(face.y1) - 2, int(face.x0) + 2:int(face.x1) - 2]
+                assert np.abs(inner.astype(int) - source[int(face.y0) + 2:int(face.y1) - 2,
+                                                          int(face.x0) + 2:int(face.x1) - 2]).mean() > 5
+            else:
+                x0, y0, x1, y1 = int(face.x0) - 2, int(face.y0) - 2, int(face.x1) + 2, int(face.y1) + 2
+                changed[y0:y1, x0:x1] = True
+                assert len(np.unique(out[y0:y1, x0:x1].reshape(-1, 3), axis=0)) <= 16      # a 4 x 4 mosaic
+        assert (out[~changed] == source[~changed]).all()                 # bit-identical outside (PNG)
+    # Outputs do not depend on how faces are batched.
+    _, one_by_one, _, _ = run_regions(pixel_model_dir, shard, tmp_path / "b1", batch_size=1)
+    assert all((one_by_one[k] == outputs[k]).all() for k in outputs)
+
+
+def test_no_face_policies_keep_or_regenerate_the_whole_frame(pixel_model_dir, tmp_path):
+    shard = write_tar(tmp_path / "s.tar", [("empty.png", png_bytes(scene(64, 40)))])
+    _, kept, rows, _ = run_regions(pixel_model_dir, shard, tmp_path / "keep", no_face="keep")
+    assert (kept["empty"] == scene(64, 40)).all() and rows.region.tolist() == ["none"]
+    _, full, rows, faces = run_regions(pixel_model_dir, shard, tmp_path / "full", no_face="full")
+    assert full["empty"].shape == (40, 64, 3) and rows.region.tolist() == ["frame"] and len(faces) == 0
+    assert np.abs(full["empty"].astype(int) - scene(64, 40)).mean() > 10
+
+
+def test_augment_regenerates_faces_at_every_t_and_variant(pixel_model_dir, tmp_path):
+    shard, _ = faces_shard(tmp_path)
+    manifest, outputs, rows, faces = run_regions(pixel_model_dir, shard, tmp_path / "aug", job="augment", keys=None,
+                                                 t=(0.3, 0.5), variants=2)
+    assert sorted(outputs) == sorted(f"{k}_t{t}_v{v}" for k in ("one", "two") for t in ("0300", "0500") for v in (0, 1))
+    assert manifest["faces_found"] == 3 and manifest["outputs_ok"] == 8 and len(rows) == 4 * 2 * 2
+    assert len(faces) == 3 * 4 and not (outputs["one_t0300_v0"] == outputs["one_t0300_v1"]).all()
+
+
+def test_mtcnn_and_dlib_find_the_face_of_a_real_photo(pixel_model_dir, tmp_path):
+    from pipeline.regions.detectors import DlibDetector, MtcnnDetector
+
+    photo = np.asarray(Image.fromarray(grace_hopper()).resize((128, 150)))
+    for detector in (MtcnnDetector(), DlibDetector()):
+        (found,) = detector.detect([photo])
+        assert len(found) == 1 and 40 < found[0].size < 70 and 30 < found[0].x0 < 60, detector.name
+    canvas = scene(256, 200)
+    canvas[20:170, 100:228] = photo
+    shard = write_tar(tmp_path / "p.tar", [("photo.png", png_bytes(canvas))])
+    manifest, outputs, rows, faces = run_regions(pixel_model_dir, shard, tmp_path / "out", detector="mtcnn")
+    assert manifest["faces_regenerated"] == 1 and faces.detector.tolist() == ["mtcnn"] and faces.score[0] > 0.9
+    x, y, side = (int(faces.iloc[0][c]) for c in ("crop_x", "crop_y", "crop_side"))
+    outside = np.ones(canvas.shape[:2], bool)
+    outside[y:y + side, x:x + side] = False
+    assert (outputs["photo"][outside] == canvas[outside]).all()
+
+
+def test_region_settings_are_checked_and_hashed_only_for_region_runs(tmp_path):
+    base = dict(job="anonymize", inputs=("x.tar",), output=str(tmp_path), model="m", t=(0.3,))
+    assert JobConfig(**base, min_face=5).run_dir == JobConfig(**base).run_dir        # whole-image runs: unchanged
+    faces = {**base, "region": "faces"}
+    assert JobConfig(**faces).run_dir != JobConfig(**base).run_dir
+    assert JobConfig(**faces, min_face=5).run_dir != JobConfig(**faces).run_dir
+    for kw, message in ((dict(method="cold-blur", s=(2,)), "cannot"), (dict(detector="yolo"), "--detector"),
+                        (dict(no_face="skip"), "--no-face"), (dict(face_feather=0.9), "--face-feather"),
+                        (dict(boxes_file="b.parquet"), "--detector supplied"), (dict(boxes_field="../x"), "field name")):
+        with pytest.raises(UserError, match=message):
+            JobConfig(**{**faces, **kw})
+
+
+def test_faces_job_on_a_local_cluster_with_a_boxes_file(ray_cluster, pixel_model_dir, tmp_path):
+    sys.path.insert(0, str(REPO / "jobs"))
+    import anonymize_celeba
+
+    shard, boxes = faces_shard(tmp_path)
+    table = pd.DataFrame([{"key": "one", "x0": 40.0, "y0": 20.0, "x1": 72.0, "y1": 52.0},
+                          {"key": "none", "x0": 5.0, "y0": 5.0, "x1": 30.0, "y1": 30.0}])
+    table.to_parquet(tmp_path / "boxes.parquet")
+    argv = ["--input", shard, "--output", str(tmp_path / "out"), "--model", pixel_model_dir, "--t", "0.5",
+            "--steps", "10", "--region", "faces", "--detector", "supplied", "--boxes-file", str(tmp_path / "boxes.parquet"),
+            "--min-face", "12", "--key-secret", str(tmp_path / "k.key")]
+    assert anonymize_celeba.main(argv) == 0
+    (run,) = (tmp_path / "out").iterdir()
+    manifest = pd.read_parquet(run / "manifest.parquet").iloc[0]
+    assert (manifest.samples_in, manifest.outputs_ok, manifest.faces_regenerated, manifest.images_without_face) == \
+        (4, 2, 2, 2)
+    published = [s.key for s in ShardReader(str(run / "shards" / "scenes-000000.tar"))]
+    assert len(published) == 2 and not set(published) & set(boxes)      # pseudonyms by default
+    faces = pd.read_parquet(run / "faces")
+    assert sorted(faces.source_key) == ["none", "one"] and faces.detector.eq("supplied").all()
+    assert anonymize_celeba.main(argv) == 0                              # a rerun has nothing to do
+    table.iloc[:1].to_parquet(tmp_path / "boxes.parquet")
+    assert anonymize_celeba.main(argv) == 0                              # other boxes: another run directory
+    assert len(list((tmp_path / "out").iterdir())) == 2
