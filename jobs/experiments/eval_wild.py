@@ -132,6 +132,9 @@ def measure(scenes, outputs: dict, faces: pd.DataFrame, rows: pd.DataFrame, cfg)
             judged = table[col].dropna()
             summary[f"reid_rate_{when}"] = float(judged.astype(bool).mean()) if len(judged) else None
             summary[f"faces_judged_{when}"] = int(len(judged))
+            for found, name in ((True, "found"), (False, "missed")):      # a missed face is published as it is
+                part = table[table.found == found][col].dropna()
+                summary[f"reid_rate_{when}_{name}"] = float(part.astype(bool).mean()) if len(part) else None
     return per_face, summary
 
 

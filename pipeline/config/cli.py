@@ -137,6 +137,28 @@ def publication_from_args(args: argparse.Namespace) -> dict:
     return {"keys": args.keys, "key_secret": args.key_secret, "keep_fields": tuple(args.keep_fields)}
 
 
+def add_privacy_flags(ap: argparse.ArgumentParser) -> None:
+    """anonymize: a privacy target instead of one t for every image."""
+    g = ap.add_argument_group("privacy target")
+    g.add_argument("--privacy-target", action="store_true",
+                   help="per image, the smallest t of --t-grid at which every loop recognizer calls the output a "
+                        "different person (by --margin) and a face is still found in it (--t is then unused)")
+    g.add_argument("--t-grid", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    g.add_argument("--margin", type=float, default=0.0, help="distance must exceed each recognizer's threshold by this")
+    g.add_argument("--loop-recognizers", nargs="+", default=["dlib"], choices=RECOGNIZERS)
+    g.add_argument("--loop-face-box", choices=["detect", "full"], default="detect",
+                   help="how the loop recognizers find the face: detect it, or the whole (aligned) frame")
+    g.add_argument("--no-face-check", action="store_true", help="do not require a face in the output (MTCNN)")
+    g.add_argument("--unmet", choices=["drop", "max"], default="drop",
+                   help="images no grid t makes private: drop (not published, a row says so) or max (largest t)")
+
+
+def privacy_from_args(args: argparse.Namespace) -> dict:
+    return {"privacy_target": args.privacy_target, "t_grid": tuple(args.t_grid), "margin": args.margin,
+            "loop_recognizers": tuple(args.loop_recognizers), "loop_face_box": args.loop_face_box,
+            "face_check": not args.no_face_check, "unmet": args.unmet}
+
+
 def add_io_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--input", nargs="+", required=True,
                     help="shards: brace patterns, lists, directories or fsspec URLs (s3://, gs://, file://)")

@@ -19,6 +19,7 @@ from pathlib import Path
 import fsspec
 
 from metrics.suite import MetricSettings
+from pipeline.config.checks import check_privacy_target, check_publication, check_region
 from pipeline.errors import UserError
 
 # Caps on what one untrusted sample may cost (--max-member-bytes, --max-pixels). They decide
@@ -35,11 +36,13 @@ EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_worke
                     "device", "metrics", "key_secret", "boxes_file")
 # --region faces settings: hashed only for region runs, so whole-image runs keep their directories.
 REGION_FIELDS = ("detector", "boxes_field", "boxes_fingerprint", "face_margin", "face_feather", "min_face", "no_face")
-REGIONS = ("full", "faces")
-NO_FACE_POLICIES = ("drop", "keep", "full")
+# --privacy-target settings: hashed only when it is on.
+PRIVACY_FIELDS = ("t_grid", "margin", "loop_recognizers", "loop_face_box", "face_check", "unmet")
+DEFAULT_T_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
 # What anonymize publishes besides the image (augment carries every key and field: it exists to).
 PUBLICATION_FIELDS = ("keys", "keep_fields", "key_fingerprint")
-KEY_MODES = ("pseudonym", "keep")
+
 
 
 class HashedConfig:
@@ -147,6 +150,14 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
     face_feather: float = 0.25               # blend ramp outside the box, as a fraction of its side
     min_face: int = 24                       # faces with a shorter side below this are pixelated instead
     no_face: str = "drop"                    # images with no face: drop | keep (as is) | full (whole frame)
+    # --privacy-target: per image, the smallest t of t_grid the loop recognizers pass (pipeline.steps.privacy_target)
+    privacy_target: bool = False
+    t_grid: tuple[float, ...] = DEFAULT_T_GRID
+    margin: float = 0.0                      # distance must exceed each recognizer's threshold by this
+    loop_recognizers: tuple[str, ...] = ("dlib",)
+    loop_face_box: str = "detect"            # detect, or full: the whole (aligned) frame is the face
+    face_check: bool = True                  # a face must still be found in the output (MTCNN)
+    unmet: str = "drop"                      # no grid t meets it: drop | max (publish at the largest t)
 
     def __post_init__(self) -> None:
         if self.job not in JOBS:
@@ -162,47 +173,9 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
                             f"--variants 1 (jobs/augment.py makes several)")
         if self.mix_real_prob is not None and not 0.0 <= self.mix_real_prob <= 1.0:
             raise UserError(f"--mix-real-prob must be in [0, 1], got {self.mix_real_prob}")
-        self.check_publication()
-        self.check_region()
-
-    def check_region(self) -> None:
-        from pipeline.io.sample_keys import unsafe_name_reason
-        from pipeline.regions.detectors import DETECTORS
-
-        if self.region not in REGIONS:
-            raise UserError(f"--region {self.region!r}: choose one of {', '.join(REGIONS)}")
-        if self.region == "full":
-            return
-        if not self.method_plugin.supports_regions:
-            raise UserError(f"--region faces needs a method that can hold the surroundings of a face; "
-                            f"{self.method} cannot (use boomerang)")
-        if self.detector not in DETECTORS:
-            raise UserError(f"--detector {self.detector!r}: choose one of {', '.join(DETECTORS)}")
-        if self.no_face not in NO_FACE_POLICIES:
-            raise UserError(f"--no-face {self.no_face!r}: choose one of {', '.join(NO_FACE_POLICIES)}")
-        if self.face_margin < 0 or self.face_feather < 0 or self.face_feather > self.face_margin:
-            raise UserError(f"--face-margin ({self.face_margin}) must be >= 0 and --face-feather ({self.face_feather}) "
-                            f"between 0 and it: the blend must end inside the crop")
-        if self.min_face < 1:
-            raise UserError(f"--min-face must be >= 1, got {self.min_face}")
-        if self.detector != "supplied" and self.boxes_file:
-            raise UserError("--boxes-file gives the boxes: use it with --detector supplied")
-        if unsafe_name_reason(self.boxes_field):
-            raise UserError(f"--boxes-field {self.boxes_field!r} is not a field name")
-    def check_publication(self) -> None:
-        from pipeline.io.fields import is_image_field
-        from pipeline.io.sample_keys import unsafe_name_reason
-
-        if self.keys is not None and self.keys not in KEY_MODES:
-            raise UserError(f"--keys {self.keys!r}: choose one of {', '.join(KEY_MODES)}")
-        if self.job == "augment" and (self.keys == "pseudonym" or self.keep_fields):
-            raise UserError("augment keeps every key and field (it exists to carry labels); --keys and "
-                            "--keep-fields are for anonymize")
-        for name in self.keep_fields:
-            if unsafe_name_reason(name) or "/" in name:
-                raise UserError(f"--keep-fields {name!r} is not a field name")
-            if is_image_field(name):
-                raise UserError(f"--keep-fields {name!r} is an image field: an input image is never published")
+        check_publication(self)
+        check_region(self)
+        check_privacy_target(self)
 
     @property
     def publish_keys(self) -> str:
@@ -232,7 +205,8 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
         from pipeline.methods import method_specific_fields
 
         unused = method_specific_fields() - set(self.method_plugin.fields)
-        left_out = unused | set(PUBLICATION_FIELDS) | (set(REGION_FIELDS) | {"region"} if self.region == "full" else set())
+        left_out = unused | set(PUBLICATION_FIELDS) | (set(REGION_FIELDS) | {"region"} if self.region == "full" else set()) \
+            | (set(PRIVACY_FIELDS) | {"privacy_target"} if not self.privacy_target else {"t"})
         settings = {k: v for k, v in super().output_settings().items() if k not in left_out}
         if self.job == "anonymize":       # augment's outputs carry everything, as they always did
             settings.update(keys=self.publish_keys, keep_fields=sorted(self.keep_fields))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import fsspec
 
 from pipeline.execution.cluster import WorkerPool
-from pipeline.execution.workers import Worker
+from pipeline.execution.shard_workers import EvalWorker, ShardWorker
 from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
@@ -170,54 +170,6 @@ def print_summary(rows: list[dict], run_dir: str, unit: str = "samples", show_fa
         print(f"{len(failed)} shard(s) failed: rerun the same command to redo them", file=sys.stderr, flush=True)
 
 
-def _load_suite(settings):
-    """The metric networks, loaded once per worker (None when nothing is measured)."""
-    if settings is None or not settings.enabled():
-        return None
-    from metrics.suite import MetricSuite
-
-    return MetricSuite(settings)
-
-
-class ShardWorker(Worker):
-    """Loads the model (and any metric networks) once, then processes shards one at a time."""
-
-    def setup(self, cfg: JobConfig, method, secret: bytes | None) -> None:
-        from pipeline.methods import register
-        from pipeline.models.loading import load_model
-        from pipeline.steps.transform_shard import ShardProcessor
-
-        register(method)      # the driver's method: one registered outside the package works here too
-        model = self.kept(("model", cfg.model, cfg.model_fingerprint, cfg.sampler, cfg.device, cfg.dtype, cfg.resolution),
-                          lambda: load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype,
-                                             resolution=cfg.resolution))
-        detector = None
-        if cfg.region == "faces":
-            from pipeline.regions.detectors import load_detector
-
-            detector = load_detector(cfg.detector, device=str(model.device), boxes_field=cfg.boxes_field,
-                                     boxes_file=cfg.boxes_file)
-        self.processor = ShardProcessor(cfg, model, _load_suite(cfg.metrics), secret, detector)
-
-    def process(self, task: ShardTask) -> dict:
-        return self.processor.process(task, progress=self.report)
-
-
-class EvalWorker(Worker):
-    """Loads the metric networks once, then scores existing output shards."""
-
-    def setup(self, settings, image_field: str | None) -> None:
-        self.suite = _load_suite(settings)
-        self.image_field = image_field
-
-    def process(self, task) -> dict:
-        from pipeline.steps.score_shard import evaluate_shard
-
-        row = evaluate_shard(self.suite, task, self.image_field)
-        self.report((row["outputs_scored"] or 0) + (row["outputs_error"] or 0))
-        return row
-
-
 def run_job(cfg: JobConfig) -> list[dict]:
     """Process every pending shard of ``cfg``; returns the run's merged manifest rows."""
 
@@ -226,6 +178,10 @@ def run_job(cfg: JobConfig) -> list[dict]:
         from metrics.suite import check_available
 
         check_available(cfg.metrics)          # missing weights fail here, before any work
+    if cfg.privacy_target:
+        from metrics.suite import MetricSettings, check_available
+
+        check_available(MetricSettings(recognizers=cfg.loop_recognizers, fid=False, fidelity=False))
     with RunLock(cfg.run_dir):
         plan = plan_run(cfg)
         write_run_files(cfg, plan)

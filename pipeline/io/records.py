@@ -54,6 +54,10 @@ ROW_SCHEMA = pa.schema([
     ("faces_found", pa.int64()),
     ("faces_regenerated", pa.int64()),
     ("faces_pixelated", pa.int64()),   # below --min-face: the mosaic fallback
+    # --privacy-target (null otherwise): whether the grid met it, and every t tried with its verdict
+    ("privacy", pa.string()),          # "met" or "not_met"
+    ("loop_recognizers", pa.string()),
+    ("privacy_trials", pa.string()),   # JSON: [{"t", "passed", "distances": {recognizer: l2}, "face_in_output", "reason"}]
 ])
 
 FACE_ROW_SCHEMA = pa.schema([

@@ -58,17 +58,23 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 class ShardProcessor:
     """Applies a job's method to whole shards with one loaded model."""
 
-    def __init__(self, cfg: JobConfig, model: DiffusionModel, suite=None, secret: bytes | None = None, detector=None):
+    def __init__(self, cfg: JobConfig, model: DiffusionModel, suite=None, secret: bytes | None = None, detector=None,
+                 judge=None):
         """``suite`` (a ``metrics.suite.MetricSuite``) scores outputs in the same pass; ``secret``
         names anonymized outputs (``pipeline.io.pseudonyms``); ``detector`` finds the faces of
-        ``--region faces`` (``pipeline.regions.detectors``)."""
+        ``--region faces`` (``pipeline.regions.detectors``); ``judge`` decides ``--privacy-target``
+        (``metrics.privacy_judge``)."""
         from pipeline.steps.face_regions import FaceRegions
+        from pipeline.steps.privacy_target import PrivacyTarget
 
         self.cfg = cfg
         self.secret = secret
         self.regions = FaceRegions(self, detector) if cfg.region == "faces" else None
         if self.regions is not None and detector is None:
             raise ValueError("--region faces needs a face detector")
+        self.target = PrivacyTarget(self, judge) if cfg.privacy_target else None
+        if self.target is not None and judge is None:
+            raise ValueError("--privacy-target needs the loop recognizers (a PrivacyJudge)")
         self.method = cfg.method_plugin
         self.model = model
         self.suite = suite
@@ -132,6 +138,8 @@ class ShardProcessor:
                 if self.regions is not None:
                     generated, faces = self.regions.generate(decoded, base, writer, scorer)
                     self.face_rows.extend(faces)
+                elif self.target is not None:
+                    generated = self.target.generate(decoded, base, writer, scorer)
                 else:
                     generated = self._generate(decoded, base, writer, scorer)
                 per_sample = len(self.method.levels(self.cfg)) * self.cfg.variants      # outputs per sample, in sample order
