@@ -15,7 +15,7 @@ COLD_DEGRADATION ?= blur
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench bench-interp bench-cold eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild clean
+.PHONY: install test test-all demo demo-model bench bench-interp bench-cold eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild eval-privacy clean
 
 install: $(VENV)/.installed
 
@@ -101,6 +101,13 @@ eval-interp: install
 # then restoration error against s for Algorithm 1, TACoS and the degraded input.
 eval-cold: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_cold.py --out $(EVAL_OUT)/cold --degradation $(COLD_DEGRADATION)
+
+# Privacy target against fixed t on EVAL_DATA (ORL), judged by an attacker holding the other photos.
+eval-privacy: install
+	@test -n "$(EVAL_DATA)" || (echo "set EVAL_DATA=<labelled face folder>, e.g. ../shared/datasets/orl_faces"; exit 2)
+	$(MAKE) $(EVAL_MODEL)/train.json
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_privacy.py --data $(EVAL_DATA) --model $(EVAL_MODEL) \
+		--out $(EVAL_OUT)/privacy
 
 # Faces in the wild: --region faces on scenes with ORL (when present) and synthetic faces pasted into
 # backgrounds, plus a real photo; detection, re-identification, untouched pixels, seams, faces/s.

@@ -118,7 +118,7 @@ def test_privacy_target_settings_are_checked_and_hashed():
     assert JobConfig(**base, privacy_target=True, margin=0.1).run_dir != on.run_dir
     assert JobConfig(**base, margin=0.1).run_dir == JobConfig(**base).run_dir
     for kw, message in ((dict(t_grid=(0.5, 0.2)), "increasing"), (dict(job="augment"), "anonymize"),
-                        (dict(region="faces"), "not supported yet"), (dict(loop_recognizers=("x",)), "--loop"),
+                        (dict(loop_recognizers=("x",)), "--loop"),
                         (dict(unmet="keep"), "--unmet"), (dict(t_grid=(0.01, 0.5)), "no sampler step")):
         with pytest.raises(UserError, match=message):
             JobConfig(**{**base, "privacy_target": True, **kw})
@@ -142,3 +142,51 @@ def test_job_with_dlib_in_the_loop_on_a_local_cluster(ray_cluster, pixel_model_d
         assert 1 <= len(trials) <= 2 and all(tr["distances"]["dlib"] is not None for tr in trials)
         assert row.model_evals == sum(int(10 * tr["t"]) for tr in trials)      # every attempt's evaluations
         assert (row.privacy == "met") == any(tr["passed"] and tr["t"] == row.t for tr in trials)
+
+
+class FixedRmsJudge(RmsJudge):
+    def __init__(self, threshold: float):
+        self.threshold, self.recognizers = threshold, [self.Recognizer()]
+
+    def judge(self, embeddings, outputs):
+        from metrics.privacy_judge import Verdict
+
+        out = []
+        for emb, output in zip(embeddings, outputs):
+            d = float(np.sqrt(((emb["rms"].astype(float) - output.astype(float)) / 255) ** 2).mean())
+            out.append(Verdict(d > self.threshold, {"rms": d}, None))
+        return out
+
+
+def test_each_face_gets_its_own_t_and_an_unmet_face_keeps_its_image_unpublished(pixel_model_dir, tmp_path):
+    from pipeline.models.loading import load_model
+    from pipeline.regions.detectors import load_detector
+    from pipeline.steps.transform_shard import ShardProcessor
+
+    from test_face_regions import faces_shard
+
+    shard, _ = faces_shard(tmp_path)
+
+    def run_faces(out, judge, **kw):
+        cfg = JobConfig(job="anonymize", inputs=(shard,), output=str(out), model=pixel_model_dir, steps=20, batch_size=2,
+                        keys="keep", region="faces", detector="supplied", min_face=12, privacy_target=True,
+                        t_grid=GRID, **kw)
+        task = ShardTask.for_shard(cfg.run_dir, shard)
+        ShardProcessor(cfg, load_model(pixel_model_dir), detector=load_detector("supplied", boxes_field="faces.json"),
+                       judge=judge).process(task)
+        return ({s.key for s in ShardReader(task.output_url)}, pd.read_parquet(task.rows_url).set_index("key"),
+                pd.read_parquet(task.faces_url))
+
+    published, rows, faces = run_faces(tmp_path / "a", FixedRmsJudge(0.03))
+    assert published == {"one", "two"} and rows.loc["two", "privacy"] == "met"
+    regenerated = faces[faces.action == "regenerated"]
+    assert regenerated.privacy.eq("met").all() and faces[faces.action == "pixelated"].privacy.isna().all()
+    for face in regenerated.itertuples():
+        trials = json.loads(face.privacy_trials)
+        assert any(tr["t"] == face.t and tr["passed"] for tr in trials)
+        assert all(not tr["passed"] for tr in trials if tr["t"] < face.t) and len(trials) <= 3
+    assert rows.loc["two", "t"] == regenerated[regenerated.key == "two"].t.max()
+    published, rows, faces = run_faces(tmp_path / "b", FixedRmsJudge(10.0))
+    assert published == set() and rows.loc["one", "error_kind"] == "target_not_met"
+    published, rows, _ = run_faces(tmp_path / "c", FixedRmsJudge(10.0), unmet="max")
+    assert published == {"one", "two"} and rows.loc["one", "privacy"] == "not_met" and rows.loc["one", "t"] == 0.9

@@ -60,9 +60,6 @@ def check_privacy_target(cfg) -> None:
 
     if cfg.job != "anonymize" or cfg.method != "boomerang":
         raise UserError("--privacy-target searches Boomerang's t for anonymize runs")
-    if cfg.region != "full":
-        raise UserError("--privacy-target with --region faces is not supported yet: use it on whole "
-                        "(aligned) face images")
     grid = list(cfg.t_grid)
     if not grid or grid != sorted(set(grid)):
         raise UserError(f"--t-grid must be strictly increasing, got {grid}")

@@ -76,6 +76,8 @@ FACE_ROW_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error", pa.string()),
     ("error_kind", pa.string()),
+    ("privacy", pa.string()),          # --privacy-target: this face's own t met it, or not
+    ("privacy_trials", pa.string()),
 ])
 
 MANIFEST_SCHEMA = pa.schema([

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.diffusion.seeds import sample_generators, sample_seed
-from pipeline.errors import BAD_BOXES, GENERATION_FAILED, NO_FACE, SampleError
+from pipeline.errors import BAD_BOXES, GENERATION_FAILED, NO_FACE, TARGET_NOT_MET, SampleError
 from pipeline.io.images import encode_image, output_field, to_model_range, to_uint8
 from pipeline.regions.boxes import BadBoxes, Crop, FaceBox, square_crop
 from pipeline.regions.compose import cut, feather_mask, mask_at, paste, pixelate
@@ -35,6 +35,18 @@ class FacePlan:
     box: FaceBox
     crop: Crop | None          # None: pixelated (below --min-face)
     mask: np.ndarray | None    # feathered blend mask at crop size
+
+
+@dataclass
+class FaceResult:
+    """What the model made for one job; with --privacy-target, also the t the search chose."""
+    pixels: np.ndarray
+    timestep: int | None
+    model_evals: int
+    seconds: float
+    t: float | None = None              # the chosen t (None: the run's --t)
+    privacy: str | None = None          # met / not_met
+    trials: str | None = None           # JSON: every t tried with its verdict
 
 
 @dataclass
@@ -118,8 +130,13 @@ class FaceRegions:
         return [p for p in plans if p.crop is not None]
 
     def _run(self, jobs: list[ModelJob], decoded: list) -> dict:
-        """Every job's generated pixels (or the error), batched by level."""
-        cfg, model = self.p.cfg, self.p.model
+        """Every job's FaceResult (or the error), batched by level; with --privacy-target, each
+        face's smallest passing t (``pipeline.steps.face_targets``)."""
+        if self.p.cfg.privacy_target:
+            from pipeline.steps.face_targets import search_face_targets
+
+            return search_face_targets(self, jobs, decoded)
+        cfg = self.p.cfg
         results: dict = {}
         for level in dict.fromkeys(j.level for j in jobs):
             same = [j for j in jobs if j.level == level]
@@ -127,22 +144,7 @@ class FaceRegions:
                 batch = same[start:start + cfg.batch_size]
                 started = time.time()
                 try:
-                    crops, masks = [], []
-                    for job in batch:
-                        pixels = decoded[job.image][2].pixels
-                        if job.plan is None:          # the whole frame, squeezed to the model's square
-                            crops.append(cut_frame(pixels, model.resolution))
-                            masks.append(np.zeros((model.resolution, model.resolution), np.float32))
-                        else:
-                            crops.append(cut(pixels, job.plan.crop, model.resolution))
-                            masks.append(1 - mask_at(job.plan.mask, model.resolution))
-                    keys = [seed_key(decoded[j.image][0].key, j.plan) for j in batch]
-                    with torch.inference_mode():
-                        generators = sample_generators(cfg.seed, keys, [j.variant for j in batch])
-                        x0 = model.encode(to_model_range(crops), generators)
-                        keep = torch.from_numpy(np.stack(masks))[:, None].to(x0.device)
-                        result = self.p.method.run(model, cfg, x0, level, generators, keep_mask=keep)
-                        pixels = to_uint8(model.decode(result.samples))
+                    pixels, result = self.generate_batch(batch, decoded, level)
                 except Exception as exc:
                     log.error("batch of %d faces failed:\n%s", len(batch), traceback.format_exc())
                     for job in batch:
@@ -151,9 +153,29 @@ class FaceRegions:
                     continue
                 seconds = (time.time() - started) / len(batch)
                 for j, job in enumerate(batch):
-                    results[job_key(job.image, job.level, job.variant, job.plan)] = (
+                    results[job_key(job.image, job.level, job.variant, job.plan)] = FaceResult(
                         pixels[j], result.level_used, result.model_evals, seconds)
         return results
+
+    def model_inputs(self, job: ModelJob, decoded: list) -> tuple[np.ndarray, np.ndarray]:
+        """(crop at the model's resolution, keep mask: 1 where the source is held)."""
+        resolution, pixels = self.p.model.resolution, decoded[job.image][2].pixels
+        if job.plan is None:                      # the whole frame, squeezed to the model's square
+            return cut_frame(pixels, resolution), np.zeros((resolution, resolution), np.float32)
+        return cut(pixels, job.plan.crop, resolution), 1 - mask_at(job.plan.mask, resolution)
+
+    def generate_batch(self, batch: list[ModelJob], decoded: list, level: float):
+        """The method's outputs (uint8 crops) for ``batch`` at ``level``, and its MethodResult.
+        Each face's noise comes from its own generator: the same at every level."""
+        cfg, model = self.p.cfg, self.p.model
+        crops, masks = zip(*(self.model_inputs(job, decoded) for job in batch))
+        keys = [seed_key(decoded[j.image][0].key, j.plan) for j in batch]
+        with torch.inference_mode():
+            generators = sample_generators(cfg.seed, keys, [j.variant for j in batch])
+            x0 = model.encode(to_model_range(list(crops)), generators)
+            keep = torch.from_numpy(np.stack(masks))[:, None].to(x0.device)
+            result = self.p.method.run(model, cfg, x0, level, generators, keep_mask=keep)
+            return to_uint8(model.decode(result.samples)), result
 
     def _compose(self, i: int, level: float, v: int, decoded: list, plans, results: dict, base: dict):
         """(row, face rows, output pixels or None) of one output of image ``i``."""
@@ -174,19 +196,20 @@ class FaceRegions:
             return {**row, "status": "ok", "error": None, "error_kind": None, "region": "none", "model_evals": 0}, [], \
                 image.pixels
         out = image.pixels.copy()
-        evals, seconds, timestep, failure = 0, 0.0, None, None
+        evals, seconds, timestep, failure, chosen = 0, 0.0, None, None, {}
         for plan in self._model_plans(plans):
             done = results[job_key(i, level, v, plan)]
             if isinstance(done, SampleError):
                 failure = done
                 break
-            generated, timestep, model_evals, share = done
-            evals, seconds = evals + model_evals, seconds + share
+            evals, seconds, timestep = evals + done.model_evals, seconds + done.seconds, done.timestep
+            if done.t is not None:             # --privacy-target: per face, recorded on its face row
+                chosen[None if plan is None else plan.index] = done
             if plan is None:
-                out = uncut_frame(generated, out.shape[1], out.shape[0])
+                out = uncut_frame(done.pixels, out.shape[1], out.shape[0])
                 row["region"] = "frame"
             else:
-                paste(out, plan.crop, generated, plan.mask)
+                paste(out, plan.crop, done.pixels, plan.mask)
         if failure is not None:
             failed = {"status": "error", "error": str(failure), "error_kind": failure.kind}
             return {**row, **failed}, [{**f, **failed} for f in face_rows], None
@@ -195,7 +218,28 @@ class FaceRegions:
                 pixelate(out, plan.box)
         done = {"status": "ok", "error": None, "error_kind": None}
         row.update(done, timestep=timestep, model_evals=evals, seconds=seconds)
-        return row, [{**f, **done, "timestep": timestep if f["action"] == "regenerated" else None} for f in face_rows], out
+        face_rows = [{**f, **done, "timestep": timestep if f["action"] == "regenerated" else None} for f in face_rows]
+        if chosen:
+            return self._with_targets(row, face_rows, chosen, out)
+        return row, face_rows, out
+
+    def _with_targets(self, row: dict, face_rows: list[dict], chosen: dict, out):
+        """--privacy-target: each face's own t, timestep and trials; the image is private only
+        when every face is, and otherwise follows --unmet."""
+        for f in face_rows:
+            res = chosen.get(f["face"])
+            if res is not None:
+                f.update(t=res.t, timestep=res.timestep, privacy=res.privacy, privacy_trials=res.trials)
+        frame = chosen.get(None)
+        met = all(r.privacy == "met" for r in chosen.values())
+        row.update(t=max(r.t for r in chosen.values()), privacy="met" if met else "not_met",
+                   loop_recognizers=",".join(r.name for r in self.p.judge.recognizers),
+                   privacy_trials=frame.trials if frame is not None else None)
+        if not met and self.p.cfg.unmet == "drop":
+            failed = {"status": "error", "error_kind": TARGET_NOT_MET,
+                      "error": "a face meets the privacy target at no t of the grid (--unmet drop)"}
+            return {**row, **failed}, [{**f, **failed} for f in face_rows], None
+        return row, face_rows, out
 
 
 def job_key(image: int, level: float, variant: int, plan: FacePlan | None) -> tuple:

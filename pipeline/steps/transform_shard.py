@@ -72,8 +72,9 @@ class ShardProcessor:
         self.regions = FaceRegions(self, detector) if cfg.region == "faces" else None
         if self.regions is not None and detector is None:
             raise ValueError("--region faces needs a face detector")
-        self.target = PrivacyTarget(self, judge) if cfg.privacy_target else None
-        if self.target is not None and judge is None:
+        self.judge = judge
+        self.target = PrivacyTarget(self, judge) if cfg.privacy_target and self.regions is None else None
+        if cfg.privacy_target and judge is None:
             raise ValueError("--privacy-target needs the loop recognizers (a PrivacyJudge)")
         self.method = cfg.method_plugin
         self.model = model
