@@ -18,14 +18,22 @@ from metrics.identity import compare_embeddings
 
 @dataclass
 class Verdict:
+    """``different``: every loop recognizer calls the output another person (what grows with t,
+    so what a search over t bisects on); ``passed``: that, and a face is still found (what
+    shrinks with t, checked at the t the search ends on)."""
     passed: bool
     distances: dict[str, float | None] = field(default_factory=dict)
     face_in_output: bool | None = None
     reason: str | None = None
+    different: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.different is None:
+            self.different = self.passed
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "distances": self.distances, "face_in_output": self.face_in_output,
-                "reason": self.reason}
+        return {"passed": self.passed, "different": self.different, "distances": self.distances,
+                "face_in_output": self.face_in_output, "reason": self.reason}
 
 
 class MtcnnFaceCheck:
@@ -76,7 +84,8 @@ class PrivacyJudge:
                     reasons.append(f"{r.name} finds no face in the source")
                 elif row["l2"] is not None and row["l2"] <= r.threshold + self.margin:
                     reasons.append(f"{r.name} distance {row['l2']:.3f} <= {r.threshold + self.margin:.3f}")
+            different = not reasons
             if faces[i] is False:
                 reasons.append("no face found in the output")
-            verdicts.append(Verdict(not reasons, distances, faces[i], "; ".join(reasons) or None))
+            verdicts.append(Verdict(not reasons, distances, faces[i], "; ".join(reasons) or None, different))
         return verdicts

@@ -190,3 +190,31 @@ def test_each_face_gets_its_own_t_and_an_unmet_face_keeps_its_image_unpublished(
     assert published == set() and rows.loc["one", "error_kind"] == "target_not_met"
     published, rows, _ = run_faces(tmp_path / "c", FixedRmsJudge(10.0), unmet="max")
     assert published == {"one", "two"} and rows.loc["one", "privacy"] == "not_met" and rows.loc["one", "t"] == 0.9
+
+
+def test_the_search_follows_identity_and_a_lost_face_means_unmet(pixel_model_dir, tmp_path):
+    """Identity grows with t, a face is lost at high t: the search must not climb because no
+    face was found (that only gets worse), it ends where identity first passes."""
+    from metrics.privacy_judge import Verdict
+
+    class FaceLosingJudge(RmsJudge):
+        def judge(self, embeddings, outputs):
+            out = []
+            for emb, output in zip(embeddings, outputs):
+                source = emb["rms"]
+                d = float(np.sqrt(((source.astype(float) - output.astype(float)) / 255) ** 2).mean())
+                different, face = d > self.needed[int(source[0, 0, 0])], d < 0.09
+                out.append(Verdict(different and face, {"rms": d}, face, None if different and face else "x", different))
+            return out
+
+    shard = shard_of(tmp_path)
+    needed = {0: 0.0, 1: 0.02, 2: 0.05, 3: 0.08, 4: 0.12}
+    _, _, outputs, rows = run(pixel_model_dir, shard, tmp_path / "a", FaceLosingJudge(needed))
+    for key, row in rows.iterrows():
+        trials = json.loads(row.privacy_trials)
+        first_different = min((tr["t"] for tr in trials if tr["different"]), default=None)
+        assert all(not tr["different"] for tr in trials if first_different is None or tr["t"] < first_different)
+        chosen = [tr for tr in trials if tr["t"] == first_different]
+        assert (row.privacy == "met") == bool(chosen and chosen[0]["face_in_output"]), key
+    assert rows.loc["img4", "privacy"] == "not_met" and "img4" not in outputs       # too far for any face
+    assert rows.loc["img0", "privacy"] == "met" and rows.loc["img0", "t"] == 0.1

@@ -205,6 +205,8 @@ class FaceRegions:
             evals, seconds, timestep = evals + done.model_evals, seconds + done.seconds, done.timestep
             if done.t is not None:             # --privacy-target: per face, recorded on its face row
                 chosen[None if plan is None else plan.index] = done
+            if done.pixels is None:            # a face with no output to use: the image is not published
+                continue
             if plan is None:
                 out = uncut_frame(done.pixels, out.shape[1], out.shape[0])
                 row["region"] = "frame"

@@ -10,6 +10,7 @@ import time
 
 from pipeline.errors import GENERATION_FAILED, SampleError
 from pipeline.steps.grid_search import smallest_passing
+from pipeline.steps.privacy_target import target_met
 
 
 def search_face_targets(regions, jobs: list, decoded: list) -> dict:
@@ -38,18 +39,21 @@ def search_face_targets(regions, jobs: list, decoded: list) -> dict:
         return made
 
     def judging(items: list[int], outputs: list) -> list[tuple[bool, dict]]:
-        return [(v.passed, v.as_dict()) for v in judge.judge([embeddings[i] for i in items], outputs)]
+        return [(v.different, v.as_dict()) for v in judge.judge([embeddings[i] for i in items], outputs)]
 
     try:
         found = smallest_passing(len(jobs), grid, attempt, judging)
+        missing = [i for i, f in enumerate(found) if not target_met(f) and i not in at_max]
+        if missing and cfg.unmet == "max":
+            attempt(missing, grid[-1])
     except Exception as exc:
         error = SampleError(GENERATION_FAILED, f"generation failed: {type(exc).__name__}: {exc}")
         return {job_key(j.image, j.level, j.variant, j.plan): error for j in jobs}
     results = {}
     for i, (job, f) in enumerate(zip(jobs, found)):
-        met = f.level is not None
+        met = target_met(f)
         t = f.level if met else grid[-1]
         results[job_key(job.image, job.level, job.variant, job.plan)] = FaceResult(
-            f.output if met else at_max[i], timesteps.get(t), spent[i], seconds[i], t, "met" if met else "not_met",
+            f.output if met else at_max.get(i, f.output), timesteps.get(t), spent[i], seconds[i], t, "met" if met else "not_met",
             json.dumps([{"t": lv, **detail} for lv, _, detail in f.tried], sort_keys=True))
     return results

@@ -5,7 +5,9 @@ outputs for some items at one level, as one batch) and ``judge`` (does each outp
 The test is assumed monotone in the level (more noise, less of the source left): bisection
 then finds the smallest passing grid level in ``ceil(log2(len(grid) + 1))`` attempts per item,
 and an item that passes nowhere on the grid is reported as unmet. Items whose bisection sits
-at the same level in a round go through the model together.
+at the same level in a round go through the model together. A condition that goes the other
+way (a face still found: true at low levels, lost at high ones) must not steer the search: the
+caller checks it at the level found.
 """
 from __future__ import annotations
 

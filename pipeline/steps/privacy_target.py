@@ -70,18 +70,21 @@ class PrivacyTarget:
 
         def judge(items: list[int], outputs: list) -> list[tuple[bool, dict]]:
             verdicts = self.judge.judge([embeddings[i] for i in items], outputs)
-            return [(v.passed, v.as_dict()) for v in verdicts]
+            return [(v.different, v.as_dict()) for v in verdicts]     # the search follows identity only
 
         try:
             results = smallest_passing(len(decoded), cfg.t_grid, attempt, judge)
+            unmet_at_max = [i for i, r in enumerate(results) if not target_met(r) and i not in at_max]
+            if unmet_at_max and cfg.unmet == "max":
+                attempt(unmet_at_max, cfg.t_grid[-1])
         except ModelFailed as exc:
             return [{**base, **p.image_columns(s, f, im), "key": s.key, "source_key": s.key, "status": "error",
                      "error": str(exc), "error_kind": GENERATION_FAILED} for s, f, im in decoded]
         seconds = (time.time() - started) / len(decoded)
         rows, pairs = [], PairBatch.empty()
         for i, ((sample, field, image), found) in enumerate(zip(decoded, results)):
-            t, pixels, met = found.level, found.output, found.level is not None
-            if not met:              # bisection tried the largest t last for an image that never passed
+            t, pixels, met = found.level, found.output, target_met(found)
+            if not met:
                 t, pixels = cfg.t_grid[-1], at_max.get(i)
             row = {**base, **p.image_columns(sample, field, image),
                    "key": output_key(cfg, p.method, sample.key, t, 0, p.secret),
@@ -105,3 +108,9 @@ class PrivacyTarget:
 
     def judge_names(self) -> list[str]:
         return [r.name for r in self.judge.recognizers]
+
+
+def target_met(found) -> bool:
+    """The search found a t where every recognizer calls the output another person; the target
+    is met when a face is still found there too (more noise would only lose it further)."""
+    return found.level is not None and next(d["passed"] for lv, _, d in found.tried if lv == found.level)
