@@ -69,17 +69,31 @@ def pair_auc(same: np.ndarray, different: np.ndarray) -> float:
     return float(((len(diff) - below - ties) + 0.5 * ties).sum() / (len(same) * len(diff)))
 
 
-def classifier_attack(gallery: np.ndarray, gallery_ids: list, probes: np.ndarray, probe_ids: list, *,
-                      epochs: float = 40, seed: int = 0, threads: int | None = None) -> dict:
+class GalleryClassifier:
     """A classifier trained from scratch on the gallery photos only (no pretrained weights),
     then asked who each anonymized photo is. Images: uint8 N x R x R x 3 at one size."""
-    from metrics.classifier import accuracy, train_classifier
 
-    people = sorted(set(gallery_ids), key=str)
-    index = {p: i for i, p in enumerate(people)}
-    model = train_classifier(gallery, [index[p] for p in gallery_ids], len(people), epochs=epochs, seed=seed,
-                             threads=threads)
-    known = [i for i, p in enumerate(probe_ids) if p in index]
-    acc = accuracy(model, probes[known], [index[probe_ids[i]] for i in known], threads=threads) if known else 0.0
-    return {"accuracy": acc * len(known) / max(len(probe_ids), 1), "chance": 1 / max(len(people), 1),
-            "people": len(people), "gallery": len(gallery_ids)}
+    def __init__(self, gallery: np.ndarray, gallery_ids: list, *, epochs: float = 40, seed: int = 0,
+                 threads: int | None = None):
+        from metrics.classifier import train_classifier
+
+        self.people = sorted(set(gallery_ids), key=str)
+        self.index = {p: i for i, p in enumerate(self.people)}
+        self.threads = threads
+        self.model = train_classifier(gallery, [self.index[p] for p in gallery_ids], len(self.people), epochs=epochs,
+                                      seed=seed, threads=threads)
+
+    def attack(self, probes: np.ndarray, probe_ids: list) -> dict:
+        from metrics.classifier import accuracy
+
+        known = [i for i, p in enumerate(probe_ids) if p in self.index]
+        acc = accuracy(self.model, probes[known], [self.index[probe_ids[i]] for i in known], threads=self.threads) \
+            if known else 0.0
+        return {"accuracy": acc * len(known) / max(len(probe_ids), 1), "chance": 1 / max(len(self.people), 1),
+                "people": len(self.people)}
+
+
+def classifier_attack(gallery: np.ndarray, gallery_ids: list, probes: np.ndarray, probe_ids: list, *,
+                      epochs: float = 40, seed: int = 0, threads: int | None = None) -> dict:
+    """One gallery-trained classifier's accuracy on ``probes`` (see ``GalleryClassifier``)."""
+    return GalleryClassifier(gallery, gallery_ids, epochs=epochs, seed=seed, threads=threads).attack(probes, probe_ids)

@@ -57,11 +57,11 @@ def run_images(run_dir: str) -> dict[str, np.ndarray]:
             for url in sorted(Path(run_dir, "shards").glob("*.tar")) for s in ShardReader(str(url))}
 
 
-def measure(name: str, outputs: dict, sources: dict, gallery, gallery_ids, recognizers, face_check, run_dir=None) -> dict:
-    from metrics.attacker import classifier_attack, identification, linkability
+def measure(name: str, outputs: dict, sources: dict, classifier, gallery_ids, recognizers, face_check,
+            run_dir=None) -> dict:
+    from metrics.attacker import identification, linkability
     from metrics.fidelity import pair_fidelity, to_unit_batch
     from metrics.identity import compare_embeddings
-    from PIL import Image
 
     keys = sorted(outputs)
     ids = [person_of(k) for k in keys]
@@ -77,9 +77,7 @@ def measure(name: str, outputs: dict, sources: dict, gallery, gallery_ids, recog
                     f"{r.name}_rank1_chance": attack["rank1_chance"], f"{r.name}_link_auc": link["auc"],
                     f"{r.name}_loop_reid": float(np.mean([bool(x) for x in loop])),
                     f"{r.name}_no_face": attack["probes_without_face"] / max(len(keys), 1)})
-    size = outs[0].shape[0]
-    small = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BICUBIC)) for g in gallery])
-    cls = classifier_attack(small, gallery_ids, np.stack(outs), ids, epochs=60, seed=0)
+    cls = classifier.attack(np.stack(outs), ids)
     row.update(classifier_acc=cls["accuracy"], classifier_chance=cls["chance"])
     row["face_in_output"] = float(np.mean(face_check(outs)))
     fid = pair_fidelity(to_unit_batch([sources[k] for k in keys]), to_unit_batch(outs))
@@ -106,7 +104,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=50)
     args = ap.parse_args()
     from folder_to_shards import write_folder_shards
+    from metrics.attacker import GalleryClassifier
     from metrics.identity import available_recognizers, load_recognizer
+    from PIL import Image
     from metrics.privacy_judge import MtcnnFaceCheck
     from pipeline.config.job import JobConfig
     from pipeline.execution.jobs import resolve_config, run_job
@@ -132,8 +132,11 @@ def main() -> int:
     for r in recognizers:
         r.gallery_embeddings = r.embed(gallery)
     face_check = MtcnnFaceCheck()
-    rows = [measure("untouched", sources, sources, gallery, gallery_ids, recognizers, face_check)]
-    rows += [measure(name, run_images(resolve_config(cfg).run_dir), sources, gallery, gallery_ids, recognizers,
+    # The classifier attacker sees the gallery at the outputs' size, trained once for every run.
+    small = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BICUBIC)) for g in gallery])
+    classifier = GalleryClassifier(small, gallery_ids, epochs=60, seed=0)
+    rows = [measure("untouched", sources, sources, classifier, gallery_ids, recognizers, face_check)]
+    rows += [measure(name, run_images(resolve_config(cfg).run_dir), sources, classifier, gallery_ids, recognizers,
                      face_check, resolve_config(cfg).run_dir) for name, cfg in runs.items()]
     table = pd.DataFrame(rows)
     table.to_parquet(out / "privacy_summary.parquet", index=False)
