@@ -14,7 +14,8 @@ photos (1-5, what the face model was trained on) are the attacker's gallery. Per
   (at the model's resolution) are the sanity row.
 * the loop's own view: re-identification of each output against its source, faces found in
   the outputs (MTCNN);
-* fidelity to the source (PSNR, SSIM) and cost (network evaluations and worker seconds per image).
+* fidelity to the source (PSNR, SSIM; LPIPS where its backbone weights are cached) and cost
+  (network evaluations and worker seconds per image).
 
 Writes OUT/privacy_summary.parquet, OUT/privacy_summary.json and OUT/report.html (the
 privacy-fidelity frontier). The claim tested, whatever the outcome: at equal attacker success,
@@ -35,6 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+LPIPS: dict = {}          # the LPIPS network, where its backbone weights are in the torch cache
 
 
 def person_of(key: str) -> str:
@@ -80,9 +82,11 @@ def measure(name: str, outputs: dict, sources: dict, classifier, gallery_ids, re
     cls = classifier.attack(np.stack(outs), ids)
     row.update(classifier_acc=cls["accuracy"], classifier_chance=cls["chance"])
     row["face_in_output"] = float(np.mean(face_check(outs)))
-    fid = pair_fidelity(to_unit_batch([sources[k] for k in keys]), to_unit_batch(outs))
+    fid = pair_fidelity(to_unit_batch([sources[k] for k in keys]), to_unit_batch(outs), lpips=LPIPS.get("net"))
     finite = fid["psnr"][np.isfinite(fid["psnr"].numpy())]
     row.update(psnr=float(finite.mean()) if len(finite) else None, ssim=float(fid["ssim"].mean()))
+    if "lpips" in fid:
+        row["lpips"] = float(fid["lpips"].mean())
     if run_dir is not None:
         rows = pd.read_parquet(Path(run_dir, "rows"))
         manifest = pd.read_parquet(Path(run_dir, "manifest.parquet"))
@@ -132,6 +136,12 @@ def main() -> int:
     for r in recognizers:
         r.gallery_embeddings = r.embed(gallery)
     face_check = MtcnnFaceCheck()
+    from metrics.fidelity import load_lpips, why_lpips_unavailable
+
+    if why_lpips_unavailable() is None:
+        LPIPS["net"] = load_lpips(allow_download=False)
+    else:
+        print(f"note: LPIPS skipped: {why_lpips_unavailable()}")
     # The classifier attacker sees the gallery at the outputs' size, trained once for every run.
     small = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BICUBIC)) for g in gallery])
     classifier = GalleryClassifier(small, gallery_ids, epochs=60, seed=0)
