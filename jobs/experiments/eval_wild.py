@@ -65,7 +65,7 @@ def gradient_energy(image: np.ndarray, where: np.ndarray) -> float:
     return float((gx + gy)[where].mean()) if where.any() else float("nan")
 
 
-def measure(scenes, outputs: dict, faces: pd.DataFrame, rows: pd.DataFrame, cfg) -> tuple[list[dict], dict]:
+def measure(scenes, outputs: dict, faces: pd.DataFrame, cfg) -> tuple[list[dict], dict]:
     from metrics.identity import load_recognizer
     from pipeline.regions.boxes import FaceBox, square_crop
     from pipeline.regions.compose import feather_mask
@@ -167,8 +167,8 @@ def main() -> int:
     run_dir = Path(resolve_config(cfg).run_dir)
     outputs = {s.key: prepare_image(s.fields["png"], None, 1, keep_size=True).pixels
                for url in sorted((run_dir / "shards").glob("*.tar")) for s in ShardReader(str(url))}
-    faces, rows = pd.read_parquet(run_dir / "faces"), pd.read_parquet(run_dir / "rows")
-    per_face, summary = measure(scenes, outputs, faces, rows, cfg)
+    faces = pd.read_parquet(run_dir / "faces")
+    per_face, summary = measure(scenes, outputs, faces, cfg)
     # Throughput in the workers (detection, generation, blending, encoding), without the cluster's start.
     worker_seconds = float(pd.read_parquet(run_dir / "manifest.parquet").seconds.sum())
     regenerated = int((faces.action == "regenerated").sum())

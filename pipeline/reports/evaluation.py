@@ -162,10 +162,14 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         write_parquet_atomic(pa.Table.from_pandas(per_sample, preserve_index=False), posixpath.join(out_dir, "per_sample.parquet"))
     configs = {r: json.loads(load_run_config(r).to_json())["config"] for r in run_dirs}
     rows = sheet_rows(run_dirs)
+    sections = []
+    for r in run_dirs:
+        cfg = load_run_config(r)
+        if getattr(cfg, "region", "full") == "faces":          # interpolation configs have no regions
+            face_rows, faces = run_faces(r, cfg)
+            sections.append(faces_section(r, contact_sheet(face_rows) if face_rows else None, faces))
     page = render_report(summary, per_sample, recognizers, configs, contact_sheet(rows) if rows else None, convention, title,
-                         [faces_section(r, contact_sheet(face_rows) if face_rows else None, faces)
-                          for r in run_dirs if getattr(load_run_config(r), "region", "full") == "faces"
-                          for face_rows, faces in [run_faces(r, load_run_config(r))]])
+                         sections)
     fs, path = fsspec.core.url_to_fs(posixpath.join(out_dir, "report.html"))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "w") as f:
