@@ -26,7 +26,7 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DCondit
                        VQModel)
 
 from pipeline.diffusion.boomerang import EpsModel, as_eps_model
-from pipeline.models.source import detect_kind, resolve_model_dir
+from pipeline.models.source import component_dir, detect_kind, resolve_model_dir
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -130,11 +130,9 @@ def load_model(spec: str, *, sampler: str = "ddim", device: str = "auto", dtype:
     kind = detect_kind(model_dir)
     if kind == "cold":
         return _load_restorer(spec, model_dir, dev, dt, resolution)
-    has_index = (model_dir / "model_index.json").exists()
-    sub = (lambda name: {"subfolder": name}) if has_index else (lambda name: {})
     unet_cls = UNet2DConditionModel if kind == "text-latent" else UNet2DModel
-    unet = unet_cls.from_pretrained(model_dir, torch_dtype=dt, **sub("unet"))
-    sched_dir = model_dir / "scheduler" if has_index else model_dir
+    unet = unet_cls.from_pretrained(component_dir(model_dir, "unet"), torch_dtype=dt)
+    sched_dir = component_dir(model_dir, "scheduler")
     scheduler = SAMPLERS[sampler].from_config(SAMPLERS[sampler].load_config(sched_dir))
     autoencoder = text_encoder = tokenizer = None
     if kind in ("latent", "text-latent"):

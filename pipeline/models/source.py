@@ -90,6 +90,14 @@ def detect_kind(model_dir: Path) -> str:
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
+def component_dir(model_dir: Path, name: str) -> Path:
+    """Where a pipeline component's files are: its own folder, else the root. The older
+    single-network repositories (google/ddpm-*) keep model_index.json beside the UNet's
+    config.json and scheduler_config.json, and diffusers' pipelines fall back to the root too."""
+    folder = model_dir / name
+    return folder if folder.is_dir() else model_dir
+
+
 def check_model_dir(model_dir: Path) -> str:
     """The model's kind, after checking (from its JSON files alone, no weights read) that
     every component it needs is there with a config a loader can build from."""
@@ -102,9 +110,8 @@ def check_model_dir(model_dir: Path) -> str:
             raise UserError(f"{model_dir / 'cold.json'}: expected a degradation with a name and T >= 1 and a resolution")
         _check_network(model_dir / "unet")
         return kind
-    indexed = (model_dir / "model_index.json").exists()
-    _check_network(model_dir / "unet" if indexed else model_dir)
-    scheduler = model_dir / "scheduler" / "scheduler_config.json" if indexed else model_dir / "scheduler_config.json"
+    _check_network(component_dir(model_dir, "unet"))
+    scheduler = component_dir(model_dir, "scheduler") / "scheduler_config.json"
     steps = read_json(scheduler).get("num_train_timesteps", 1000)
     if not _positive_int(steps):
         raise UserError(f"{scheduler}: num_train_timesteps must be a positive integer, got {steps!r}")
