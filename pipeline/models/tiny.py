@@ -67,7 +67,7 @@ def save_text_latent_model(directory: str | Path, seed: int = 0) -> Path:
     import json
 
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     directory = Path(directory)
     torch.manual_seed(seed)
@@ -78,13 +78,7 @@ def save_text_latent_model(directory: str | Path, seed: int = 0) -> Path:
                          norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
                          down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).save_pretrained(directory / "unet")
-    chars = _byte_level_alphabet()
-    vocab = {tok: i for i, tok in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    tok_dir = directory / "tokenizer"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=16).save_pretrained(tok_dir)
+    vocab = save_byte_level_tokenizer(directory / "tokenizer", model_max_length=16)
     CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=4, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
                                  eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"])
@@ -95,6 +89,24 @@ def save_text_latent_model(directory: str | Path, seed: int = 0) -> Path:
         "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]}))
     return directory
+
+
+def save_byte_level_tokenizer(directory: str | Path, model_max_length: int) -> dict[str, int]:
+    """A CLIP tokenizer over single bytes (no merges), written offline because CLIP's own
+    vocabulary cannot be downloaded here; returns its vocabulary (special tokens last)."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    directory = Path(directory)
+    chars = _byte_level_alphabet()
+    vocab = {tok: i for i, tok in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"),
+                  model_max_length=model_max_length).save_pretrained(directory)
+    return vocab
 
 
 def _byte_level_alphabet() -> list[str]:
