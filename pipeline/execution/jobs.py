@@ -1,12 +1,20 @@
 """The anonymize/augment and scoring drivers: plan from completion markers, hold the run
 directory's lock, run the tasks through ``pipeline.execution.cluster``, merge and summarise.
 
-Why Ray actors rather than Ray Data: the unit of work here is a shard (one output shard per
-input shard, named after it, with a completion marker), which Ray Data's webdataset sink
-cannot express (it names files ``{uuid}_{block}``) and its reader would decode unsafe
-fields. So each worker is an actor that loads the model once and takes whole shards from a
-driver-side queue, one at a time; memory per worker is bounded by its batch, and the
-driver holds only manifest rows.
+Why Ray actors rather than Ray Data (checked against Ray 2.60): the unit of work here is a
+shard: one output shard per input shard, named after it, written to a temporary name and
+renamed, then its completion marker (manifest row) last. Ray Data's webdataset sink cannot
+express that: it writes one tar per write task straight to its final path, named
+``{dataset_uuid}_{write_uuid}_{task_index:06}.tar``, and a ``FilenameProvider`` sees only
+(write_uuid, task_index), never the shard a block came from. What no longer holds is unsafe
+decoding: ``read_webdataset`` now refuses ``.pkl``/``.pickle`` and ``.pt``/``.pth`` members
+unless RAY_DATA_WEBDATASET_ALLOW_UNSAFE_DESERIALIZATION=1 or a custom decoder says otherwise,
+and it reads these outputs as they are (tests/test_interop.py; a pickle label that augment
+copied verbatim is refused like any other). Its row-id checkpointing
+(``CheckpointConfig``) can resume rows, but it does not give finished shards under stable
+names that a rerun skips. So each worker is an actor that loads the model once and takes
+whole shards from a driver-side queue, one at a time; memory per worker is bounded by its
+batch, and the driver holds only manifest rows.
 
 Workers: one per GPU (``num_gpus=1``) when the cluster has GPUs, else ``num_cpu_workers``
 CPU actors. A crashed actor is restarted and its shard retried; a shard that still fails is
