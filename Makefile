@@ -15,7 +15,7 @@ COLD_DEGRADATION ?= blur
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench bench-interp bench-cold eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild eval-privacy clean
+.PHONY: install test test-all demo demo-model bench bench-interp bench-cold bench-full-size eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild eval-privacy clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ bench-interp: install
 
 bench-cold: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/benchmarks/bench_cold.py --out bench_out/cold
+
+# Full-size architectures (ddpm-celebahq-256, ldm-celebahq-256, SD v1.5 at 512; random weights in their hub
+# layouts) through every job on CPU: peak worker memory and seconds per UNet forward (about an hour on 2 cores).
+bench-full-size: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/benchmarks/bench_full_size.py --out bench_out/full_size
 
 # A t grid (0.1 ... 0.9), scored in the same pass, into $(EVAL_OUT)/<set>/report/report.html.
 ifeq ($(EVAL_DATA),)
