@@ -97,6 +97,12 @@ MANIFEST_SCHEMA = pa.schema([
     ("finished_at", pa.string()),
     ("worker", pa.string()),
     ("worker_peak_rss_mb", pa.float64()),  # peak resident memory of the worker process so far
+    # Where the shard's seconds went (pipeline.steps.stages): reading and decoding and encoding
+    # and writing overlap the model on their own threads; "waiting" is the model left idle.
+    ("seconds_read", pa.float64()),
+    ("seconds_model", pa.float64()),
+    ("seconds_write", pa.float64()),
+    ("seconds_waiting", pa.float64()),
     ("faces_found", pa.int64()),       # --region faces: per distinct face of the shard's images
     ("faces_regenerated", pa.int64()),
     ("faces_pixelated", pa.int64()),

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.diffusion.seeds import sample_generators, sample_seed
 from pipeline.errors import BAD_BOXES, GENERATION_FAILED, NO_FACE, TARGET_NOT_MET, SampleError
-from pipeline.io.images import encode_image, output_field, to_model_range, to_uint8
+from pipeline.io.images import output_field, to_model_range, to_uint8
 from pipeline.regions.boxes import BadBoxes, Crop, FaceBox, square_crop
 from pipeline.regions.compose import cut, feather_mask, mask_at, paste, pixelate
 from pipeline.steps.outputs import METADATA_FIELD, carried_fields, output_key, output_metadata
@@ -112,7 +112,7 @@ class FaceRegions:
                     if pixels is not None:
                         out_field = output_field(field)
                         writer.write(row["key"], {**carried_fields(cfg, sample.fields),
-                                                  out_field: encode_image(pixels, out_field),
+                                                  out_field: pixels,
                                                   METADATA_FIELD: output_metadata(cfg, row, self.p.config_hash,
                                                                                   region=row["region"])})
                         pairs.append(row["key"], sample.key, row["t"], v, image.pixels, pixels)

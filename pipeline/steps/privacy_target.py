@@ -25,7 +25,7 @@ import torch
 
 from pipeline.diffusion.seeds import sample_generators, sample_seed
 from pipeline.errors import GENERATION_FAILED, TARGET_NOT_MET
-from pipeline.io.images import encode_image, output_field, to_model_range, to_uint8
+from pipeline.io.images import output_field, to_model_range, to_uint8
 from pipeline.steps.grid_search import smallest_passing
 from pipeline.steps.outputs import METADATA_FIELD, carried_fields, output_key, output_metadata
 
@@ -128,7 +128,7 @@ class PrivacyTarget:
                 continue
             row.update(status="ok", error=None, error_kind=None)
             out_field = output_field(field)
-            writer.write(row["key"], {**carried_fields(cfg, sample.fields), out_field: encode_image(found.pixels, out_field),
+            writer.write(row["key"], {**carried_fields(cfg, sample.fields), out_field: found.pixels,
                                       METADATA_FIELD: output_metadata(cfg, row, p.config_hash, privacy=row["privacy"])})
             pairs.append(row["key"], sample.key, found.t, 0, image.pixels, found.pixels)
             rows.append(row)

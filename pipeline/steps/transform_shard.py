@@ -12,6 +12,7 @@ import posixpath
 import socket
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -20,7 +21,7 @@ import torch
 from pipeline.config.job import JobConfig
 from pipeline.steps.score_shard import EvalTask, ShardScorer
 from pipeline.errors import DUPLICATE_KEY, GENERATION_FAILED, TRUNCATED, UNSAFE_KEY, SampleError
-from pipeline.io.images import (DEFAULT_MAX_PIXELS, BadImage, PreparedImage, encode_image, find_image_field,
+from pipeline.io.images import (DEFAULT_MAX_PIXELS, BadImage, PreparedImage, find_image_field,
                              output_field, prepare_image, to_model_range, to_uint8)
 from pipeline.models.loading import DiffusionModel
 from pipeline.diffusion.seeds import sample_generators, sample_seed
@@ -29,6 +30,7 @@ from pipeline.io.sample_keys import printable_key, unsafe_key_reason
 from pipeline.io.shards import AtomicShardWriter, RawSample, ReadLimits, ShardReader
 from pipeline.io.spool import KeyOrderedWriter
 from pipeline.steps.completion import run_to_completion
+from pipeline.steps.stages import BackgroundWriter, Prefetcher, StageClock
 from pipeline.steps.outputs import METADATA_FIELD, carried_fields, output_key, output_metadata
 from pipeline.steps.tasks import ShardTask
 
@@ -113,7 +115,7 @@ class ShardProcessor:
                 "error_kind": GENERATION_FAILED if failed_outputs else None,
                 "samples_in": samples_in, "samples_ok": samples_ok, "samples_error": samples_in - samples_ok,
                 "outputs_ok": sum(r["status"] == "ok" for r in rows),
-                "outputs_error": sum(r["status"] == "error" for r in rows), **face_counts}
+                "outputs_error": sum(r["status"] == "error" for r in rows), **face_counts, **self.clock.columns()}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -128,13 +130,20 @@ class ShardProcessor:
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
                 "sampler": sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
                 "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
-        with AtomicShardWriter(task.output_url) as shard_writer:
-            # Pseudonymized outputs are published in pseudonym order: input order would link them.
-            writer = KeyOrderedWriter(shard_writer) if self.cfg.pseudonymized else shard_writer
+
+        def read_chunks():
+            keep_size = self.regions is not None
             for chunk in chunked(reader, self.chunk_samples):
+                yield chunk, *decode_samples(chunk, seen, self.cfg.image_field, self.model.resolution,
+                                             self.cfg.min_side, self.cfg.max_pixels, keep_size=keep_size)
+
+        clock = self.clock = StageClock()
+        with (AtomicShardWriter(task.output_url) as shard_writer,
+              # Pseudonymized outputs are published in pseudonym order: input order would link them.
+              nullcontext(KeyOrderedWriter(shard_writer) if self.cfg.pseudonymized else shard_writer) as ordered,
+              Prefetcher(read_chunks, clock) as chunks, BackgroundWriter(ordered, clock) as writer):
+            for chunk, decoded, errors in chunks:
                 samples_in += len(chunk)
-                decoded, errors = decode_samples(chunk, seen, self.cfg.image_field, self.model.resolution,
-                                                 self.cfg.min_side, self.cfg.max_pixels, keep_size=self.regions is not None)
                 rows.extend(error_row(base, sample, error) for sample, error in errors)
                 if self.regions is not None:
                     generated, faces = self.regions.generate(decoded, base, writer, scorer)
@@ -148,8 +157,9 @@ class ShardProcessor:
                                   for i in range(0, len(generated), per_sample))
                 rows.extend(generated)
                 progress(len(chunk))
-            if writer is not shard_writer:
-                writer.finish()
+            writer.close()
+            if ordered is not shard_writer:
+                ordered.finish()
         return rows, samples_in, samples_ok, reader.error
 
     def _generate(self, decoded: list, base: dict, writer, scorer: ShardScorer | None = None) -> list[dict]:
@@ -174,7 +184,7 @@ class ShardProcessor:
                     row = results[(i, level, v)]
                     pixels = row.pop("_pixels", None)
                     if pixels is not None:
-                        writer.write(row["key"], {**carried, out_field: encode_image(pixels, out_field),
+                        writer.write(row["key"], {**carried, out_field: pixels,
                                                   METADATA_FIELD: output_metadata(self.cfg, row, self.config_hash)})
                         pairs.append(row["key"], sample.key, row["t"], v, image.pixels, pixels)
                     rows.append(row)

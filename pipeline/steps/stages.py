@@ -1,0 +1,168 @@
+"""Overlapping a worker's CPU stages with its model: a prefetching reader thread, a writer
+thread, and the clock that says where each shard's seconds went. No Ray.
+
+The model runs on the calling thread. While it works on one chunk, the reader thread reads
+and decodes the next ones and the writer thread encodes and writes the previous outputs, so
+an accelerator is never left waiting for Pillow or the tar writer. Decoding, resizing,
+encoding and zlib release the GIL, so the threads overlap for real. Both queues are short:
+memory stays bounded by a few chunks whatever the shard size.
+
+Errors cross back to the calling thread: a reader that fails (an unreadable shard) raises
+from the iteration, a writer that fails raises from the next ``write`` or from ``close``.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from pipeline.io.images import encode_image
+
+STAGES = ("read", "model", "write", "waiting")
+_DONE = object()
+
+
+@dataclass
+class StageClock:
+    """Seconds per stage of one shard: ``read`` (reading and decoding, on the reader thread),
+    ``model`` (the calling thread's work between waits), ``write`` (encoding and writing, on
+    the writer thread) and ``waiting`` (the calling thread blocked on input or on a full
+    writer queue: the time the model sat idle)."""
+    read: float = 0.0
+    model: float = 0.0
+    write: float = 0.0
+    waiting: float = 0.0
+
+    @contextmanager
+    def waiting_for(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waiting += time.perf_counter() - started
+
+    def columns(self) -> dict[str, float]:
+        """The manifest's per-stage columns."""
+        return {f"seconds_{name}": round(getattr(self, name), 3) for name in STAGES}
+
+
+class Prefetcher:
+    """Iterates ``produce()`` on a reader thread, ``depth`` items ahead of the consumer.
+    Use as a context manager: leaving it (even on an error) stops the thread."""
+
+    def __init__(self, produce: Callable[[], Iterable], clock: StageClock, depth: int = 2):
+        self.produce, self.clock = produce, clock
+        self.items: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="shard-reader", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            started = time.perf_counter()
+            for item in self.produce():
+                self.clock.read += time.perf_counter() - started
+                if not self._put(item):
+                    return
+                started = time.perf_counter()
+            self.clock.read += time.perf_counter() - started
+            self._put(_DONE)
+        except BaseException as exc:          # handed to the consumer, raised there
+            self._put(exc)
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        while True:
+            with self.clock.waiting_for():
+                item = self.items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            started = time.perf_counter()
+            yield item
+            self.clock.model += time.perf_counter() - started
+
+    def __enter__(self) -> "Prefetcher":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+class BackgroundWriter:
+    """``write(key, fields)`` returns at once; a writer thread encodes the fields given as
+    pixel arrays (``encode_image`` by field name) and hands the sample to ``writer``, in the
+    order written. ``close()`` waits for everything to be written; the first error of the
+    thread is raised by the next ``write`` or by ``close``. As a context manager, leaving on
+    an error abandons what is still queued (the shard is being aborted)."""
+
+    def __init__(self, writer, clock: StageClock, depth: int = 64):
+        self.writer, self.clock = writer, clock
+        self.items: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.abandoned = False
+        self.thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandoned = True
+            self.items.put(_DONE)
+            self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self.items.get()
+            if item is _DONE:
+                return
+            if self.error is not None or self.abandoned:
+                continue                      # drain: the shard has failed already
+            started = time.perf_counter()
+            try:
+                key, fields = item
+                self.writer.write(key, encode_fields(fields))
+            except BaseException as exc:
+                self.error = exc
+            self.clock.write += time.perf_counter() - started
+
+    def write(self, key: str, fields: dict) -> None:
+        self._raise_error()
+        with self.clock.waiting_for():
+            self.items.put((key, fields))
+
+    def close(self) -> None:
+        """Wait until every sample is written; raise the thread's error if there was one."""
+        if self.thread.is_alive():
+            with self.clock.waiting_for():
+                self.items.put(_DONE)
+                self.thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def encode_fields(fields: dict) -> dict[str, bytes]:
+    """Pixel arrays encoded in the format their field names (``png``, ``jpg``, ...); bytes as they are."""
+    return {name: encode_image(value, name) if isinstance(value, np.ndarray) else value for name, value in fields.items()}
