@@ -15,7 +15,7 @@ COLD_DEGRADATION ?= blur
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench bench-interp bench-cold bench-full-size eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild eval-privacy clean
+.PHONY: install test test-all demo demo-model bench bench-interp bench-cold bench-full-size bench-gpu eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild eval-privacy clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ bench-interp: install
 
 bench-cold: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/benchmarks/bench_cold.py --out bench_out/cold
+
+# Boomerang with the ddpm-celebahq-256 architecture on one GPU against its FLOP bound (README, Benchmark).
+bench-gpu: install
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/benchmarks/bench_gpu.py --out bench_out/gpu
 
 # Full-size architectures (ddpm-celebahq-256, ldm-celebahq-256, SD v1.5 at 512; random weights in their hub
 # layouts) through every job on CPU: peak worker memory and seconds per UNet forward (about an hour on 2 cores).
