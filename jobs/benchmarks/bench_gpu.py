@@ -1,7 +1,8 @@
 """GPU benchmark: Boomerang with the google/ddpm-celebahq-256 architecture, against its FLOP bound.
 
     python jobs/benchmarks/bench_gpu.py --out bench_out/gpu          # full size, on a GPU (make bench-gpu)
-    python jobs/benchmarks/bench_gpu.py --out /tmp/gpu --tiny        # 32 px, 1/8 widths: CPU, seconds
+    python jobs/benchmarks/bench_gpu.py --out /tmp/gpu --tiny        # 32 px, 1/8 widths, on a CPU: 3 minutes,
+                                                                     # most of them compiling (--compile-modes "" skips it)
 
 The UNet has the published config of google/ddpm-celebahq-256 (113.7M parameters, 256 px) with
 random weights (speed does not depend on their values), saved in the hub's own layout
@@ -327,7 +328,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ints = lambda text: [int(v) for v in text.split(",")]          # noqa: E731
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench_out/gpu")
-    ap.add_argument("--tiny", action="store_true", help="32 px, 1/8 widths, few images: a CPU run in seconds")
+    ap.add_argument("--tiny", action="store_true", help="32 px, 1/8 widths, few images: a CPU run")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU, fp32 on a CPU")
     ap.add_argument("--t", type=float, default=0.4)
