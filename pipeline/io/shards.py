@@ -25,6 +25,7 @@ import braceexpand
 import fsspec
 
 from pipeline.errors import TOO_LARGE, UNSAFE_KEY, UNSAFE_MEMBER, UnreadableShard  # noqa: F401 (re-exported)
+from pipeline.io.listing import object_entries
 from pipeline.io.sample_keys import printable_key, unsafe_name_reason
 from pipeline.io.tar_stream import HEADER_BUDGET, BoundedReader, SourceError, decompressed, open_source
 
@@ -47,35 +48,46 @@ class RawSample:
 def expand_shard_urls(specs: str | list[str]) -> list[str]:
     """Expand brace patterns (``celeba-{000000..000099}.tar``) and comma- or list-separated
     specs into shard URLs, keeping order and dropping repeats. A local directory stands for
-    the ``.tar`` (or ``.tar.gz``/``.tgz``) files in it."""
+    the ``.tar`` (or ``.tar.gz``/``.tgz``) files in it. Names are not checked for existence
+    here (the planner does, from listings); telling local directories apart costs one listing
+    per parent directory, not a call per name."""
     if isinstance(specs, str):
         specs = [specs]
     urls: list[str] = []
     for spec in specs:
         for part in spec.split(","):
             part = part.strip()
-            if not part:
-                continue
-            for url in braceexpand.braceexpand(part):
-                fs, path = fsspec.core.url_to_fs(url)
-                if "://" not in url and fs.isdir(path):
-                    urls.extend(sorted(f"{path}/{p}" for p in (posixpath.basename(x) for x in fs.ls(path, detail=False)) if p.endswith(SHARD_SUFFIXES)))
-                else:
-                    urls.append(url)
+            if part:
+                urls.extend(_with_directories_expanded(list(braceexpand.braceexpand(part))))
     seen: set[str] = set()
     return [u for u in urls if not (u in seen or seen.add(u))]
+
+
+def _with_directories_expanded(urls: list[str]) -> list[str]:
+    local = [u for u in urls if "://" not in u]
+    entries = object_entries(local) if local else {}
+    out: list[str] = []
+    for url in urls:
+        entry = entries.get(url)
+        if entry is not None and entry.get("type") == "directory":
+            fs, path = fsspec.core.url_to_fs(url)
+            out.extend(sorted(f"{path}/{p}" for p in (posixpath.basename(x) for x in fs.ls(path, detail=False))
+                              if p.endswith(SHARD_SUFFIXES)))
+        else:
+            out.append(url)
+    return out
 
 
 def temporary_path(path: str) -> str:
     """A hidden sibling (``dir/.name.tmp-<uuid>``): dataset readers such as pyarrow skip
     names starting with a dot, so a killed run's partial file never pollutes a table."""
     directory, name = posixpath.split(path)
-    return posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
+    return posixpath.join(directory, f"{temporary_prefix(name)}{uuid.uuid4().hex}")
 
 
-def temporary_pattern(path: str) -> str:
-    directory, name = posixpath.split(path)
-    return posixpath.join(directory, f".{name}.tmp-*")
+def temporary_prefix(name: str) -> str:
+    """What the temporaries of the file ``name`` start with."""
+    return f".{name}.tmp-"
 
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import posixpath
 import resource
 import time
 import traceback
@@ -19,7 +20,8 @@ import fsspec
 
 from pipeline.errors import UnreadableShard, failure_kind
 from pipeline.io.records import rows_table, write_parquet_atomic
-from pipeline.io.shards import temporary_pattern
+from pipeline.io.listing import list_directory
+from pipeline.io.shards import temporary_prefix
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +81,13 @@ def log_failure(name: str, exc: BaseException) -> None:
 
 def remove_stale_temporaries(*urls: str) -> None:
     """Delete partial files a killed run left for these files (``.<name>.tmp-<uuid>``). Runs
-    only under the run directory's lock, so no live run's temporaries are touched."""
+    only under the run directory's lock, so no live run's temporaries are touched. Found by
+    name prefix (one small listing on object stores, not the whole directory), never by a glob
+    pattern: a name from a shard is data, and ``[`` or ``*`` in it would match other files."""
     for url in urls:
         fs, path = fsspec.core.url_to_fs(url)
-        for leftover in fs.glob(temporary_pattern(path)):
+        directory, name = posixpath.split(path)
+        for leftover in list_directory(fs, directory, temporary_prefix(name)):
             fs.rm(leftover)
 
 

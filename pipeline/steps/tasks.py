@@ -5,8 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-import fsspec
-
+from pipeline.io.listing import MISSING, entry_size, object_entries  # noqa: F401 (MISSING re-exported)
 from pipeline.io.shards import SHARD_SUFFIXES, shard_name
 
 
@@ -33,20 +32,7 @@ class ShardTask:
         return posixpath.join(run_dir, "faces", name)
 
 
-MISSING = -1      # the "size" of an input shard that does not exist
-
-
 def input_size(url: str) -> int | None:
-    """Size of an input shard in bytes: ``MISSING`` if it does not exist, None if it cannot
-    be told (the worker then finds out what is wrong)."""
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-        info = fs.info(path)
-    except FileNotFoundError:
-        return MISSING
-    except Exception:
-        return None
-    if info.get("type") == "directory":
-        return None
-    size = info.get("size")
-    return int(size) if size is not None else None
+    """Size of one input shard in bytes: ``MISSING`` if it does not exist, None if it cannot
+    be told (the worker then finds out what is wrong). Many shards: ``object_sizes``."""
+    return entry_size(object_entries([url])[url])
