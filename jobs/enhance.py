@@ -21,6 +21,7 @@ import io
 import math
 import posixpath
 import sys
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,33 +39,66 @@ UPSAMPLERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.
 def low_resolution_shards(inputs: list[str], out: str, resolution: int, factor: int, upsample: str,
                           image_field: str | None = None) -> dict[str, list[str]]:
     """Per input shard: the references at ``resolution`` and their low-resolution versions
-    upsampled back with ``upsample`` and with nearest (what the cold restorer undoes)."""
-    from pipeline.io.images import encode_image
-    from pipeline.steps.transform_shard import chunked, decode_samples
-    from pipeline.io.shards import AtomicShardWriter, ShardReader, shard_name
+    upsampled back with ``upsample`` and with nearest (what the cold restorer undoes). Planned
+    like every job (``pipeline.steps.planning``): a rerun makes only the shards that are new,
+    whose input changed, or that were made with other settings; each input's completion marker
+    is ``out/manifest/<stem>.parquet``."""
+    import hashlib
+    import json
+
+    from pipeline.execution.jobs import save_checkpoint
+    from pipeline.io.records import MANIFEST_SCHEMA
+    from pipeline.steps.completion import run_to_completion
+    from pipeline.steps.planning import plan_inputs, task_rows
+    from pipeline.steps.tasks import ShardTask
 
     if resolution % factor:
         raise ValueError(f"--factor {factor} must divide the resolution {resolution}")
-    made: dict[str, list[str]] = {"reference": [], upsample: [], "nearest": []}
-    for url in inputs:
-        name = shard_name(url).split(".")[0] + ".tar"
-        writers = {kind: AtomicShardWriter(posixpath.join(out, kind, name)) for kind in made}
-        with writers["reference"], writers[upsample], writers["nearest"]:
-            seen: set[str] = set()
-            for chunk in chunked(ShardReader(url), 64):
-                decoded, _ = decode_samples(chunk, seen, image_field, resolution, 1)
-                for sample, _, img in decoded:
-                    hr = Image.fromarray(img.pixels)
-                    # Area averaging is the super-resolution degradation's own downsampling.
-                    low = Image.fromarray(img.pixels.reshape(resolution // factor, factor, resolution // factor, factor, 3)
-                                          .mean(axis=(1, 3)).round().astype(np.uint8))
-                    versions = {"reference": hr, upsample: low.resize(hr.size, UPSAMPLERS[upsample]),
-                                "nearest": low.resize(hr.size, Image.Resampling.NEAREST)}
-                    for kind, image in versions.items():
-                        writers[kind].write(sample.key, {"png": encode_image(np.asarray(image), "png")})
-        for kind in made:
-            made[kind].append(posixpath.join(out, kind, name))
-    return made
+    kinds = ("reference", upsample, "nearest")
+    settings = hashlib.sha256(json.dumps([resolution, factor, upsample, image_field]).encode()).hexdigest()
+    plan = plan_inputs(inputs, posixpath.join(out, "manifest"), config_hash=settings)
+    tasks = [ShardTask.for_shard(out, url, size) for url, size in plan.pending]
+    rows = []
+    for task in tasks:
+        name = posixpath.basename(task.output_url)
+        outputs = tuple(posixpath.join(out, kind, name) for kind in kinds)
+        body = partial(_write_versions, task.input_url, dict(zip(kinds, outputs)), resolution, factor, upsample, image_field)
+        rows.append(run_to_completion(task, MANIFEST_SCHEMA, outputs, body, {
+            "input_shard": task.input_url, "output_shard": outputs[0], "input_bytes": task.input_bytes,
+            "config_hash": settings}))
+    save_checkpoint(plan.checkpoint.updated(task_rows(tasks, rows)))
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        raise UserError(f"could not make the low-resolution inputs of {len(failed)} shard(s), e.g. "
+                        f"{failed[0]['input_shard']}: {failed[0]['error']}")
+    names = [posixpath.basename(ShardTask.for_shard(out, url).output_url) for url in inputs]
+    return {kind: [posixpath.join(out, kind, name) for name in names] for kind in kinds}
+
+
+def _write_versions(url: str, outputs: dict[str, str], resolution: int, factor: int, upsample: str,
+                    image_field: str | None) -> dict:
+    from pipeline.io.images import encode_image
+    from pipeline.io.shards import AtomicShardWriter, ShardReader
+    from pipeline.steps.transform_shard import chunked, decode_samples
+
+    writers = {kind: AtomicShardWriter(path) for kind, path in outputs.items()}
+    samples = 0
+    with writers["reference"], writers[upsample], writers["nearest"]:
+        seen: set[str] = set()
+        for chunk in chunked(ShardReader(url), 64):
+            decoded, _ = decode_samples(chunk, seen, image_field, resolution, 1)
+            for sample, _, img in decoded:
+                hr = Image.fromarray(img.pixels)
+                # Area averaging is the super-resolution degradation's own downsampling.
+                low = Image.fromarray(img.pixels.reshape(resolution // factor, factor, resolution // factor, factor, 3)
+                                      .mean(axis=(1, 3)).round().astype(np.uint8))
+                versions = {"reference": hr, upsample: low.resize(hr.size, UPSAMPLERS[upsample]),
+                            "nearest": low.resize(hr.size, Image.Resampling.NEAREST)}
+                for kind, image in versions.items():
+                    writers[kind].write(sample.key, {"png": encode_image(np.asarray(image), "png")})
+                samples += 1
+    return {"status": "ok", "samples_in": samples, "samples_ok": samples, "samples_error": 0,
+            "outputs_ok": samples, "outputs_error": 0}
 
 
 def read_images(shards: list[str]) -> dict[str, np.ndarray]:

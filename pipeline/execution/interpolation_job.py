@@ -28,12 +28,13 @@ from pipeline.config.interpolation import InterpConfig
 from pipeline.steps.interp_tasks import InversionTask, PairTask
 from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
                             random_pairs, read_pairs_file, resolve_refs)
-from pipeline.io.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA, read_parquet_dir
+from pipeline.io.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
 from pipeline.methods.boomerang import check_steps
-from pipeline.execution.jobs import (RunPlan, expand_inputs, merge_manifest, pending_inputs, print_summary,
-                             record_missing, write_run_files)
+from pipeline.execution.jobs import (RunPlan, expand_inputs, merge_manifest, print_summary, record_missing,
+                                     save_checkpoint, write_run_files)
 from pipeline.steps.completion import remove_outputs
+from pipeline.steps.planning import FINAL, Checkpoint, plan_inputs, task_rows
 from pipeline.steps.tasks import MISSING
 
 
@@ -81,28 +82,37 @@ def check_metric_weights(cfg: InterpConfig) -> None:
     check_available(MetricSettings(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
 
 
-def locate_inversions(run_dir: str, inputs) -> tuple[dict[str, list[ImageRef]], dict[str, list[str]], list[str]]:
+def locate_inversions(run_dir: str, inputs, manifests: Checkpoint | None = None
+                      ) -> tuple[dict[str, list[ImageRef]], dict[str, list[str]], list[str]]:
     """From stage 1's files: every key's inversion (or error), the keys of each shard in
-    order, and the shards whose inversion failed."""
+    order, and the shards whose inversion failed. Manifests and rows are read through their
+    checkpoints (``inversions/manifest.parquet``, ``inversions/rows.parquet``): a rerun reads
+    only the files written since."""
     inv_dir = posixpath.join(run_dir, "inversions")
-    manifests = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(inv_dir, "manifest"), MANIFEST_SCHEMA)}
+    if manifests is None:
+        manifests = save_checkpoint(Checkpoint.load(posixpath.join(inv_dir, "manifest"), MANIFEST_SCHEMA))
+    finished = manifests.latest("input_shard", "status", "finished_at")
     wanted = set(inputs)
     located: dict[str, list[ImageRef]] = {}
     keys_by_shard: dict[str, list[str]] = {url: [] for url in inputs}
-    failed = [url for url in inputs if manifests.get(url, {}).get("status") not in ("ok", "truncated")]
-    for row in read_parquet_dir(posixpath.join(inv_dir, "rows"), INVERSION_ROW_SCHEMA):
+    failed = [url for url in inputs if finished.get(url, (None,))[0] not in FINAL]
+    unusable = set(failed)
+    rows = save_checkpoint(Checkpoint.load(posixpath.join(inv_dir, "rows"), INVERSION_ROW_SCHEMA))
+    for row in rows.table.select(["key", "status", "error", "input_shard", "cache_url"]).to_pylist():
         shard = row["input_shard"]
-        if shard not in wanted or shard in failed or row["status"] == "unused":
+        if shard not in wanted or shard in unusable or row["status"] == "unused":
             continue
         keys_by_shard[shard].append(row["key"])
         located.setdefault(row["key"], []).append(ImageRef(
-            row["key"], shard, row["cache_url"], None if row["status"] == "ok" else row["error"],
-            manifests[shard]["finished_at"]))
+            row["key"], shard, row["cache_url"], None if row["status"] == "ok" else row["error"], finished[shard][1]))
     return located, keys_by_shard, failed
 
 
-def plan_pair_tasks(cfg: InterpConfig, located, keys_by_shard, failed: list[str]) -> tuple[list[PairTask], int]:
-    """Every group of pairs as a task, and how many of them are already done."""
+def plan_pair_tasks(cfg: InterpConfig, located, keys_by_shard, failed: list[str],
+                    done: Checkpoint | None = None) -> tuple[list[PairTask], int]:
+    """Every group of pairs as a task, and how many of them are already done (``done``: the
+    frames stage's checkpoint, loaded here if not given; groups past the count are removed
+    from storage and from it)."""
     if cfg.pairs == "file":
         raw = read_pairs_file(cfg.pairs_file)
     elif cfg.pairs == "consecutive":
@@ -115,27 +125,32 @@ def plan_pair_tasks(cfg: InterpConfig, located, keys_by_shard, failed: list[str]
         note = f" (the inversion of shard(s) {', '.join(failed[:3])} failed; a rerun redoes it)"
         refs = {k: dataclasses.replace(r, error=r.error + note) if r.shard is None else r for k, r in refs.items()}
     run_dir = cfg.run_dir
-    done = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(run_dir, "manifest"), PAIR_MANIFEST_SCHEMA)}
+    if done is None:
+        done = Checkpoint.load(posixpath.join(run_dir, "manifest"), PAIR_MANIFEST_SCHEMA)
+    finished = done.latest("input_shard", "status", "pairs_hash")
     tasks, n_done = [], 0
     groups = group_pairs(pairs, cfg.pairs_per_shard)
     for i, group in enumerate(groups):
         group_refs = sorted({refs[k] for p in group for k in (p.key_a, p.key_b)}, key=lambda r: r.key)
         task = PairTask.for_group(run_dir, i, group, group_refs, pairs_hash(group, refs))
-        prev = done.get(task.name)
-        if prev and prev["status"] == "ok" and prev["pairs_hash"] == task.pairs_hash:
+        if finished.get(task.name, (None, None)) == ("ok", task.pairs_hash):
             n_done += 1
         else:
             tasks.append(task)
-    _remove_stale_groups(run_dir, len(groups), done)
+    done.forget(_remove_stale_groups(run_dir, len(groups), finished))
     return tasks, n_done
 
 
-def _remove_stale_groups(run_dir: str, n_groups: int, done: dict) -> None:
-    """Groups past the current count (the pair list shrank) would mix old frames into the run."""
+def _remove_stale_groups(run_dir: str, n_groups: int, done: dict) -> list[str]:
+    """Groups past the current count (the pair list shrank) would mix old frames into the run;
+    returns the names of the manifest files removed."""
+    removed = []
     for name in done:
         if int(name.rsplit("-", 1)[1]) >= n_groups:
             stale = PairTask.for_group(run_dir, int(name.rsplit("-", 1)[1]), [], [], "")
             remove_outputs(stale.output_url, stale.rows_url, stale.features_url, stale.manifest_url)
+            removed.append(posixpath.basename(stale.manifest_url))
+    return removed
 
 
 def run_interpolation(cfg: InterpConfig) -> list[dict]:
@@ -153,28 +168,31 @@ def _run_stages(cfg: InterpConfig) -> list[dict]:
     wanted = None
     if cfg.pairs == "file":
         wanted = frozenset(k for pair in read_pairs_file(cfg.pairs_file) for k in pair)
-    pending, skipped = pending_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"))
-    inversions = [InversionTask.for_shard(run_dir, url, size, wanted) for url, size in pending]
+    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"))
+    inversions = [InversionTask.for_shard(run_dir, url, size, wanted) for url, size in plan.pending]
     missing = [t for t in inversions if t.input_bytes == MISSING]
     inversions = [t for t in inversions if t.input_bytes != MISSING]
-    write_run_files(cfg, RunPlan(run_dir, inversions, skipped, missing))
-    print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(skipped)} already inverted"
+    write_run_files(cfg, RunPlan(run_dir, inversions, plan.skipped, missing))
+    print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(plan.skipped)} already inverted"
           + (f", {len(missing)} missing" if missing else ""), file=sys.stderr, flush=True)
-    for task in missing:
-        record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.cache_dir, "config_hash": cfg.config_hash()})
+    config_hash = cfg.config_hash()           # hashing copies the config, inputs included: once, not per shard
+    inverted = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.cache_dir, "config_hash": config_hash})
+                for task in missing]
     # Every GPU (or --num-cpu-workers): the frame stage's task count is not known yet.
     pool = WorkerPool(InterpWorker, (cfg,), **cfg.worker_options(), n_tasks=1 << 30)
 
     def run_stage(tasks: list, schema, units: tuple[str, str]) -> list[dict]:
-        return pool.run(tasks, schema, failed_extra={"config_hash": cfg.config_hash()}, units=units)
+        return pool.run(tasks, schema, failed_extra={"config_hash": config_hash}, units=units)
 
     with pool:
-        run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
-        located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs)
-        pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed)
+        inverted += run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
+        manifests = save_checkpoint(plan.checkpoint.updated(task_rows(missing + inversions, inverted)))
+        located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs, manifests)
+        done = Checkpoint.load(posixpath.join(run_dir, "manifest"), PAIR_MANIFEST_SCHEMA)
+        pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed, done)
         print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
         this_run = run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
-    rows = merge_manifest(run_dir, PAIR_MANIFEST_SCHEMA, this_run)
+    rows = merge_manifest(done, pair_tasks, this_run)
     print_summary(rows, run_dir, unit="pairs")
     if failed:
         print(f"inversion failed for shard(s) {', '.join(failed)}: their pairs are error rows; rerun to redo them",

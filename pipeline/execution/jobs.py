@@ -28,6 +28,7 @@ import json
 import logging
 import posixpath
 import sys
+from collections import Counter
 from dataclasses import dataclass
 
 import fsspec
@@ -37,11 +38,12 @@ from pipeline.execution.shard_workers import EvalWorker, ShardWorker
 from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
-from pipeline.io.records import MANIFEST_SCHEMA, read_manifest_dir, read_parquet_dir, rows_table, write_parquet_atomic
+from pipeline.io.records import MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
 from pipeline.steps.completion import SCORING_COUNTS, failed_task_row, write_failed_row
 from pipeline.io.shards import expand_shard_urls, shard_name
-from pipeline.steps.tasks import MISSING, ShardTask, input_size
+from pipeline.steps.planning import FINAL, Checkpoint, checkpoint_url, plan_inputs, task_rows
+from pipeline.steps.tasks import MISSING, ShardTask
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class RunPlan:
     pending: list[ShardTask]
     skipped: list[str]
     missing: list = dataclasses.field(default_factory=list)    # tasks whose input does not exist (failed, not dispatched)
+    checkpoint: Checkpoint | None = None      # the finished work it was planned from; updated by merge_manifest
 
 
 def resolve_config(cfg: JobConfig) -> JobConfig:
@@ -96,8 +99,8 @@ def expand_inputs(inputs) -> tuple[str, ...]:
     shards = tuple(expand_shard_urls(list(inputs)))
     if not shards:
         raise UserError(f"--input {list(inputs)} matches no shards")
-    names = [shard_name(u) for u in shards]
-    clashes = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(shard_name(u) for u in shards)
+    clashes = sorted(n for n, c in counts.items() if c > 1)
     if clashes:
         raise UserError(f"input shards share base names {clashes[:5]}: outputs are named after inputs, so "
                          f"process each directory as its own run (or rename the shards)")
@@ -108,27 +111,13 @@ def plan_run(cfg: JobConfig) -> RunPlan:
     """Which shards still need work: those with no manifest row, a ``failed`` one, or a
     different input size since they were processed (the input was replaced or its upload
     completed). ``ok`` and ``truncated`` shards of unchanged inputs are final. Inputs that do
-    not exist are ``missing``: failed without a worker ever being asked."""
+    not exist are ``missing``: failed without a worker ever being asked. Costs listing pages
+    and changed manifest files, not a request per shard (``pipeline.steps.planning``)."""
     run_dir = cfg.run_dir
-    pending, skipped = pending_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"))
-    tasks = [ShardTask.for_shard(run_dir, url, size) for url, size in pending]
+    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"))
+    tasks = [ShardTask.for_shard(run_dir, url, size) for url, size in plan.pending]
     return RunPlan(run_dir, [t for t in tasks if t.input_bytes != MISSING],
-                   skipped, [t for t in tasks if t.input_bytes == MISSING])
-
-
-def pending_inputs(inputs, manifest_dir: str) -> tuple[list[tuple[str, int | None]], list[str]]:
-    """Input shards still to process, with their sizes (``MISSING`` when the shard does not
-    exist, None when its size is unknown), and those already done."""
-    done = {row["input_shard"]: row for row in read_manifest_dir(manifest_dir)}
-    pending, skipped = [], []
-    for url in inputs:
-        size = input_size(url)
-        prev = done.get(url)
-        if prev and prev["status"] in ("ok", "truncated") and prev["input_bytes"] == size and size != MISSING:
-            skipped.append(url)
-        else:
-            pending.append((url, size))
-    return pending, skipped
+                   plan.skipped, [t for t in tasks if t.input_bytes == MISSING], plan.checkpoint)
 
 
 def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
@@ -139,23 +128,31 @@ def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
     entry = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "pending": len(plan.pending),
              "skipped": len(plan.skipped), "missing": len(plan.missing), "argv": sys.argv}
     log_path = posixpath.join(path, "runs.jsonl")
-    previous = fs.cat_file(log_path).decode() if fs.exists(log_path) else ""
+    try:
+        previous = fs.cat_file(log_path).decode()
+    except FileNotFoundError:
+        previous = ""
     with fs.open(log_path, "w") as f:
         f.write(previous + json.dumps(entry) + "\n")
 
 
-def merge_manifest(run_dir: str, schema=MANIFEST_SCHEMA, this_run: list[dict] = ()) -> list[dict]:
-    """Rewrite ``manifest.parquet`` from the per-shard files (one row per shard). Rows of this
-    run whose own file could not be written (storage failed) override what is on disk; if the
-    merged file cannot be written either, the rows are still returned for the summary."""
-    rows = {r["input_shard"]: r for r in read_parquet_dir(posixpath.join(run_dir, "manifest"), schema)}
-    rows.update({r["input_shard"]: {name: r.get(name) for name in schema.names} for r in this_run})
-    merged = [rows[k] for k in sorted(rows)]
+def merge_manifest(checkpoint: Checkpoint, tasks: list, this_run: list[dict] = ()) -> list[dict]:
+    """Update the checkpoint the run was planned from (``manifest.parquet`` beside the
+    per-shard files; one row per shard) with the rows of this run's ``tasks``, without reading
+    their files again. Rows of this run whose own file could not be written (storage failed)
+    override what is on disk; if the merged file cannot be written either, the rows are still
+    returned for the summary."""
+    return save_checkpoint(checkpoint.updated(task_rows(tasks, this_run))).rows()
+
+
+def save_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
+    """Write it if it changed; a storage failure is reported, not raised (the per-shard files
+    stay the truth, and the next plan reads what this one could not record)."""
     try:
-        write_parquet_atomic(rows_table(merged, schema), posixpath.join(run_dir, "manifest.parquet"))
+        checkpoint.save()
     except OSError as exc:
-        print(f"could not write {run_dir}/manifest.parquet: {exc}", file=sys.stderr, flush=True)
-    return merged
+        print(f"could not write {checkpoint_url(checkpoint.marker_dir)}: {exc}", file=sys.stderr, flush=True)
+    return checkpoint
 
 
 def print_summary(rows: list[dict], run_dir: str, unit: str = "samples", show_failed: int = 10) -> None:
@@ -199,11 +196,12 @@ def run_job(cfg: JobConfig) -> list[dict]:
             from pipeline.steps.score_shard import write_eval_settings
 
             write_eval_settings(posixpath.join(plan.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
-        this_run = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.output_url,
-                                                           "config_hash": cfg.config_hash()}) for task in plan.missing]
+        config_hash = cfg.config_hash()       # hashing copies the config, inputs included: once, not per shard
+        this_run = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.output_url, "config_hash": config_hash})
+                    for task in plan.missing]
         with WorkerPool(ShardWorker, (cfg, cfg.method_plugin, publication_secret(cfg)), **cfg.worker_options()) as pool:
-            this_run += pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": cfg.config_hash()})
-        rows = merge_manifest(plan.run_dir, MANIFEST_SCHEMA, this_run)
+            this_run += pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash})
+        rows = merge_manifest(plan.checkpoint, plan.missing + plan.pending, this_run)
     print_summary(rows, plan.run_dir)
     return rows
 
@@ -213,24 +211,35 @@ def record_missing(task, schema, extra: dict) -> dict:
     return write_failed_row(task, failed_task_row(task, "input shard not found", UNREADABLE_SHARD, **extra), schema)
 
 
-def plan_evaluation(run_dir: str, settings) -> tuple[str, list, list[str]]:
+@dataclass
+class EvalPlan:
+    eval_dir: str
+    pending: list           # EvalTasks
+    skipped: list[str]      # output shards already scored
+    checkpoint: Checkpoint  # the evaluation's finished work; updated by merge_manifest
+
+
+def plan_evaluation(run_dir: str, settings) -> EvalPlan:
     """Output shards of a run still to score: finished shards (``ok``/``truncated``) with no
     ``ok`` evaluation, or one that scored a different number of outputs (the shard was
-    regenerated since). Returns (eval dir, pending EvalTasks, skipped output shards)."""
-    from pipeline.steps.score_shard import EvalTask, read_eval_manifest
+    regenerated since). Both sides are read from their checkpoints (``pipeline.steps.planning``)."""
+    from pipeline.steps.score_shard import EVAL_MANIFEST_SCHEMA, EvalTask
 
     eval_dir = posixpath.join(run_dir, settings.eval_dir_name())
-    scored = {row["output_shard"]: row for row in read_eval_manifest(eval_dir)}
+    checkpoint = Checkpoint.load(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA)
+    scored = checkpoint.latest("output_shard", "status", "outputs_scored", "outputs_error")
+    made = Checkpoint.load(posixpath.join(run_dir, "manifest"), MANIFEST_SCHEMA)
     pending, skipped = [], []
-    for row in read_manifest_dir(posixpath.join(run_dir, "manifest")):
-        if row["status"] not in ("ok", "truncated"):
+    for input_shard, (output_shard, status, outputs_ok) in made.latest("input_shard", "output_shard", "status",
+                                                                       "outputs_ok").items():
+        if status not in FINAL:
             continue
-        prev = scored.get(row["output_shard"])
-        if prev and prev["status"] == "ok" and prev["outputs_scored"] + prev["outputs_error"] == row["outputs_ok"]:
-            skipped.append(row["output_shard"])
+        prev = scored.get(output_shard)
+        if prev and prev[0] == "ok" and prev[1] + prev[2] == outputs_ok:
+            skipped.append(output_shard)
         else:
-            pending.append(EvalTask.for_shard(eval_dir, row["input_shard"], row["output_shard"]))
-    return eval_dir, pending, skipped
+            pending.append(EvalTask.for_shard(eval_dir, input_shard, output_shard))
+    return EvalPlan(eval_dir, pending, skipped, checkpoint)
 
 
 def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gpus: int | None = None,
@@ -244,11 +253,12 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
     cfg = load_run_config(run_dir)
     check_available(settings)
     with RunLock(run_dir):
-        eval_dir, pending, skipped = plan_evaluation(run_dir, settings)
-        write_eval_settings(eval_dir, settings)
-        print(f"evaluation {eval_dir}: {len(pending)} shard(s) to score, {len(skipped)} already scored",
+        plan = plan_evaluation(run_dir, settings)
+        write_eval_settings(plan.eval_dir, settings)
+        print(f"evaluation {plan.eval_dir}: {len(plan.pending)} shard(s) to score, {len(plan.skipped)} already scored",
               file=sys.stderr, flush=True)
         with WorkerPool(EvalWorker, (settings, cfg.image_field), address=address, num_gpus=num_gpus,
                         num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads) as pool:
-            pool.run(pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
-    return eval_dir
+            scored = pool.run(plan.pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
+        merge_manifest(plan.checkpoint, plan.pending, scored)
+    return plan.eval_dir

@@ -1,0 +1,209 @@
+"""Planning a rerun in requests, not in shards: one planner for every job kind. No Ray.
+
+Each task's manifest file (``<dir>/<name>.parquet``, written last: ``steps.completion``) is
+the truth a crashed run leaves behind, but reading them all costs a request per shard. The
+checkpoint beside them (``<dir>.parquet``: the run's ``manifest.parquet``) holds their rows
+together with the version each file had when its rows were taken (ETag, or modification time,
+inode and size: ``io.listing.entry_version``). Loading it lists the directory (a request per
+thousand files), keeps the rows of files whose version is unchanged, reads only files that are
+new or changed, and drops the rows of files that are gone. So it gives exactly what reading
+every file gives (a file redone since, or written by a run that crashed before its merge, wins
+because its version changed), at O(listing pages + changed files) requests.
+
+After a run the driver updates the checkpoint with the rows its tasks returned (no file is read
+again for them: they are what the files hold, or what storage failed to take) and writes it
+once. Input sizes come from listings too (``io.listing.object_sizes``).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import posixpath
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.io.listing import MISSING, entry_version, list_directory, object_sizes
+from pipeline.io.records import MANIFEST_SCHEMA, rows_table, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+META_KEY = b"pipeline.checkpoint"      # where each row came from: {"names", "versions", "counts"} (zlib, base64)
+FINAL = ("ok", "truncated")
+READ_THREADS = 16                      # concurrent reads of changed files on object stores
+
+
+def checkpoint_url(marker_dir: str) -> str:
+    """``<run_dir>/manifest`` -> ``<run_dir>/manifest.parquet``."""
+    return marker_dir.rstrip("/") + ".parquet"
+
+
+@dataclass
+class Checkpoint:
+    """The rows of every finished Parquet file directly under ``marker_dir``, file by file in
+    name order (``names``, ``versions``, ``counts``: the rows each file gave)."""
+    marker_dir: str
+    schema: pa.Schema
+    table: pa.Table
+    names: list[str] = field(default_factory=list)
+    versions: list[str | None] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    changed: bool = False              # differs from what ``checkpoint_url`` holds
+    files_read: int = 0                # files read by the last load or update (not covered by the checkpoint)
+
+    @classmethod
+    def load(cls, marker_dir: str, schema: pa.Schema) -> "Checkpoint":
+        return cls.stored(marker_dir, schema).refreshed()
+
+    @classmethod
+    def empty(cls, marker_dir: str, schema: pa.Schema) -> "Checkpoint":
+        return cls(marker_dir, schema, schema.empty_table(), changed=True)
+
+    @classmethod
+    def stored(cls, marker_dir: str, schema: pa.Schema) -> "Checkpoint":
+        """The checkpoint file as written (empty if there is none or it cannot be used: then
+        every file is read once, and the next write replaces it)."""
+        url = checkpoint_url(marker_dir)
+        try:
+            fs, path = fsspec.core.url_to_fs(url)
+            data = fs.cat_file(path)
+        except FileNotFoundError:
+            return cls.empty(marker_dir, schema)
+        try:
+            where = json.loads(zlib.decompress(base64.b64decode(pq.ParquetFile(io.BytesIO(data)).schema_arrow.metadata[META_KEY])))
+            table = pq.read_table(io.BytesIO(data), schema=schema)
+            names, versions, counts = where["names"], where["versions"], where["counts"]
+            if not len(names) == len(versions) == len(counts) or sum(counts) != table.num_rows:
+                raise ValueError("its index does not match its rows")
+        except Exception as exc:       # written before checkpoints had an index, or damaged
+            log.warning("%s is not a usable checkpoint (%s); its files are read again", url, exc)
+            return cls.empty(marker_dir, schema)
+        return cls(marker_dir, schema, table, names, versions, counts)
+
+    def refreshed(self, known: dict[str, list[dict]] | None = None) -> "Checkpoint":
+        """What the directory holds now: this checkpoint's rows for files whose version is
+        unchanged, ``known`` rows for the files named (the rows a run's tasks returned), and
+        every other new or changed file read."""
+        known = known or {}
+        fs, directory = fsspec.core.url_to_fs(self.marker_dir)
+        listed = {posixpath.basename(p): entry_version(e) for p, e in list_directory(fs, directory).items()
+                  if p.endswith(".parquet") and not posixpath.basename(p).startswith(".") and e.get("type") != "directory"}
+        kept: dict[str, tuple] = {}        # name -> (version, start row in self.table, count)
+        start = 0
+        for name, version, count in zip(self.names, self.versions, self.counts):
+            if version is not None and listed.get(name) == version and name not in known:
+                kept[name] = (version, start, count)
+            start += count
+        to_read = sorted(n for n in listed if n not in kept and n not in known)
+        read = dict(zip(to_read, self._read_files(fs, directory, to_read)))
+        read = {n: t for n, t in read.items() if t is not None}       # gone since the listing
+        known_table = rows_table([r for n in sorted(known) for r in known[n]], self.schema)
+        combined = pa.concat_tables([self.table, known_table, *read.values()]).combine_chunks()
+        offsets, pieces = [0, self.table.num_rows], {n: v for n, v in kept.items()}
+        at = offsets[1]
+        for name in sorted(known):
+            pieces[name] = (listed.get(name), at, len(known[name]))
+            at += len(known[name])
+        for name, table in read.items():
+            pieces[name] = (listed[name], at, table.num_rows)
+            at += table.num_rows
+        order = sorted(pieces)
+        rows = [i for n in order for i in range(pieces[n][1], pieces[n][1] + pieces[n][2])]
+        result = Checkpoint(self.marker_dir, self.schema, combined.take(pa.array(rows, pa.int64())),
+                            order, [pieces[n][0] for n in order], [pieces[n][2] for n in order])
+        result.files_read = len(read)
+        result.changed = self.changed or len(kept) != len(self.names) or bool(known) or bool(read)
+        return result
+
+    def _read_files(self, fs, directory: str, names: list[str]) -> list[pa.Table | None]:
+        def read(name: str) -> pa.Table | None:
+            try:
+                return pq.read_table(io.BytesIO(fs.cat_file(posixpath.join(directory, name))), schema=self.schema)
+            except FileNotFoundError:
+                return None
+        local = {"file", "local", "memory"} & set([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)
+        if local or len(names) < 2:
+            return [read(n) for n in names]
+        with ThreadPoolExecutor(READ_THREADS) as pool:        # object stores: requests overlap
+            return list(pool.map(read, names))
+
+    def updated(self, known: dict[str, list[dict]]) -> "Checkpoint":
+        """After a run (under its lock): with the rows its tasks returned. Without any, no
+        task wrote since this checkpoint was loaded, so nothing is listed again."""
+        return self.refreshed(known) if known else self
+
+    def forget(self, names) -> None:
+        """Drop the rows of these files (the caller deleted them)."""
+        gone = set(names) & set(self.names)
+        if not gone:
+            return
+        keep, start = [], 0
+        for name, count in zip(self.names, self.counts):
+            if name not in gone:
+                keep.extend(range(start, start + count))
+            start += count
+        idx = [i for i, n in enumerate(self.names) if n not in gone]
+        self.table = self.table.take(pa.array(keep, pa.int64()))
+        self.names, self.versions, self.counts = ([xs[i] for i in idx] for xs in (self.names, self.versions, self.counts))
+        self.changed = True
+
+    def save(self) -> None:
+        """Write ``checkpoint_url`` if it changed (raises OSError if storage fails)."""
+        if not self.changed:
+            return
+        where = json.dumps({"names": self.names, "versions": self.versions, "counts": self.counts}).encode()
+        index = base64.b64encode(zlib.compress(where))      # names share prefixes: a tenth of the size
+        write_parquet_atomic(self.table.replace_schema_metadata({META_KEY: index}), checkpoint_url(self.marker_dir))
+        self.changed = False
+
+    def latest(self, key: str, *columns: str) -> dict:
+        """``row[key] -> (row[c] for c in columns)``; of rows sharing a key, the one from the
+        file last in name order (as reading the files in order would give)."""
+        values = [self.table.column(c).to_pylist() for c in (key, *columns)]
+        return {row[0]: row[1:] for row in zip(*values)}
+
+    def rows(self, key: str = "input_shard") -> list[dict]:
+        """One row per key, in key order: the merged manifest."""
+        keys = self.table.column(key).to_pylist()
+        last = {k: i for i, k in enumerate(keys)}
+        order = [last[k] for k in sorted(last, key=lambda k: (k is None, k or ""))]
+        return self.table.take(pa.array(order, pa.int64())).to_pylist()
+
+
+def task_rows(tasks, rows) -> dict[str, list[dict]]:
+    """This run's rows by the name of their task's manifest file (rows name their task by
+    ``input_shard``, which is the task's ``input_url``)."""
+    file_of = {task.input_url: posixpath.basename(task.manifest_url) for task in tasks}
+    return {file_of[row["input_shard"]]: [row] for row in rows}
+
+
+@dataclass
+class InputPlan:
+    pending: list[tuple[str, int | None]]     # input URL and size (``MISSING``: it does not exist)
+    skipped: list[str]
+    checkpoint: Checkpoint
+
+
+def plan_inputs(inputs, marker_dir: str, schema: pa.Schema = MANIFEST_SCHEMA,
+                config_hash: str | None = None) -> InputPlan:
+    """Input shards still to process: no manifest row, a ``failed`` one, one for a different
+    input size (the input was replaced or its upload completed) or, when ``config_hash`` is
+    given, for other settings. ``ok`` and ``truncated`` rows of unchanged inputs are final."""
+    sizes = object_sizes(inputs)
+    checkpoint = Checkpoint.load(marker_dir, schema)
+    done = checkpoint.latest("input_shard", "status", "input_bytes", "config_hash")
+    pending, skipped = [], []
+    for url in inputs:
+        size = sizes[url]
+        status, size_then, hash_then = done.get(url, (None, None, None))
+        if status in FINAL and size_then == size and size != MISSING and config_hash in (None, hash_then):
+            skipped.append(url)
+        else:
+            pending.append((url, size))
+    return InputPlan(pending, skipped, checkpoint)
