@@ -76,7 +76,8 @@ class Checkpoint:
         except FileNotFoundError:
             return cls.empty(marker_dir, schema)
         try:
-            where = json.loads(zlib.decompress(base64.b64decode(pq.ParquetFile(io.BytesIO(data)).schema_arrow.metadata[META_KEY])))
+            metadata = pq.ParquetFile(io.BytesIO(data)).schema_arrow.metadata or {}
+            where = json.loads(zlib.decompress(base64.b64decode(metadata[META_KEY])))
             table = pq.read_table(io.BytesIO(data), schema=schema)
             names, versions, counts = where["names"], where["versions"], where["counts"]
             if not len(names) == len(versions) == len(counts) or sum(counts) != table.num_rows:
@@ -94,7 +95,7 @@ class Checkpoint:
         fs, directory = fsspec.core.url_to_fs(self.marker_dir)
         listed = {posixpath.basename(p): entry_version(e) for p, e in list_directory(fs, directory).items()
                   if p.endswith(".parquet") and not posixpath.basename(p).startswith(".") and e.get("type") != "directory"}
-        kept: dict[str, tuple] = {}        # name -> (version, start row in self.table, count)
+        kept: dict[str, tuple] = {}        # name -> (version, first row in self.table, count)
         start = 0
         for name, version, count in zip(self.names, self.versions, self.counts):
             if version is not None and listed.get(name) == version and name not in known:
@@ -105,8 +106,7 @@ class Checkpoint:
         read = {n: t for n, t in read.items() if t is not None}       # gone since the listing
         known_table = rows_table([r for n in sorted(known) for r in known[n]], self.schema)
         combined = pa.concat_tables([self.table, known_table, *read.values()]).combine_chunks()
-        offsets, pieces = [0, self.table.num_rows], {n: v for n, v in kept.items()}
-        at = offsets[1]
+        pieces, at = dict(kept), self.table.num_rows      # name -> (version, first row in combined, count)
         for name in sorted(known):
             pieces[name] = (listed.get(name), at, len(known[name]))
             at += len(known[name])

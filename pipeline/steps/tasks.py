@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from pipeline.io.listing import MISSING, entry_size, object_entries  # noqa: F401 (MISSING re-exported)
+from pipeline.io.listing import MISSING  # noqa: F401 (re-exported: the size of an input that does not exist)
 from pipeline.io.shards import SHARD_SUFFIXES, shard_name
 
 
@@ -31,8 +31,3 @@ class ShardTask:
         run_dir, name = posixpath.split(posixpath.dirname(self.rows_url))[0], posixpath.basename(self.rows_url)
         return posixpath.join(run_dir, "faces", name)
 
-
-def input_size(url: str) -> int | None:
-    """Size of one input shard in bytes: ``MISSING`` if it does not exist, None if it cannot
-    be told (the worker then finds out what is wrong). Many shards: ``object_sizes``."""
-    return entry_size(object_entries([url])[url])
