@@ -28,6 +28,7 @@ from pipeline.config.interpolation import InterpConfig
 from pipeline.steps.interp_tasks import InversionTask, PairTask
 from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
                             random_pairs, read_pairs_file, resolve_refs)
+from pipeline.io.listing import MISSING
 from pipeline.io.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
 from pipeline.methods.boomerang import check_steps
@@ -35,7 +36,6 @@ from pipeline.execution.jobs import (RunPlan, expand_inputs, merge_manifest, pri
                                      save_checkpoint, write_run_files)
 from pipeline.steps.completion import remove_outputs
 from pipeline.steps.planning import FINAL, Checkpoint, plan_inputs, task_rows
-from pipeline.steps.tasks import MISSING
 
 
 def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:

@@ -38,12 +38,13 @@ from pipeline.execution.shard_workers import EvalWorker, ShardWorker
 from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
+from pipeline.io.listing import MISSING
 from pipeline.io.records import MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
 from pipeline.steps.completion import SCORING_COUNTS, failed_task_row, write_failed_row
 from pipeline.io.shards import expand_shard_urls, shard_name
 from pipeline.steps.planning import FINAL, Checkpoint, checkpoint_url, plan_inputs, task_rows
-from pipeline.steps.tasks import MISSING, ShardTask
+from pipeline.steps.tasks import ShardTask
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from pipeline.io.listing import MISSING  # noqa: F401 (re-exported: the size of an input that does not exist)
 from pipeline.io.shards import SHARD_SUFFIXES, shard_name
 
 
