@@ -29,11 +29,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# The autoscaling tier starts a cluster of its own: it runs after the main suite, never beside it.
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow and not gpu" -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow and not gpu and not autoscaling" -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "autoscaling" -p no:cacheprovider
 
 test-all: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu and not autoscaling"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "autoscaling"
 
 demo: install
 	$(BIN)/python jobs/demo.py --out $(OUT) --model $(MODEL)

@@ -57,7 +57,8 @@ def test_ray_job_submit_runs_the_anonymize_job(pixel_model_dir, tmp_path):
         out = tmp_path / "out"
         submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
                   "python", "jobs/anonymize_celeba.py", "--input", *inputs, "--output", str(out),
-                  "--model", pixel_model_dir, "--t", "0.3", "--steps", "10", "--batch-size", "3"]
+                  "--model", pixel_model_dir, "--t", "0.3", "--steps", "10", "--batch-size", "3",
+                  "--num-gpus", "0"]   # a joined cluster gets GPU workers unless told otherwise
         deadline = time.time() + 180      # its own wait: a loaded machine brings the agent up slowly
         while True:   # the job server answers before its agent is ready to take jobs
             done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)

@@ -57,6 +57,7 @@ def test_the_next_run_reuses_the_worker_with_its_own_setup_even_after_a_restart(
         (two,) = second.run([Task(tmp_path, "b")], SCHEMA)
         assert "already running" in capsys.readouterr().err
         (three,) = second.run([Task(tmp_path, "c", crash_once=True)], SCHEMA)
+    assert "value" in three, three
     assert (one["value"], two["value"], three["value"]) == (1, 2, 2)       # the restarted worker runs setup 2
     assert one["pid"] == two["pid"] != three["pid"]
     with pool(3) as third:                                                  # and is kept for the next run too

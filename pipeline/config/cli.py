@@ -7,7 +7,7 @@ import logging
 import sys
 
 from metrics.suite import RECOGNIZERS, MetricSettings
-from pipeline.config.job import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, JobConfig
+from pipeline.config.job import DEFAULT_MAX_GPU_WORKERS, DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, JobConfig
 from pipeline.methods import method_names
 from pipeline.methods.cold import ALGORITHMS as COLD_ALGORITHMS
 from pipeline.errors import UserError
@@ -25,6 +25,16 @@ def non_negative_int(text: str) -> int:
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -188,7 +198,11 @@ def add_image_flags(ap: argparse.ArgumentParser) -> None:
 def add_execution_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=positive_int, default=16)
     ap.add_argument("--num-gpus", type=non_negative_int, default=None,
-                    help="GPU workers (default: every GPU of the cluster; 0: CPU workers only)")
+                    help="GPU workers to run, waiting for the autoscaler to add them (default: every GPU of the "
+                         f"cluster, and on a cluster joined by address up to {DEFAULT_MAX_GPU_WORKERS} as nodes join; "
+                         "a private local cluster without GPUs runs CPU workers; 0: CPU workers only)")
+    ap.add_argument("--gpu-wait", type=positive_float, default=900.0,
+                    help="seconds to wait for the first GPU worker before giving up (default 900)")
     ap.add_argument("--num-cpu-workers", type=positive_int, default=1, help="CPU workers when the cluster has no GPU")
     ap.add_argument("--cpu-threads", type=positive_int, default=None, help="torch threads per CPU worker")
     ap.add_argument("--address", default=None, help="Ray cluster address; 'auto' joins a cluster started here with `ray start` "
@@ -240,7 +254,7 @@ def config_from_args(job: str, args: argparse.Namespace, **extra) -> JobConfig:
         dtype=args.dtype, min_side=args.min_side, image_field=args.image_field, max_member_bytes=args.max_member_bytes,
         max_pixels=args.max_pixels, batch_size=args.batch_size,
         num_gpus=args.num_gpus, num_cpu_workers=args.num_cpu_workers, cpu_threads=args.cpu_threads,
-        address=args.address, device=args.device,
+        address=args.address, device=args.device, gpu_wait=args.gpu_wait,
         metrics=metric_settings_from_args(args) if args.metrics else None, **region_from_args(args), **extra)
 
 

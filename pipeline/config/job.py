@@ -34,7 +34,7 @@ JOBS = ("anonymize", "augment")
 
 # Fields that do not affect outputs, so they are left out of the hash.
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
-                    "device", "metrics", "key_secret", "boxes_file")
+                    "device", "metrics", "key_secret", "boxes_file", "gpu_wait")
 # --region faces settings: hashed only for region runs, so whole-image runs keep their directories.
 REGION_FIELDS = ("detector", "boxes_field", "boxes_fingerprint", "face_margin", "face_feather", "min_face", "no_face")
 # --privacy-target settings: hashed only when it is on.
@@ -100,6 +100,11 @@ class ImageSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
+# GPU workers asked of a cluster joined by address when --num-gpus is not given: pending ones are
+# the autoscaler's demand, so this is how far a default run lets the cluster grow.
+DEFAULT_MAX_GPU_WORKERS = 64
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExecutionSettings:
     """Where and how a run executes; outputs never depend on these, so they are not hashed."""
@@ -109,11 +114,12 @@ class ExecutionSettings:
     cpu_threads: int | None = None
     address: str | None = None
     device: str = "auto"
+    gpu_wait: float = 900.0                # seconds to wait for the first GPU worker (autoscaling)
 
     def worker_options(self) -> dict:
         """What the execution layer's ``WorkerPool`` takes from a configuration."""
         return {"address": self.address, "num_gpus": self.num_gpus, "num_cpu_workers": self.num_cpu_workers,
-                "cpu_threads": self.cpu_threads}
+                "cpu_threads": self.cpu_threads, "gpu_wait": self.gpu_wait}
 
 
 @dataclass(frozen=True)

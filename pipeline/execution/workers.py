@@ -6,8 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
+from dataclasses import dataclass
 
+import ray
+
+from pipeline.config.job import DEFAULT_MAX_GPU_WORKERS
 from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,8 @@ class Worker:
             self._kept = (key, build())
         return self._kept[1]
 
+    # Asked again while Ray restarts the worker (a crash, a lost node), until it is back or dead.
+    @ray.method(max_task_retries=-1)
     def ready(self) -> str | None:
         """None when the worker can take tasks of the current configuration, else why not."""
         self.refresh()
@@ -97,19 +104,48 @@ class Worker:
         self.state.add.remote(n)
 
 
-def worker_resources(ray, n_tasks: int, num_gpus: int | None, num_cpu_workers: int,
-                     cpu_threads: int | None) -> tuple[int, str, dict, int | None]:
-    """(how many workers, GPU or CPU, their actor options, torch threads each): one per GPU
-    when the cluster has GPUs, else ``num_cpu_workers`` CPU actors."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    n_gpu = gpus if num_gpus is None else min(num_gpus, gpus)
-    if num_gpus and num_gpus > gpus:
-        log.warning("asked for %d GPU workers but the cluster has %d GPUs", num_gpus, gpus)
-    if n_gpu > 0:
-        return min(n_gpu, n_tasks), "GPU", {"num_gpus": 1, "num_cpus": 1}, cpu_threads
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    n = min(num_cpu_workers, n_tasks)
-    return n, "CPU", {"num_cpus": 1}, cpu_threads or max(1, cpus // n)
+@dataclass
+class WorkerPlan:
+    """How many workers of which kind a run asks for. GPU workers beyond the GPUs the cluster
+    has now stay pending: they are the autoscaler's demand, and join the run as nodes come up."""
+    device: str                      # "GPU" or "CPU"
+    n: int
+    threads: int | None
+    why: str                         # one line for the log: where the number comes from
+
+    def actor_options(self) -> dict:
+        return {"num_gpus": 1, "num_cpus": 1} if self.device == "GPU" else {"num_cpus": 1}
+
+
+def plan_workers(*, n_tasks: int, gpus_now: int, cpus_now: int, joined: bool, num_gpus: int | None,
+                 num_cpu_workers: int, cpu_threads: int | None) -> WorkerPlan:
+    """The workers for ``n_tasks`` tasks. ``joined``: the driver joined an existing cluster (by
+    address, as ``ray job submit`` does) rather than starting one, so GPUs may still come from
+    its autoscaler. CPU workers only when asked (``num_gpus=0``) or on a cluster this driver
+    started that has no GPU (a laptop, CI); never as a fallback on a joined cluster."""
+    def cpu(why: str) -> WorkerPlan:
+        n = max(1, min(num_cpu_workers, n_tasks))
+        return WorkerPlan("CPU", n, cpu_threads or max(1, cpus_now // n), why)
+
+    if num_gpus == 0:
+        return cpu("--num-gpus 0")
+    if num_gpus is not None:
+        return WorkerPlan("GPU", min(num_gpus, n_tasks), cpu_threads, f"--num-gpus {num_gpus}")
+    if joined:
+        wanted = max(gpus_now, DEFAULT_MAX_GPU_WORKERS)
+        return WorkerPlan("GPU", min(wanted, n_tasks), cpu_threads,
+                          f"{gpus_now} GPU(s) in the cluster now, up to {wanted} as the autoscaler adds nodes")
+    if gpus_now:
+        return WorkerPlan("GPU", min(gpus_now, n_tasks), cpu_threads, f"{gpus_now} GPU(s) in this local cluster")
+    return cpu("no GPU in this local cluster")
+
+
+def cluster_facts(ray) -> tuple[int, int, bool]:
+    """(GPUs now, CPUs now, whether this driver joined a cluster it did not start)."""
+    resources = ray.cluster_resources()
+    node = ray._private.worker._global_node          # set by ray.init; ``head`` when this driver started it
+    joined = node is not None and not node.head
+    return int(resources.get("GPU", 0)), int(resources.get("CPU", 1)), joined
 
 
 class WorkerCache:
@@ -155,11 +191,15 @@ WORKER_CACHE = WorkerCache()
 
 
 def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int | None, num_cpu_workers: int,
-                  cpu_threads: int | None) -> tuple[tuple, object, list]:
-    """Workers of ``worker_cls`` set up with ``args``, each checked ready: idle ones of the
-    same kind first, new ones for the rest. Returns (kind, state actor, workers); raises
-    UserError when none can start."""
-    n, device, resources, threads = worker_resources(ray, n_tasks, num_gpus, num_cpu_workers, cpu_threads)
+                  cpu_threads: int | None, gpu_wait: float = 900.0) -> tuple[tuple, object, list, dict]:
+    """Workers of ``worker_cls`` set up with ``args``: idle ones of the same kind first, new
+    ones for the rest. Returns as soon as one is ready (waiting up to ``gpu_wait`` seconds for
+    GPU nodes to join): (kind, state actor, ready workers, {ready ref: worker} still starting,
+    for the dispatcher to add as they come). Raises UserError when none can start."""
+    gpus_now, cpus_now, joined = cluster_facts(ray)
+    plan = plan_workers(n_tasks=n_tasks, gpus_now=gpus_now, cpus_now=cpus_now, joined=joined, num_gpus=num_gpus,
+                        num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads)
+    n, device, resources, threads = plan.n, plan.device, plan.actor_options(), plan.threads
     # Metric weights are looked up under TORCH_HOME: workers use the driver's setting.
     env = {k: os.environ[k] for k in ("TORCH_HOME",) if k in os.environ}
     if env:
@@ -168,26 +208,53 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
     state, reused = WORKER_CACHE.take(ray, kind, n)
     ray.get(state.configure.remote(args))
     ray.get(state.reset.remote())
-    actor = ray.remote(worker_cls).options(max_restarts=2, max_task_retries=2, **resources)
-    print(f"starting {n} {device} worker(s)" + (f" with {threads} torch threads each" if device == "CPU" else "")
-          + (f" ({len(reused)} already running)" if reused else ""), file=sys.stderr, flush=True)
+    # Ray restarts a lost worker; its task is retried by the dispatcher (``MAX_ATTEMPTS``), on
+    # whichever worker is free, rather than waiting for this one to come back.
+    actor = ray.remote(worker_cls).options(max_restarts=2, max_task_retries=0, **resources)
+    print(f"starting {n} {device} worker(s) ({plan.why})" + (f" with {threads} torch threads each" if device == "CPU" else "")
+          + (f", {len(reused)} already running" if reused else ""), file=sys.stderr, flush=True)
+    starting = {w.ready.remote(): w for w in reused}
+    starting.update({w.ready.remote(): w for w in (actor.remote(state, threads) for _ in range(n - len(reused)))})
     live, errors = [], []
-    for batch in (reused, None):          # idle workers first (one may have died meanwhile), then new ones
-        if batch is None:
-            batch = [actor.remote(state, threads) for _ in range(n - len(live))]
-        for w in batch:
-            try:
-                error = ray.get(w.ready.remote())
-            except ray.exceptions.RayActorError as exc:
-                error = f"the worker died: {exc}"
-            if error is None:
-                live.append(w)
-            else:
-                errors.append(error)
+    deadline = time.monotonic() + (gpu_wait if device == "GPU" else max(gpu_wait, 600.0))
+    last_note = time.monotonic()
+    while starting and not live:
+        settle_started(ray, starting, live, errors, timeout=5.0)
+        if live or not starting:
+            break
+        if time.monotonic() > deadline:
+            for w in starting.values():
                 ray.kill(w, no_restart=True)
+            raise UserError(f"no {device} worker started within {gpu_wait:.0f} s: {waiting_for(ray, device, n)}; "
+                            f"--gpu-wait S waits longer, --num-gpus 0 runs CPU workers")
+        if time.monotonic() - last_note >= 30:
+            print(f"waiting for {device} workers: {waiting_for(ray, device, n)}", file=sys.stderr, flush=True)
+            last_note = time.monotonic()
     if not live:
         raise UserError(f"no worker could start: {errors[0]}")
-    if len(live) < n:
-        print(f"{n - len(live)} worker(s) could not start ({errors[0]}); going on with {len(live)}",
+    if errors:
+        print(f"{len(errors)} worker(s) could not start ({errors[0]}); going on with the others",
               file=sys.stderr, flush=True)
-    return kind, state, live
+    return kind, state, live, starting
+
+
+def settle_started(ray, starting: dict, live: list, errors: list, timeout: float) -> None:
+    """Move the workers whose ``ready()`` answered from ``starting`` to ``live`` (or end them,
+    with the reason in ``errors``)."""
+    done, _ = ray.wait(list(starting), num_returns=len(starting), timeout=timeout)
+    for ref in done:
+        worker = starting.pop(ref)
+        try:
+            error = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            error = f"the worker died: {exc}"
+        if error is None:
+            live.append(worker)
+        else:
+            errors.append(error)
+            ray.kill(worker, no_restart=True)
+
+
+def waiting_for(ray, device: str, n: int) -> str:
+    """What a run waits for, in words (`ray status` on the head tells what the autoscaler does)."""
+    return f"{n} asked, the cluster has {int(ray.cluster_resources().get(device, 0))} {device}(s) now"
