@@ -68,6 +68,7 @@ class FakeGpuCluster:
         env.pop("RAY_ADDRESS", None)
         subprocess.run([RAY, "start", "--head", f"--port={self.port}", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
                         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=false",
+                        f"--dashboard-agent-listen-port={free_port()}",      # 52365 may be another cluster's
                         f"--autoscaling-config={self.config_path}", "--disable-usage-stats",
                         # its own temp dir: ``ray start`` records its address there, and a plain
                         # ``ray.init()`` elsewhere on the machine must not find this cluster
@@ -76,16 +77,20 @@ class FakeGpuCluster:
         return self
 
     def processes(self) -> list[psutil.Process]:
-        """This cluster's processes: those whose command line names its port."""
+        """This cluster's processes: those whose command line names its temp dir or its GCS port."""
         mine = []
-        needle = str(self.port)
         for proc in psutil.process_iter(["cmdline", "pid"]):
             try:
-                if proc.pid != os.getpid() and any(needle in part for part in (proc.info["cmdline"] or [])):
+                if proc.pid != os.getpid() and any(self.names_me(part) for part in (proc.info["cmdline"] or [])):
                     mine.append(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return mine
+
+    def names_me(self, arg: str) -> bool:
+        port = str(self.port)
+        return (self.temp_dir + "/" in arg or arg.endswith(self.temp_dir) or arg.endswith(f":{port}")
+                or arg.endswith(f"_port={port}") or arg.endswith(f"--port={port}"))
 
     def kill_node(self, node_id: str) -> None:
         """End one worker node's processes (as if the machine were lost)."""

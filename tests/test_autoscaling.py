@@ -32,12 +32,19 @@ def cluster_yaml_gpu_worker(max_workers: int) -> dict:
 
 
 def job(cluster, inputs, out, model_dir, *extra) -> subprocess.Popen:
+    """The job as its own driver process; its output goes to files (a pipe nobody reads could fill)."""
     cmd = [sys.executable, str(REPO / "jobs/anonymize_celeba.py"), "--address", cluster.address, "--input", *inputs,
            "--output", str(out), "--model", model_dir, "--t", "0.3", "--steps", "10", "--batch-size", "4",
            "--cpu-threads", "1", "--keys", "keep", *extra]
     env = {**os.environ, **cluster.env, "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = Path(out).with_suffix(".log")
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def finished(run: subprocess.Popen, out, timeout: float) -> str:
+    run.wait(timeout=timeout)
+    return Path(out).with_suffix(".log").read_text()
 
 
 def node_ids(cluster) -> set[str]:
@@ -70,7 +77,7 @@ def test_gpu_workers_come_from_the_autoscaler_and_a_lost_node_costs_only_a_retry
                 cluster.kill_node(killed)                   # a machine lost mid-run
                 manifest_dir = done[0].parent
             time.sleep(0.2)
-        out, err = run.communicate(timeout=60)
+        err = finished(run, tmp_path / "out", timeout=60)
         assert run.returncode == 0, err[-4000:]
         assert killed is not None, f"the run ended before both GPU nodes were up:\n{err[-3000:]}"
     assert "starting 16 GPU worker(s) (0 GPU(s) in the cluster now, up to 64" in err     # demand, not CPU
@@ -88,7 +95,7 @@ def test_a_cluster_that_cannot_add_a_gpu_gets_a_clear_error_not_cpu_workers(pixe
     cpu_only = {"cpu_worker": {"resources": {"CPU": 1}, "min_workers": 0, "max_workers": 1}}
     with FakeGpuCluster(tmp_path, cpu_only, head_cpus=1) as cluster:
         run = job(cluster, inputs, tmp_path / "out", pixel_model_dir, "--gpu-wait", "3")
-        _, err = run.communicate(timeout=300)
+        err = finished(run, tmp_path / "out", timeout=300)
     assert run.returncode == 2, err[-2000:]
     assert "no GPU worker started within 3 s: 1 asked, the cluster has 0 GPU(s) now" in err
     assert "--num-gpus 0 runs CPU workers" in err

@@ -45,6 +45,9 @@ def test_ray_job_submit_runs_the_anonymize_job(pixel_model_dir, tmp_path):
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1",
                              f"--dashboard-port={dash}", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}",
+                             # the agent's default port (52365) is taken by any other cluster here,
+                             # e.g. the session's ray_cluster: then no agent takes jobs
+                             f"--dashboard-agent-listen-port={free_port()}",
                              "--disable-usage-stats"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"

@@ -72,10 +72,13 @@ def test_background_writer_encodes_off_the_calling_thread_in_order():
 def test_background_writer_raises_the_threads_error():
     writer = BackgroundWriter(SlowSink(fail_at=2), StageClock())
     with pytest.raises(OSError, match="disk full"):
-        for i in range(10):
-            writer.write(f"k{i}", {"cls": b"1"})
-            time.sleep(0.02)
-        writer.close()
+        try:
+            for i in range(10):
+                writer.write(f"k{i}", {"cls": b"1"})
+                time.sleep(0.02)
+        finally:
+            writer.close()
+    assert not writer.thread.is_alive()
 
 
 def test_a_shards_manifest_says_where_its_seconds_went(pixel_model_dir, tmp_path):

@@ -61,10 +61,11 @@ def dispatch(ray, workers: list, state, tasks: list, schema, *, counts: tuple[st
     starting = starting if starting is not None else {}
     queue = list(reversed(tasks))
     in_flight: dict = {}            # object ref -> (worker, task)
+    parked: dict = {}               # ready ref of a lost worker -> its task, requeued once the old process is gone
     progress = Progress(len(tasks), units=units)
     rows: list[dict] = []
     counted_done = 0
-    idle = list(workers)
+    idle = [w for w in workers if w not in starting.values()]
     live, last_poll = 0, 0.0
     stalled_since = None            # when the queue last had only starting workers to wait for
     attempts: dict[str, int] = {}   # task -> attempts so far, for tasks whose worker was lost
@@ -77,37 +78,58 @@ def dispatch(ray, workers: list, state, tasks: list, schema, *, counts: tuple[st
             worker, task = idle.pop(), queue.pop()
             in_flight[worker.process.remote(task)] = (worker, task)
 
+    def retry(task, exc) -> dict | None:
+        """Requeue a lost worker's task (None), or its failed row after ``MAX_ATTEMPTS``."""
+        attempts[task.input_url] = attempts.get(task.input_url, 1) + 1
+        if attempts[task.input_url] <= MAX_ATTEMPTS:
+            print(f"\n{task.input_url}: its worker was lost; retrying (attempt {attempts[task.input_url]} of "
+                  f"{MAX_ATTEMPTS})", file=sys.stderr, flush=True)
+            queue.append(task)
+            return None
+        return fail(task, f"worker lost {MAX_ATTEMPTS} times: {str(exc)[:400]}", WORKER_FAILED)
+
+    def finish(task, row: dict | None) -> None:
+        nonlocal counted_done
+        if row is None:
+            return
+        rows.append(row)
+        counted_done += row.get(count_key) or 0
+        if row["status"] != "ok":
+            print(f"\n{task.input_url}: {row['status']}: {row['error']}", file=sys.stderr, flush=True)
+
     submit()
-    while in_flight or (queue and starting):
+    while in_flight or (queue and starting) or parked:
         ready, _ = ray.wait(list(in_flight) + list(starting), num_returns=1, timeout=1.0)
         for ref in ready:
             if ref in starting:
                 joined, errors = [], []
-                starting_one = {ref: starting.pop(ref)}
-                settle_started(ray, starting_one, joined, errors, timeout=0)
-                idle.extend(joined)
-                for worker in joined:
-                    if worker not in workers:         # a restarted worker is back, a new one has joined
+                settle_started(ray, {ref: starting.pop(ref)}, joined, errors, timeout=0)
+                for worker in joined:          # a restarted worker is back, or a new one has come up
+                    idle.append(worker)
+                    if worker not in workers:
                         workers.append(worker)
                         print(f"\na worker joined: {len(workers)} ready", file=sys.stderr, flush=True)
                 for error in errors:
                     print(f"\na worker could not start: {error}", file=sys.stderr, flush=True)
+                if ref in parked:              # its old process is gone now: the task may run elsewhere
+                    task = parked.pop(ref)
+                    finish(task, retry(task, "the worker was unreachable"))
                 continue
             worker, task = in_flight.pop(ref)
             try:
                 row = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
-                # The worker's process or node is gone: Ray restarts the actor where resources
-                # allow, and it rejoins when ready; the task goes back to the queue for whichever
-                # worker is free first (a lost node costs a retry of its task, nothing more).
-                starting[worker.ready.remote()] = worker
-                attempts[task.input_url] = attempts.get(task.input_url, 1) + 1
-                if attempts[task.input_url] <= MAX_ATTEMPTS:
-                    print(f"\n{task.input_url}: its worker was lost; retrying (attempt {attempts[task.input_url]} "
-                          f"of {MAX_ATTEMPTS})", file=sys.stderr, flush=True)
-                    queue.append(task)
+                # The worker's process or node is gone: it leaves the pool and rejoins if Ray
+                # restarts it. A process known dead frees its task at once (a lost node costs a
+                # retry of its task, nothing more); one only unreachable may still be running it,
+                # so its task waits until the worker answers again or is ended.
+                workers.remove(worker)
+                ready_ref = worker.ready.remote()
+                starting[ready_ref] = worker
+                if isinstance(exc, ray.exceptions.ActorUnavailableError):
+                    parked[ready_ref] = task
                     continue
-                row = fail(task, f"worker lost {MAX_ATTEMPTS} times: {str(exc)[:400]}", WORKER_FAILED)
+                row = retry(task, exc)
             except ray.exceptions.RayError as exc:
                 # Raised by the task (e.g. writing the manifest failed): the worker is still usable.
                 idle.append(worker)
@@ -117,19 +139,16 @@ def dispatch(ray, workers: list, state, tasks: list, schema, *, counts: tuple[st
                 log.debug("task %s: %s", task.input_url, exc)      # the row's error says it in one line
             else:
                 idle.append(worker)
-            rows.append(row)
-            counted_done += row.get(count_key) or 0
-            if row["status"] != "ok":
-                print(f"\n{task.input_url}: {row['status']}: {row['error']}", file=sys.stderr, flush=True)
-        stalled_since = (stalled_since or time.monotonic()) if queue and not in_flight and not idle else None
+            finish(task, row)
+        stalled_since = (stalled_since or time.monotonic()) if (queue or parked) and not in_flight and not idle else None
         if stalled_since is not None and starting and time.monotonic() - stalled_since > start_wait:
-            for worker in starting.values():
+            for ref, worker in starting.items():       # ended: any task they held can run elsewhere
                 ray.kill(worker, no_restart=True)
+                if ref in parked:
+                    queue.append(parked.pop(ref))
             starting.clear()
-        if not idle and not in_flight and not starting and queue:
-            # Every worker died: the rest is recorded as failed (redone next run), not dropped.
-            while queue:
-                rows.append(fail(queue.pop(), "no live worker left (all died); see the worker logs", WORKER_FAILED))
+        if not idle and not in_flight and not starting:
+            break
         submit()
         if time.monotonic() - last_poll >= 1.0 or not in_flight:
             try:
@@ -137,7 +156,11 @@ def dispatch(ray, workers: list, state, tasks: list, schema, *, counts: tuple[st
             except ray.exceptions.GetTimeoutError:
                 pass
             last_poll = time.monotonic()
-        progress.update(len(rows), max(live, counted_done), counted_done, force=not in_flight)
+        progress.update(len(rows), max(live, counted_done), counted_done, force=not in_flight and not starting)
+    # No worker left (all died, none came up): the rest is recorded as failed (redone next run), not dropped.
+    while queue:
+        finish(queue[-1], fail(queue.pop(), "no live worker left (all died); see the worker logs", WORKER_FAILED))
+    progress.update(len(rows), max(live, counted_done), counted_done, force=True)
     return rows
 
 

@@ -130,6 +130,12 @@ def plan_workers(*, n_tasks: int, gpus_now: int, cpus_now: int, joined: bool, nu
     if num_gpus == 0:
         return cpu("--num-gpus 0")
     if num_gpus is not None:
+        if not joined and num_gpus > gpus_now:          # nothing can add a GPU to a cluster this driver started
+            if not gpus_now:
+                raise UserError(f"--num-gpus {num_gpus}: this local cluster has no GPU (--num-gpus 0 runs CPU "
+                                f"workers; --address joins a cluster with GPUs)")
+            log.warning("asked for %d GPU workers but this local cluster has %d GPUs", num_gpus, gpus_now)
+            num_gpus = gpus_now
         return WorkerPlan("GPU", min(num_gpus, n_tasks), cpu_threads, f"--num-gpus {num_gpus}")
     if joined:
         wanted = max(gpus_now, DEFAULT_MAX_GPU_WORKERS)
@@ -143,8 +149,10 @@ def plan_workers(*, n_tasks: int, gpus_now: int, cpus_now: int, joined: bool, nu
 def cluster_facts(ray) -> tuple[int, int, bool]:
     """(GPUs now, CPUs now, whether this driver joined a cluster it did not start)."""
     resources = ray.cluster_resources()
-    node = ray._private.worker._global_node          # set by ray.init; ``head`` when this driver started it
-    joined = node is not None and not node.head
+    # Set by ray.init: ``head`` when this driver started the cluster; None for a Ray Client
+    # driver (``ray://``), which always joins. Ray has no public way to ask this.
+    node = ray._private.worker._global_node
+    joined = node is None or not node.head
     return int(resources.get("GPU", 0)), int(resources.get("CPU", 1)), joined
 
 
@@ -210,13 +218,15 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
     ray.get(state.reset.remote())
     # Ray restarts a lost worker; its task is retried by the dispatcher (``MAX_ATTEMPTS``), on
     # whichever worker is free, rather than waiting for this one to come back.
-    actor = ray.remote(worker_cls).options(max_restarts=2, max_task_retries=0, **resources)
+    # A shard that kills its worker is tried MAX_ATTEMPTS times: restarts stay ahead of that.
+    actor = ray.remote(worker_cls).options(max_restarts=8, max_task_retries=0, **resources)
     print(f"starting {n} {device} worker(s) ({plan.why})" + (f" with {threads} torch threads each" if device == "CPU" else "")
           + (f", {len(reused)} already running" if reused else ""), file=sys.stderr, flush=True)
     starting = {w.ready.remote(): w for w in reused}
     starting.update({w.ready.remote(): w for w in (actor.remote(state, threads) for _ in range(n - len(reused)))})
     live, errors = [], []
-    deadline = time.monotonic() + (gpu_wait if device == "GPU" else max(gpu_wait, 600.0))
+    wait = gpu_wait if device == "GPU" else max(gpu_wait, 600.0)      # CPU workers: only their start-up
+    deadline = time.monotonic() + wait
     last_note = time.monotonic()
     while starting and not live:
         settle_started(ray, starting, live, errors, timeout=5.0)
@@ -225,8 +235,8 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
         if time.monotonic() > deadline:
             for w in starting.values():
                 ray.kill(w, no_restart=True)
-            raise UserError(f"no {device} worker started within {gpu_wait:.0f} s: {waiting_for(ray, device, n)}; "
-                            f"--gpu-wait S waits longer, --num-gpus 0 runs CPU workers")
+            raise UserError(f"no {device} worker started within {wait:.0f} s: {waiting_for(ray, device, n)}"
+                            + ("; --gpu-wait S waits longer, --num-gpus 0 runs CPU workers" if device == "GPU" else ""))
         if time.monotonic() - last_note >= 30:
             print(f"waiting for {device} workers: {waiting_for(ray, device, n)}", file=sys.stderr, flush=True)
             last_note = time.monotonic()

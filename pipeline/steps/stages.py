@@ -4,8 +4,8 @@ thread, and the clock that says where each shard's seconds went. No Ray.
 The model runs on the calling thread. While it works on one chunk, the reader thread reads
 and decodes the next ones and the writer thread encodes and writes the previous outputs, so
 an accelerator is never left waiting for Pillow or the tar writer. Decoding, resizing,
-encoding and zlib release the GIL, so the threads overlap for real. Both queues are short:
-memory stays bounded by a few chunks whatever the shard size.
+encoding and zlib release the GIL, so the threads overlap for real. Both queues are short
+(two chunks ahead, sixteen outputs behind): memory stays bounded whatever the shard size.
 
 Errors cross back to the calling thread: a reader that fails (an unreadable shard) raises
 from the iteration, a writer that fails raises from the next ``write`` or from ``close``.
@@ -91,9 +91,10 @@ class Prefetcher:
                 return
             if isinstance(item, BaseException):
                 raise item
-            started = time.perf_counter()
+            started, waited = time.perf_counter(), self.clock.waiting
             yield item
-            self.clock.model += time.perf_counter() - started
+            # the consumer's time, less what it spent blocked on the writer (counted as waiting)
+            self.clock.model += time.perf_counter() - started - (self.clock.waiting - waited)
 
     def __enter__(self) -> "Prefetcher":
         self.thread.start()
@@ -111,7 +112,7 @@ class BackgroundWriter:
     thread is raised by the next ``write`` or by ``close``. As a context manager, leaving on
     an error abandons what is still queued (the shard is being aborted)."""
 
-    def __init__(self, writer, clock: StageClock, depth: int = 64):
+    def __init__(self, writer, clock: StageClock, depth: int = 16):
         self.writer, self.clock = writer, clock
         self.items: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
