@@ -65,8 +65,30 @@ def test_background_writer_encodes_off_the_calling_thread_in_order():
             writer.write(f"k{i}", {"png": pixels, "cls": b"1"})
     assert [k for k, _, _ in sink.written] == [f"k{i}" for i in range(20)]
     assert all(f["png"].startswith(b"\x89PNG") and f["cls"] == b"1" for _, f, _ in sink.written)
-    assert {name for _, _, name in sink.written} == {"shard-writer"}
+    assert {name for _, _, name in sink.written} == {"shard-writer"}      # one thread writes, in order
     assert clock.write >= 0.2
+
+
+def test_background_writer_encodes_on_several_threads_and_keeps_the_order():
+    import pipeline.steps.stages as stages
+
+    threads, sink = set(), SlowSink()
+    encode = stages.encode_fields
+
+    def traced(fields):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.02)                       # long enough that several encodes overlap
+        return encode(fields)
+
+    stages.encode_fields = traced
+    try:
+        with BackgroundWriter(sink, StageClock(), encoders=3) as writer:
+            for i in range(24):
+                writer.write(f"k{i:02d}", {"png": np.full((8, 8, 3), i, np.uint8)})
+    finally:
+        stages.encode_fields = encode
+    assert [k for k, _, _ in sink.written] == [f"k{i:02d}" for i in range(24)]
+    assert len(threads) > 1 and all(t.startswith("shard-encoder") for t in threads)
 
 
 def test_background_writer_raises_the_threads_error():

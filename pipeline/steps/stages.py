@@ -12,9 +12,11 @@ from the iteration, a writer that fails raises from the next ``write`` or from `
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -106,15 +108,17 @@ class Prefetcher:
 
 
 class BackgroundWriter:
-    """``write(key, fields)`` returns at once; a writer thread encodes the fields given as
-    pixel arrays (``encode_image`` by field name) and hands the sample to ``writer``, in the
-    order written. ``close()`` waits for everything to be written; the first error of the
-    thread is raised by the next ``write`` or by ``close``. As a context manager, leaving on
-    an error abandons what is still queued (the shard is being aborted)."""
+    """``write(key, fields)`` returns at once; encoder threads encode the fields given as pixel
+    arrays (``encode_image`` by field name) and a writer thread hands the samples to ``writer``
+    in the order written. Several encoders because one cannot keep up with an accelerator at
+    full size (a 256-pixel PNG takes about 75 ms here). ``close()`` waits for everything to be
+    written; the first error is raised by the next ``write`` or by ``close``. As a context
+    manager, leaving on an error abandons what is still queued (the shard is being aborted)."""
 
-    def __init__(self, writer, clock: StageClock, depth: int = 16):
+    def __init__(self, writer, clock: StageClock, depth: int = 16, encoders: int = min(4, os.cpu_count() or 1)):
         self.writer, self.clock = writer, clock
-        self.items: queue.Queue = queue.Queue(maxsize=depth)
+        self.items: queue.Queue = queue.Queue(maxsize=depth)      # (key, future of the encoded fields)
+        self.encoders = ThreadPoolExecutor(encoders, thread_name_prefix="shard-encoder")
         self.error: BaseException | None = None
         self.abandoned = False
         self.thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
@@ -130,6 +134,7 @@ class BackgroundWriter:
             self.abandoned = True
             self.items.put(_DONE)
             self.thread.join()
+            self.encoders.shutdown(cancel_futures=True)
 
     def _run(self) -> None:
         while True:
@@ -140,8 +145,8 @@ class BackgroundWriter:
                 continue                      # drain: the shard has failed already
             started = time.perf_counter()
             try:
-                key, fields = item
-                self.writer.write(key, encode_fields(fields))
+                key, encoded = item
+                self.writer.write(key, encoded.result())
             except BaseException as exc:
                 self.error = exc
             self.clock.write += time.perf_counter() - started
@@ -149,7 +154,7 @@ class BackgroundWriter:
     def write(self, key: str, fields: dict) -> None:
         self._raise_error()
         with self.clock.waiting_for():
-            self.items.put((key, fields))
+            self.items.put((key, self.encoders.submit(encode_fields, fields)))
 
     def close(self) -> None:
         """Wait until every sample is written; raise the thread's error if there was one."""
@@ -157,6 +162,7 @@ class BackgroundWriter:
             with self.clock.waiting_for():
                 self.items.put(_DONE)
                 self.thread.join()
+        self.encoders.shutdown()
         self._raise_error()
 
     def _raise_error(self) -> None:
