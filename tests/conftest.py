@@ -8,6 +8,10 @@ os.environ.setdefault("RAY_ACCEPT_CLUSTER_TOKEN", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Pseudonym secrets made by tests land here, never in the user's own config directory.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="pytest-config-")
+# S3 clients (here and in Ray clusters started later) talk to the session's moto server.
+from tests.s3_server import S3Server, endpoint_environment  # noqa: E402
+
+S3_ENDPOINT = endpoint_environment()
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -47,6 +51,14 @@ def ray_cluster():
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback (a real S3 implementation), requests counted."""
+    server = S3Server(S3_ENDPOINT).start()
+    yield server
+    server.stop()
 
 
 def pytest_collection_modifyitems(items):
