@@ -17,19 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config.cli import (add_privacy_flags, add_publication_flags, common_parser,  # noqa: E402
-                                 config_from_args, exit_code, privacy_from_args, publication_from_args,
-                                 user_errors_exit_2)
+from pipeline.config.cli import exit_code, job_config_from_argv, user_errors_exit_2  # noqa: E402
 from pipeline.execution.jobs import run_job  # noqa: E402
 
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    ap = common_parser(__doc__, default_t=[0.4])
-    add_publication_flags(ap)
-    add_privacy_flags(ap)
-    args = ap.parse_args(argv)
-    return exit_code(run_job(config_from_args("anonymize", args, **publication_from_args(args), **privacy_from_args(args))))
+    return exit_code(run_job(job_config_from_argv("anonymize", argv, __doc__)))
 
 
 if __name__ == "__main__":

@@ -15,19 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config.cli import common_parser, config_from_args, exit_code, positive_int, user_errors_exit_2  # noqa: E402
+from pipeline.config.cli import exit_code, job_config_from_argv, user_errors_exit_2  # noqa: E402
 from pipeline.execution.jobs import run_job  # noqa: E402
 
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    ap = common_parser(__doc__, default_t=[0.3])
-    ap.add_argument("--variants", type=positive_int, default=4, help="neighbours per input and t")
-    ap.add_argument("--mix-real-prob", type=float, default=0.5,
-                    help="probability a training loader should use the real image rather than a neighbour")
-    args = ap.parse_args(argv)
-    return exit_code(run_job(config_from_args("augment", args, variants=args.variants,
-                                              mix_real_prob=args.mix_real_prob)))
+    return exit_code(run_job(job_config_from_argv("augment", argv, __doc__)))
 
 
 if __name__ == "__main__":

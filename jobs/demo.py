@@ -40,9 +40,9 @@ def main() -> int:
                   batch_size=args.batch_size, seed=0)
     anonymized = {}
     for t in args.t:
-        manifest = run_job(JobConfig(job="anonymize", t=(t,), **common))
+        manifest = run_job(JobConfig.build(job="anonymize", t=(t,), **common))
         anonymized[t] = posixpath.dirname(posixpath.dirname(manifest[0]["output_shard"]))
-    manifest = run_job(JobConfig(job="augment", t=(0.3,), variants=2, mix_real_prob=0.5, **common))
+    manifest = run_job(JobConfig.build(job="augment", t=(0.3,), variants=2, mix_real_prob=0.5, **common))
     augmented = posixpath.dirname(posixpath.dirname(manifest[0]["output_shard"]))
 
     sources = first_images(inputs, limit=10**9)

@@ -189,12 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     # keys="keep": the comparison matches outputs to references by key (nothing here is published).
     common = dict(job="anonymize", keys="keep", output=args.output, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
                   resolution=resolution, address=args.address, cpu_threads=args.cpu_threads)
-    jobs = {f"boomerang t={args.t:g}": JobConfig(inputs=tuple(made[args.upsample]), model=args.model, t=(args.t,), **common)}
+    jobs = {f"boomerang t={args.t:g}": JobConfig.build(inputs=tuple(made[args.upsample]), model=args.model, t=(args.t,), **common)}
     if args.cascade > 0:
-        jobs[f"boomerang {args.cascade} x t={args.cascade_t:g}"] = JobConfig(
+        jobs[f"boomerang {args.cascade} x t={args.cascade_t:g}"] = JobConfig.build(
             inputs=tuple(made[args.upsample]), model=args.model, t=(args.cascade_t,), cascade=args.cascade, **common)
     if args.sr_restorer:
-        jobs["cold super-resolution (TACoS)"] = JobConfig(
+        jobs["cold super-resolution (TACoS)"] = JobConfig.build(
             inputs=tuple(made["nearest"]), model=args.sr_restorer, method="cold-superres",
             s=(int(math.log2(args.factor)),), **common)
     failed = []

@@ -51,7 +51,7 @@ SETTINGS = MetricSettings(recognizers=("dlib",), face_box="full", fid=True, fide
 
 
 def job(model, inputs, out, t=0.5, metrics=None):
-    return JobConfig(job="anonymize", inputs=tuple(inputs), output=str(out), model=model, t=(t,), steps=10,
+    return JobConfig.build(job="anonymize", inputs=tuple(inputs), output=str(out), model=model, t=(t,), steps=10,
                      batch_size=4, seed=3, metrics=metrics)
 
 

@@ -96,7 +96,7 @@ def run_regions(model_dir, shard, out, **kw):
     from pipeline.regions.detectors import load_detector
     from pipeline.steps.transform_shard import ShardProcessor
 
-    cfg = JobConfig(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.5,), steps=10,
+    cfg = JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.5,), steps=10,
                               batch_size=8, keys="keep", region="faces", detector="supplied", min_face=12), **kw})
     task = ShardTask.for_shard(cfg.run_dir, shard)
     detector = load_detector(cfg.detector, boxes_field=cfg.boxes_field, boxes_file=cfg.boxes_file)
@@ -176,15 +176,18 @@ def test_mtcnn_and_dlib_find_the_face_of_a_real_photo(pixel_model_dir, tmp_path)
 
 def test_region_settings_are_checked_and_hashed_only_for_region_runs(tmp_path):
     base = dict(job="anonymize", inputs=("x.tar",), output=str(tmp_path), model="m", t=(0.3,))
-    assert JobConfig(**base, min_face=5).run_dir == JobConfig(**base).run_dir        # whole-image runs: unchanged
+    assert JobConfig.build(**base, min_face=5).run_dir == JobConfig.build(**base).run_dir        # whole-image runs: unchanged
     faces = {**base, "region": "faces"}
-    assert JobConfig(**faces).run_dir != JobConfig(**base).run_dir
-    assert JobConfig(**faces, min_face=5).run_dir != JobConfig(**faces).run_dir
+    assert JobConfig.build(**faces).run_dir != JobConfig.build(**base).run_dir
+    assert JobConfig.build(**faces, min_face=5).run_dir != JobConfig.build(**faces).run_dir
     for kw, message in ((dict(method="cold-blur", s=(2,)), "cannot"), (dict(detector="yolo"), "--detector"),
                         (dict(no_face="skip"), "--no-face"), (dict(face_feather=0.9), "--face-feather"),
                         (dict(boxes_file="b.parquet"), "--detector supplied"), (dict(boxes_field="../x"), "field name")):
+        settings = {**faces, **kw}
+        if "method" in kw:
+            settings.pop("t")                 # --t is Boomerang's setting, not a cold method's
         with pytest.raises(UserError, match=message):
-            JobConfig(**{**faces, **kw})
+            JobConfig.build(**settings)
 
 
 def test_faces_job_on_a_local_cluster_with_a_boxes_file(ray_cluster, pixel_model_dir, tmp_path):

@@ -71,7 +71,7 @@ def test_ddpm_celebahq_256_anonymizes_real_size_images(ray_cluster, tmp_path):
     del model
 
     shard = face_shard(tmp_path / "faces-000000.tar", 2, 256)
-    cfg = JobConfig(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=str(model_dir), t=(0.2,),
+    cfg = JobConfig.build(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=str(model_dir), t=(0.2,),
                     steps=10, batch_size=2, seed=0, keys="keep", num_gpus=0, num_cpu_workers=1)
     (manifest,) = run_job(cfg)
     assert manifest["status"] == "ok" and manifest["samples_ok"] == 2

@@ -304,7 +304,7 @@ def _job_cfg(hostile, output, **kw):
 
     base = dict(job="anonymize", inputs=tuple(hostile["inputs"]), output=str(output), model=hostile["model"],
                 t=(0.3,), steps=10, batch_size=4, seed=1)
-    return JobConfig(**{**base, **kw})
+    return JobConfig.build(**{**base, **kw})
 
 
 def test_anonymize_and_augment_over_hostile_shards(ray_cluster, hostile, sandbox, tmp_path):
@@ -332,7 +332,7 @@ def test_interpolation_never_names_a_file_after_a_key(ray_cluster, hostile, sand
     from pipeline.config.interpolation import InterpConfig
     from pipeline.execution.interpolation_job import run_interpolation
 
-    cfg = InterpConfig(inputs=tuple(hostile["inputs"]), output=str(sandbox), model=hostile["model"],
+    cfg = InterpConfig.build(inputs=tuple(hostile["inputs"]), output=str(sandbox), model=hostile["model"],
                        methods=("slerp",), lam=(0.5,), steps=6, invert_steps=3, batch_size=4, pairs="random",
                        num_pairs=3)
     run_interpolation(cfg)

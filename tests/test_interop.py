@@ -41,7 +41,7 @@ def inputs(tmp_path_factory):
 
 def run(model, inputs, output, **kw) -> tuple[Path, pd.DataFrame]:
     """Run a job; return its run directory and its ``ok`` rows."""
-    cfg = JobConfig(**{**dict(job="anonymize", inputs=tuple(inputs), output=str(output), model=model, t=(0.3,),
+    cfg = JobConfig.build(**{**dict(job="anonymize", inputs=tuple(inputs), output=str(output), model=model, t=(0.3,),
                               steps=4, batch_size=4, seed=1), **kw})
     run_job(cfg)
     (run_dir,) = Path(output).iterdir()
@@ -130,7 +130,7 @@ def test_augment_keeps_an_opaque_pickle_label_verbatim_which_ray_data_refuses_by
     opaque = b"opaque bytes, never unpickled"
     shard = write_tar(tmp_path / "labels-000000.tar", [
         ("a.png", png_bytes(np.full((SIZE, SIZE, 3), 90, np.uint8))), ("a.pkl", opaque)])
-    cfg = JobConfig(job="augment", inputs=(shard,), output=str(tmp_path / "out"), model=pixel_model_dir, t=(0.3,),
+    cfg = JobConfig.build(job="augment", inputs=(shard,), output=str(tmp_path / "out"), model=pixel_model_dir, t=(0.3,),
                     steps=4, batch_size=4, seed=1)
     (manifest,) = run_job(cfg)
     assert manifest["outputs_ok"] == 1

@@ -41,7 +41,7 @@ def make_cfg(model, inputs, output, **kw) -> InterpConfig:
     base = dict(inputs=tuple(inputs), output=str(output), model=model, methods=METHODS, lam=LAMS, steps=10,
                 invert_steps=7, batch_size=4, seed=3)
     base.update(kw)
-    return InterpConfig(**base)
+    return InterpConfig.build(**base)
 
 
 def frames(run_dir) -> dict[str, np.ndarray]:

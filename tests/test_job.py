@@ -29,7 +29,7 @@ def cfg(model, inputs, output, **kw) -> JobConfig:
     base = dict(job="anonymize", inputs=tuple(inputs), output=str(output), model=model, t=(0.3,), steps=10,
                 batch_size=4, seed=1, keys="keep")
     base.update(kw)
-    return JobConfig(**base)
+    return JobConfig.build(**base)
 
 
 def read_outputs(run_dir) -> dict[str, dict[str, bytes]]:

@@ -10,10 +10,11 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted(p for d in ("pipeline", "metrics") for p in (REPO / d).rglob("*.py"))
 
 # Layers from the bottom up; a module may import its own layer and the ones below, never above.
-LAYERS = ["errors", "metrics", "diffusion", "methods", "io", "models", "regions", "config", "steps", "reports", "execution",
+LAYERS = ["errors", "settings", "metrics", "diffusion", "methods", "io", "models", "regions", "config", "steps", "reports", "execution",
           "training"]
 # What each layer must not import at all, whatever the layer order says.
 FORBIDDEN = {
+    "settings": ("ray", "fsspec", "pyarrow", "pandas", "PIL", "torch", "numpy"),
     "diffusion": ("ray", "fsspec", "pyarrow", "pandas", "PIL"),
     "methods": ("ray", "fsspec", "pyarrow", "pandas", "PIL"),
     "metrics": ("ray", "fsspec", "pyarrow"),

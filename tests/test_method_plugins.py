@@ -1,8 +1,10 @@
-"""A method is one class and a registration: this file registers a toy method and runs it
-through the whole job (local Ray cluster, rows, manifests, reruns) without touching the
-package."""
+"""A method is one file: a class, a settings section of its own and a registration. This file
+registers a toy method with a setting of its own (``--offset``) and runs it through the
+command line and the whole job (local Ray cluster, rows, manifests, reruns) without touching
+the package."""
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +16,30 @@ from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
 from pipeline.methods import Method, MethodResult, method_names, register
 from pipeline.io.shards import ShardReader
+from pipeline.settings import Settings, setting
+
+
+@dataclass(frozen=True)
+class NegateSettings(Settings):
+    title = "toy-negate"
+    t: tuple[float, ...] = setting((0.5,), "mix with the negative: x -> (1 - 2 t) x")
+    offset: float = setting(0.0, "added to every output, in [-1, 1] units")
+
+    def check(self, job) -> None:
+        if any(not 0.0 <= t <= 1.0 for t in self.t):
+            raise UserError(f"toy-negate: --t must be in [0, 1], got {list(self.t)}")
 
 
 class Negate(Method):
-    """Mixes each image with its negative: x -> (1 - 2 t) x. No network evaluations."""
+    """Mixes each image with its negative: x -> (1 - 2 t) x + offset. No network evaluations."""
     name = "toy-negate"
-    fields = ("t", "variants")
+    settings = NegateSettings
     level_field = "t"
     level_letter = "t"
+    stochastic = False
 
-    def check_config(self, cfg) -> None:
-        if any(not 0.0 <= t <= 1.0 for t in cfg.t):
-            raise UserError(f"toy-negate: --t must be in [0, 1], got {list(cfg.t)}")
-
-    def run(self, model, cfg, x0, level, generators) -> MethodResult:
-        return MethodResult((1.0 - 2.0 * level) * x0, round(level * 1000), 0)
+    def run(self, model, settings, x0, level, generators, keep_mask=None) -> MethodResult:
+        return MethodResult((1.0 - 2.0 * level) * x0 + settings.offset, round(level * 1000), 0)
 
 
 register(Negate())
@@ -37,11 +48,25 @@ register(Negate())
 def test_a_registered_method_is_a_choice_and_is_validated():
     assert "toy-negate" in method_names()
     with pytest.raises(UserError, match="toy-negate: --t must be in"):
-        JobConfig(job="augment", inputs=("x.tar",), output="o", model="m", method="toy-negate", t=(1.5,))
-    a = JobConfig(job="augment", inputs=("x.tar",), output="o", model="m", method="toy-negate", t=(0.5,))
-    # Its runs hash its own fields only: Boomerang's steps do not touch them.
-    assert JobConfig(**{**a.__dict__, "steps": 7}).run_dir == a.run_dir
-    assert JobConfig(**{**a.__dict__, "t": (0.25,)}).run_dir != a.run_dir
+        JobConfig.build(job="augment", inputs=("x.tar",), output="o", model="m", method="toy-negate", t=(1.5,))
+    a = JobConfig.build(job="augment", inputs=("x.tar",), output="o", model="m", method="toy-negate", t=(0.5,))
+    # Its runs hash its own settings, and only those: Boomerang's are not settings of its runs.
+    assert a.replace(offset=0.25).run_dir != a.run_dir
+    assert a.replace(t=(0.25,)).run_dir != a.run_dir
+    assert a.replace(batch_size=3).run_dir == a.run_dir
+    with pytest.raises(UserError, match="unknown setting"):
+        a.replace(steps=7)
+
+
+def test_a_registered_method_gets_its_own_flags(tmp_path):
+    from pipeline.config.cli import job_config_from_argv
+
+    argv = ["--input", "x.tar", "--output", str(tmp_path), "--model", "m", "--method", "toy-negate", "--t", "0.2",
+            "--offset", "0.5"]
+    cfg = job_config_from_argv("augment", argv, "test")
+    assert (cfg.method_settings.t, cfg.method_settings.offset, cfg.augment.variants) == ((0.2,), 0.5, 1)
+    with pytest.raises(SystemExit):                     # a method's flags exist only with that method
+        job_config_from_argv("augment", argv[:-6] + ["--offset", "0.5"], "test")
 
 
 def test_a_registered_method_runs_through_the_whole_job(ray_cluster, pixel_model_dir, tmp_path):
@@ -55,8 +80,8 @@ def test_a_registered_method_runs_through_the_whole_job(ray_cluster, pixel_model
     # so it travels by value (a user's method module would be on the workers' path instead).
     ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     inputs = write_demo_shards(str(tmp_path / "in"), shards=2, per_shard=3)
-    cfg = JobConfig(job="augment", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir,
-                    method="toy-negate", t=(0.0, 0.5), variants=1, batch_size=2, mix_real_prob=0.5)
+    cfg = JobConfig.build(job="augment", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir,
+                    method="toy-negate", t=(0.0, 0.5), offset=0.25, batch_size=2, mix_real_prob=0.5)
     manifest = run_job(cfg)
     assert [(r["status"], r["samples_in"], r["outputs_ok"]) for r in manifest] == [("ok", 3, 6), ("ok", 3, 6)]
     run_dir = next((tmp_path / "out").iterdir())
@@ -68,7 +93,7 @@ def test_a_registered_method_runs_through_the_whole_job(ray_cluster, pixel_model
     for key in sources:
         same = np.asarray(Image.open(io.BytesIO(outputs[f"{key}_t0000_v0"]["png"])), int)
         grey = np.asarray(Image.open(io.BytesIO(outputs[f"{key}_t0500_v0"]["png"])), int)
-        assert np.abs(grey - 127.5).max() <= 1                     # (1 - 2 * 0.5) x = 0: mid grey
+        assert np.abs(grey - 127.5 * 1.25).max() <= 1              # (1 - 2 * 0.5) x + 0.25: a lighter grey
         assert json.loads(outputs[f"{key}_t0000_v0"]["diffusion.json"])["method"] == "toy-negate"
         assert same.std() > 10                                      # t = 0: the (resized) source itself
     run_job(cfg)                                                    # a rerun has nothing to do

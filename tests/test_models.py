@@ -68,7 +68,7 @@ def test_guidance_changes_text_conditioned_outputs(model_dirs):
 
 def test_text_conditioned_model_processes_a_shard(model_dirs, tmp_path):
     (shard,) = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=3)
-    cfg = JobConfig(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=model_dirs["sd"], t=(0.4,),
+    cfg = JobConfig.build(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=model_dirs["sd"], t=(0.4,),
                     steps=10, prompt="person", guidance_scale=3.0, batch_size=2, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, shard)
     row = ShardProcessor(cfg, load_model(cfg.model)).process(task)
@@ -121,7 +121,7 @@ def test_retrained_weights_change_the_run_directory(pixel_model_dir, tmp_path):
     shard = write_tar(tmp_path / "s.tar", [])
     copy = tmp_path / "model"
     shutil.copytree(pixel_model_dir, copy)
-    base = JobConfig(job="anonymize", inputs=(shard,), output=str(tmp_path / "o"), model=str(copy))
+    base = JobConfig.build(job="anonymize", inputs=(shard,), output=str(tmp_path / "o"), model=str(copy))
     before = resolve_config(base).run_dir
     assert resolve_config(base).run_dir == before                     # same weights, same run
     weights = next(Path(copy, "unet").glob("*.safetensors"))
@@ -138,7 +138,7 @@ def test_shard_processor_reads_and_writes_fsspec_urls(pixel_model_dir, tmp_path)
     (local,) = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=2)
     fs = fsspec.filesystem("memory")
     fs.pipe("/data/faces-000000.tar", open(local, "rb").read())
-    cfg = JobConfig(job="anonymize", inputs=("memory://data/faces-000000.tar",), output="memory://out",
+    cfg = JobConfig.build(job="anonymize", inputs=("memory://data/faces-000000.tar",), output="memory://out",
                     model=pixel_model_dir, t=(0.3,), steps=10, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, cfg.inputs[0])
     row = ShardProcessor(cfg, load_model(cfg.model)).process(task)

@@ -24,13 +24,13 @@ def test_run_directories_of_fixed_configurations_are_stable():
     fp = model_fingerprint(REPO / "assets" / "demo_model")
     assert fp == DEMO_MODEL_FINGERPRINT
     configs = {
-        "anonymize": JobConfig(job="anonymize", inputs=("a",), output="o", model="m", t=(0.4,), steps=20, seed=5,
+        "anonymize": JobConfig.build(job="anonymize", inputs=("a",), output="o", model="m", t=(0.4,), steps=20, seed=5,
                                model_fingerprint=fp),
-        "augment": JobConfig(job="augment", inputs=("a",), output="o", model="m", t=(0.2, 0.3), variants=2, steps=10,
+        "augment": JobConfig.build(job="augment", inputs=("a",), output="o", model="m", t=(0.2, 0.3), variants=2, steps=10,
                              sampler="ddpm", seed=5, mix_real_prob=0.5, model_fingerprint=fp),
-        "cold": JobConfig(job="anonymize", inputs=("a",), output="o", model="r", method="cold-blur", s=(3,), seed=5,
+        "cold": JobConfig.build(job="anonymize", inputs=("a",), output="o", model="r", method="cold-blur", s=(3,), seed=5,
                           model_fingerprint="x"),
-        "interpolate": InterpConfig(inputs=("a",), output="o", model="m", methods=("slerp", "noise", "noisediffusion"),
+        "interpolate": InterpConfig.build(inputs=("a",), output="o", model="m", methods=("slerp", "noise", "noisediffusion"),
                                     lam=(0.5,), steps=10, invert_steps=6, seed=5, model_fingerprint=fp),
     }
     assert {name: cfg.run_dir for name, cfg in configs.items()} == RUN_DIRS
@@ -49,8 +49,8 @@ def test_outputs_match_the_pins(ray_cluster, tmp_path):
 def test_one_function_loads_any_runs_configuration(tmp_path):
     from pipeline.config.job import load_run_config
 
-    for cfg in (JobConfig(job="augment", inputs=("a.tar",), output=str(tmp_path), model="m", t=(0.2, 0.3), variants=2),
-                InterpConfig(inputs=("a.tar",), output=str(tmp_path), model="m", lam=(0.5,))):
+    for cfg in (JobConfig.build(job="augment", inputs=("a.tar",), output=str(tmp_path), model="m", t=(0.2, 0.3), variants=2),
+                InterpConfig.build(inputs=("a.tar",), output=str(tmp_path), model="m", lam=(0.5,))):
         Path(cfg.run_dir).mkdir(parents=True)
         Path(cfg.run_dir, "config.json").write_text(cfg.to_json())
         loaded = load_run_config(cfg.run_dir)

@@ -69,7 +69,7 @@ def shard_url(i: int) -> str:
 
 
 def nightly_config(n: int) -> JobConfig:
-    return JobConfig(job="augment", inputs=tuple(shard_url(i) for i in range(n)), output="simstore://out/nightly",
+    return JobConfig.build(job="augment", inputs=tuple(shard_url(i) for i in range(n)), output="simstore://out/nightly",
                      model="demo-model")
 
 
@@ -265,7 +265,7 @@ def test_a_listing_that_lags_behind_writes_only_ever_causes_work_to_be_redone(st
     cfg = nightly_config(n)
     redone = ShardTask.for_shard(cfg.run_dir, shard_url(39), len(SIZES[39 % len(SIZES)]))
     new_input = shard_url(n)
-    grown = dataclasses.replace(cfg, inputs=cfg.inputs + (new_input,))
+    grown = cfg.replace(inputs=cfg.inputs + (new_input,))
     with store.lagging_listings():
         # Written after the listings' view: shard 39's redo (a crashed run) and a new input.
         store.put_object(redone.manifest_url, marker_bytes(finished_row(redone)))

@@ -58,7 +58,7 @@ def run(model_dir, shard, out, judge, **kw):
     from pipeline.models.loading import load_model
     from pipeline.steps.transform_shard import ShardProcessor
 
-    cfg = JobConfig(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, steps=20,
+    cfg = JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, steps=20,
                               batch_size=8, keys="keep", privacy_target=True, t_grid=GRID), **kw})
     task = ShardTask.for_shard(cfg.run_dir, shard)
     manifest = ShardProcessor(cfg, load_model(model_dir), judge=judge).process(task)
@@ -112,16 +112,16 @@ def test_the_judge_needs_a_different_person_and_a_face(tmp_path):
 
 def test_privacy_target_settings_are_checked_and_hashed():
     base = dict(job="anonymize", inputs=("x.tar",), output="o", model="m")
-    on = JobConfig(**base, privacy_target=True)
-    assert on.run_dir != JobConfig(**base).run_dir
-    assert JobConfig(**base, privacy_target=True, t=(0.7,)).run_dir == on.run_dir     # --t is unused then
-    assert JobConfig(**base, privacy_target=True, margin=0.1).run_dir != on.run_dir
-    assert JobConfig(**base, margin=0.1).run_dir == JobConfig(**base).run_dir
+    on = JobConfig.build(**base, privacy_target=True)
+    assert on.run_dir != JobConfig.build(**base).run_dir
+    assert JobConfig.build(**base, privacy_target=True, t=(0.7,)).run_dir == on.run_dir     # --t is unused then
+    assert JobConfig.build(**base, privacy_target=True, margin=0.1).run_dir != on.run_dir
+    assert JobConfig.build(**base, margin=0.1).run_dir == JobConfig.build(**base).run_dir
     for kw, message in ((dict(t_grid=(0.5, 0.2)), "increasing"), (dict(job="augment"), "anonymize"),
                         (dict(loop_recognizers=("x",)), "--loop"),
                         (dict(unmet="keep"), "--unmet"), (dict(t_grid=(0.01, 0.5)), "no sampler step")):
         with pytest.raises(UserError, match=message):
-            JobConfig(**{**base, "privacy_target": True, **kw})
+            JobConfig.build(**{**base, "privacy_target": True, **kw})
 
 
 def test_job_with_dlib_in_the_loop_on_a_local_cluster(ray_cluster, pixel_model_dir, tmp_path):
@@ -168,7 +168,7 @@ def test_each_face_gets_its_own_t_and_an_unmet_face_keeps_its_image_unpublished(
     shard, _ = faces_shard(tmp_path)
 
     def run_faces(out, judge, **kw):
-        cfg = JobConfig(job="anonymize", inputs=(shard,), output=str(out), model=pixel_model_dir, steps=20, batch_size=2,
+        cfg = JobConfig.build(job="anonymize", inputs=(shard,), output=str(out), model=pixel_model_dir, steps=20, batch_size=2,
                         keys="keep", region="faces", detector="supplied", min_face=12, privacy_target=True,
                         t_grid=GRID, **kw)
         task = ShardTask.for_shard(cfg.run_dir, shard)

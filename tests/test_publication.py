@@ -39,7 +39,7 @@ def anonymize(model_dir, shard, out, **kw):
     from pipeline.models.loading import load_model
     from pipeline.steps.transform_shard import ShardProcessor
 
-    cfg = JobConfig(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.3,), steps=10,
+    cfg = JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.3,), steps=10,
                               batch_size=2, key_fingerprint=secret_fingerprint(SECRET)), **kw})
     task = ShardTask.for_shard(cfg.run_dir, shard)
     row = ShardProcessor(cfg, load_model(model_dir), secret=SECRET).process(task)
@@ -98,19 +98,19 @@ def test_published_shards_hold_no_key_field_or_order_of_the_inputs(pixel_model_d
 
 def test_publication_settings_are_hashed_for_anonymize_and_refused_for_augment(tmp_path):
     base = dict(job="anonymize", inputs=("x.tar",), output=str(tmp_path), model="m", t=(0.3,))
-    one, other = (JobConfig(**base, key_fingerprint=secret_fingerprint(s)) for s in (SECRET, os.urandom(32)))
+    one, other = (JobConfig.build(**base, key_fingerprint=secret_fingerprint(s)) for s in (SECRET, os.urandom(32)))
     assert one.run_dir != other.run_dir                                  # another secret: other names, another run
-    assert JobConfig(**base, keys="keep", key_fingerprint="x").run_dir == JobConfig(**base, keys="keep").run_dir
-    assert JobConfig(**base, keep_fields=("cls",)).run_dir != JobConfig(**base).run_dir
-    assert JobConfig(**base, key_secret="/elsewhere").run_dir == JobConfig(**base).run_dir
+    assert JobConfig.build(**base, keys="keep", key_fingerprint="x").run_dir == JobConfig.build(**base, keys="keep").run_dir
+    assert JobConfig.build(**base, keep_fields=("cls",)).run_dir != JobConfig.build(**base).run_dir
+    assert JobConfig.build(**base, key_secret="/elsewhere").run_dir == JobConfig.build(**base).run_dir
     augment = {**base, "job": "augment"}
-    assert JobConfig(**augment).publish_keys == "keep"
+    assert JobConfig.build(**augment).publish_keys == "keep"
     with pytest.raises(UserError, match="augment keeps"):
-        JobConfig(**augment, keep_fields=("cls",))
+        JobConfig.build(**augment, keep_fields=("cls",))
     with pytest.raises(UserError, match="image field"):
-        JobConfig(**base, keep_fields=("thumb.jpg",))
+        JobConfig.build(**base, keep_fields=("thumb.jpg",))
     with pytest.raises(UserError, match="not a field name"):
-        JobConfig(**base, keep_fields=("../x",))
+        JobConfig.build(**base, keep_fields=("../x",))
 
 
 def test_scoring_finds_each_published_outputs_source_through_the_rows(pixel_model_dir, tmp_path):

@@ -6,6 +6,8 @@ import tarfile
 
 import numpy as np
 import pytest
+
+from pipeline.errors import UserError
 import torch
 
 from conftest import png_bytes
@@ -137,10 +139,12 @@ def test_unknown_degradation_is_rejected_and_every_degradation_is_a_job_method()
     with pytest.raises(ValueError, match="choose one of"):
         build_degradation({"name": "snowfall", "T": 3})
     assert {m for m in method_names() if m.startswith("cold-")} == {f"cold-{name}" for name in DEGRADATIONS}
-    # A cold run's directory depends on what shapes its outputs, not on Boomerang's settings.
-    cold = JobConfig(job="augment", inputs=("x.tar",), output="o", model="m", method="cold-blur", s=(2,))
-    assert JobConfig(**{**cold.__dict__, "steps": 7, "t": (0.9,), "prompt": "a face"}).run_dir == cold.run_dir
-    assert JobConfig(**{**cold.__dict__, "s": (3,)}).run_dir != cold.run_dir
+    # A cold run's directory depends on what shapes its outputs; Boomerang's settings are not its own.
+    cold = JobConfig.build(job="augment", inputs=("x.tar",), output="o", model="m", method="cold-blur", s=(2,))
+    assert cold.replace(s=(3,)).run_dir != cold.run_dir and cold.replace(algorithm="naive").run_dir != cold.run_dir
+    assert cold.replace(batch_size=3).run_dir == cold.run_dir
+    with pytest.raises(UserError, match="unknown setting"):
+        cold.replace(steps=7, t=(0.9,), prompt="a face")
 
 
 def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster, tmp_path):
@@ -159,9 +163,9 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
             w.write(f"face{i}", {"png": png_bytes(img), "cls": b"1"})
     common = dict(inputs=(str(shard),), output=str(tmp_path / "out"), model=restorer, method="cold-blur", batch_size=2,
                   keys="keep")
-    run_job(JobConfig(job="anonymize", s=(3,), **common))
+    run_job(JobConfig.build(job="anonymize", s=(3,), **common))
     scoring = MetricSettings(fid=False, fidelity=True)
-    augment = JobConfig(job="augment", s=(2, 8), algorithm="naive", metrics=scoring, **common)
+    augment = JobConfig.build(job="augment", s=(2, 8), algorithm="naive", metrics=scoring, **common)
     run_job(augment)
     # The evaluation summary of a cold run: one row per severity (t = s / T), its algorithm as the sampler.
     summary, per_sample, _ = summarize_run(resolve_config(augment).run_dir, scoring.eval_dir_name())
@@ -173,7 +177,7 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
     holes = str(save_restorer(tmp_path / "holes", tiny_unet(sample_size=16, widths=(16, 32)), spec, 16))
     outputs = {}
     for batch in (2, 5):
-        cfg = JobConfig(job="anonymize", s=(4,), **{**common, "model": holes, "method": "cold-inpaint",
+        cfg = JobConfig.build(job="anonymize", s=(4,), **{**common, "model": holes, "method": "cold-inpaint",
                                                     "batch_size": batch, "output": str(tmp_path / f"holes{batch}")})
         run_job(cfg)
         outputs[batch] = {s.key: s.fields for s in ShardReader(str(next((tmp_path / f"holes{batch}").glob("*/shards/*.tar"))))}
@@ -183,6 +187,6 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
     assert (anon.timestep == 3).all() and (anon.model_evals == 3).all() and np.allclose(anon.t, 3 / 8)
     assert sorted(aug.key)[:2] == ["face0_s002_v0", "face0_s008_v0"] and (aug.method == "cold-blur").all()
     with pytest.raises(ValueError, match="cold-blur"):
-        run_job(JobConfig(job="anonymize", s=(3,), **{**common, "method": "cold-inpaint"}))
+        run_job(JobConfig.build(job="anonymize", s=(3,), **{**common, "method": "cold-inpaint"}))
     with pytest.raises(ValueError, match="exceeds"):
-        run_job(JobConfig(job="anonymize", s=(9,), **common))
+        run_job(JobConfig.build(job="anonymize", s=(9,), **common))

@@ -66,7 +66,7 @@ def test_run_job_refuses_a_locked_run_directory_before_any_work(pixel_model_dir,
     from pipeline.execution.jobs import resolve_config, run_job
 
     inputs = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=2)
-    cfg = JobConfig(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
+    cfg = JobConfig.build(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
     with RunLock(resolve_config(cfg).run_dir):
         with pytest.raises(RunLocked, match="in use by another run"):
             run_job(cfg)
@@ -140,7 +140,7 @@ def test_model_that_fails_in_the_worker_stops_the_run_in_one_line(ray_cluster, p
     (model / "unet" / "config.json").write_text(json.dumps({**config, "block_out_channels": [8, 16]}))
     inputs = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=2)
     with pytest.raises(UserError, match="no worker could start"):
-        run_job(JobConfig(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=str(model), steps=4))
+        run_job(JobConfig.build(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=str(model), steps=4))
 
 
 # -- storage failing mid-run -----------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_unwritable_rows_and_manifests_fail_each_shard_and_the_run_goes_on(ray_c
     from pipeline.execution.jobs import resolve_config, run_job
 
     inputs = write_demo_shards(str(tmp_path / "in"), shards=3, per_shard=2)
-    cfg = JobConfig(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
+    cfg = JobConfig.build(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
     run_dir = Path(resolve_config(cfg).run_dir)
     frozen = [run_dir / "rows", run_dir / "manifest"]
     for d in frozen:

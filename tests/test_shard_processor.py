@@ -19,7 +19,7 @@ def model(pixel_model_dir):
 
 def make_cfg(model_dir, shard, out, **kw):
     """Outputs named after their inputs (publication is tested in test_publication.py)."""
-    return JobConfig(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.3,), steps=10,
+    return JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.3,), steps=10,
                                batch_size=4, keys="keep"), **kw})
 
 
@@ -75,7 +75,7 @@ def test_a_killed_runs_partial_rows_do_not_break_reading_the_table(pixel_model_d
 ])
 def test_config_rejects_settings_that_would_collide_or_do_nothing(kw, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        JobConfig(**{**dict(job="anonymize", inputs=("x.tar",), output=str(tmp_path), model="m", t=(0.3,)), **kw})
+        JobConfig.build(**{**dict(job="anonymize", inputs=("x.tar",), output=str(tmp_path), model="m", t=(0.3,)), **kw})
 
 
 def test_steps_beyond_the_training_schedule_fail_before_any_work(pixel_model_dir, tmp_path):

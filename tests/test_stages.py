@@ -106,7 +106,7 @@ def test_background_writer_raises_the_threads_error():
 def test_a_shards_manifest_says_where_its_seconds_went(pixel_model_dir, tmp_path):
     shard = write_tar(tmp_path / "s.tar", [(f"k{i:02d}.png", png_bytes(np.full((24, 24, 3), i, np.uint8)))
                                            for i in range(12)])
-    cfg = JobConfig(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=pixel_model_dir, t=(0.3,),
+    cfg = JobConfig.build(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=pixel_model_dir, t=(0.3,),
                     steps=10, batch_size=4, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, shard)
     row = ShardProcessor(cfg, load_model(pixel_model_dir)).process(task)
@@ -122,7 +122,7 @@ def test_a_shards_manifest_says_where_its_seconds_went(pixel_model_dir, tmp_path
 def test_an_unreadable_shard_fails_cleanly_with_the_threads_stopped(pixel_model_dir, tmp_path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"not a tar at all" * 100)
-    cfg = JobConfig(job="anonymize", inputs=(str(bad),), output=str(tmp_path / "out"), model=pixel_model_dir,
+    cfg = JobConfig.build(job="anonymize", inputs=(str(bad),), output=str(tmp_path / "out"), model=pixel_model_dir,
                     t=(0.3,), steps=10, batch_size=4, keys="keep")
     before = threading.active_count()
     row = ShardProcessor(cfg, load_model(pixel_model_dir)).process(ShardTask.for_shard(cfg.run_dir, str(bad)))

@@ -89,7 +89,7 @@ def full_job(model_dir: str, shards: list[str], out: Path, batch: int, **setting
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from pipeline.config.job import JobConfig\nfrom pipeline.execution.jobs import run_job\n"
         "t0 = time.perf_counter()\n"
-        f"rows = run_job(JobConfig(job='anonymize', inputs=tuple({shards!r}), output={str(out)!r}, model={model_dir!r}, "
+        f"rows = run_job(JobConfig.build(job='anonymize', inputs=tuple({shards!r}), output={str(out)!r}, model={model_dir!r}, "
         f"batch_size={batch}, seed=0, **{settings!r}))\n"
         "wall = time.perf_counter() - t0\n"
         "print(json.dumps({'wall': wall, 'images': sum(r['samples_ok'] for r in rows), "

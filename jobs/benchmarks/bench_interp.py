@@ -75,7 +75,7 @@ def official_pattern(model, cfg: InterpConfig, images: dict, pairs: list[tuple[s
                     eps = torch.randn_like(lat[key_a][0])
                     z, _ = start_latents(method, lat[key_a][0], lat[key_b][0], lat[key_a][1], lat[key_b][1],
                                          torch.tensor([lam]), a=abar ** 0.5, b=(1 - abar) ** 0.5, eps=eps, eps2=eps,
-                                         params=cfg.method_params)
+                                         params=cfg.noise.params)
                     eps_fn = _separate_guidance(model, cfg)
                     to_uint8(model.decode(ddim_decode(eps_fn, model.scheduler, z, inv.timesteps)))
                     frames += 1
@@ -125,7 +125,7 @@ def main() -> int:
     # Pairs across the two shards: image i of shard 0 with image i of shard 1.
     pairs = list(zip(keys[:args.pairs], keys[args.pairs:]))
     write_pairs_file(pairs, str(out / "pairs.csv"))
-    cfg = InterpConfig(inputs=tuple(inputs), output=str(out / "runs"), model=args.model, pairs="file",
+    cfg = InterpConfig.build(inputs=tuple(inputs), output=str(out / "runs"), model=args.model, pairs="file",
                        pairs_file=str(out / "pairs.csv"), methods=METHODS, lam=DEFAULT_LAMS, steps=args.steps,
                        invert_steps=args.invert_steps, prompt=args.prompt, guidance_scale=args.guidance_scale,
                        batch_size=args.batch_size, pairs_per_shard=args.pairs, device=args.device)

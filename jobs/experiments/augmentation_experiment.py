@@ -60,7 +60,7 @@ def run_augment(train: list[str], args: argparse.Namespace) -> tuple[str, list[s
     from pipeline.execution.jobs import run_job   # imports Ray; kept out of module import time
 
     started = time.time()
-    cfg = JobConfig(job="augment", inputs=tuple(train), output=posixpath.join(args.out, "runs"), model=args.model,
+    cfg = JobConfig.build(job="augment", inputs=tuple(train), output=posixpath.join(args.out, "runs"), model=args.model,
                     t=(args.t,), variants=args.variants, steps=args.steps, seed=0, batch_size=args.augment_batch_size,
                     num_gpus=args.num_gpus, address=args.address)
     manifest = run_job(cfg)

@@ -54,7 +54,7 @@ def evaluate(restorer_dir: str, shards: list[str], severities: list[int], out: s
     settings = MetricSettings(fid=False, fidelity=True)
     rows = []
     for algorithm, label in SAMPLERS.items():
-        cfg = JobConfig(job="augment", inputs=tuple(shards), output=out, model=restorer_dir, method=f"cold-{degradation['name']}",
+        cfg = JobConfig.build(job="augment", inputs=tuple(shards), output=out, model=restorer_dir, method=f"cold-{degradation['name']}",
                         s=tuple(severities), algorithm=algorithm, batch_size=32, metrics=settings)
         if exit_code(run_job(cfg)):
             raise RuntimeError(f"the {label} run failed; see {resolve_config(cfg).run_dir}")

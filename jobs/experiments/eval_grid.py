@@ -90,7 +90,7 @@ def main() -> int:
         print(f"note: {note}", file=sys.stderr)
     run_dirs = []
     for t in args.t:
-        cfg = JobConfig(job="anonymize", inputs=tuple(inputs), output=posixpath.join(args.out, "runs"), model=model,
+        cfg = JobConfig.build(job="anonymize", inputs=tuple(inputs), output=posixpath.join(args.out, "runs"), model=model,
                         t=(t,), steps=args.steps, seed=0, batch_size=args.batch_size, device=args.device,
                         cpu_threads=args.cpu_threads, metrics=settings)
         run_job(cfg)

@@ -62,7 +62,7 @@ def main() -> int:
     fid_reason, lpips_reason = why_fid_unavailable(), why_lpips_unavailable()
     notes = [f"{name} skipped: {reason}" for name, reason in (("FID/KID", fid_reason), ("LPIPS", lpips_reason)) if reason]
     lpips = lpips_reason is None
-    cfg = InterpConfig(inputs=tuple(inputs), output=posixpath.join(args.out, "runs"), model=args.model, pairs="file",
+    cfg = InterpConfig.build(inputs=tuple(inputs), output=posixpath.join(args.out, "runs"), model=args.model, pairs="file",
                        pairs_file=pairs_file, methods=("slerp", "noise", "noisediffusion"), steps=args.steps,
                        invert_steps=args.invert_steps, gamma=args.gamma, boundary=args.boundary,
                        fid=fid_reason is None, lpips=lpips, batch_size=args.batch_size, cpu_threads=args.cpu_threads,

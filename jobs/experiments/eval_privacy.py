@@ -124,8 +124,8 @@ def main() -> int:
     loop = tuple(n for n in ("dlib", "facenet") if n in available_recognizers())
     common = dict(job="anonymize", inputs=tuple(shards), output=str(out / "runs"), model=args.model, steps=args.steps,
                   batch_size=16, keys="keep")
-    runs = {f"t={t:g}": JobConfig(**common, t=(t,)) for t in args.grid}
-    runs["target"] = JobConfig(**common, privacy_target=True, t_grid=tuple(args.grid), margin=args.margin,
+    runs = {f"t={t:g}": JobConfig.build(**common, t=(t,)) for t in args.grid}
+    runs["target"] = JobConfig.build(**common, privacy_target=True, t_grid=tuple(args.grid), margin=args.margin,
                                loop_recognizers=loop, loop_face_box="detect", unmet="drop")
     for cfg in runs.values():
         run_job(cfg)

@@ -158,7 +158,7 @@ def main() -> int:
     out = Path(args.out)
     scenes = make_scenes(args.scenes, args.orl) + [grace_hopper_scene()]
     shards = write_scene_shards(scenes, str(out / "scenes"))
-    cfg = JobConfig(job="anonymize", inputs=tuple(shards), output=str(out / "runs"), model=args.model, t=(args.t,),
+    cfg = JobConfig.build(job="anonymize", inputs=tuple(shards), output=str(out / "runs"), model=args.model, t=(args.t,),
                     steps=args.steps, batch_size=args.batch_size, keys="keep", region="faces", detector=args.detector,
                     no_face="drop", min_face=16)
     started = time.time()

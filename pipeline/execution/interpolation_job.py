@@ -48,8 +48,8 @@ def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
         raise UserError(f"--model {cfg.model} is a Cold Diffusion restorer; interpolation needs a diffusion model")
     check_steps(cfg.steps, model_dir)
     fingerprint = file_fingerprint(cfg.pairs_file) if cfg.pairs_file else ""
-    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
-                               pairs_fingerprint=fingerprint)
+    return cfg.replace(inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
+                       pairs_fingerprint=fingerprint)
 
 
 class InterpWorker(Worker):

@@ -66,9 +66,9 @@ def resolve_config(cfg: JobConfig) -> JobConfig:
     check_model_dir(model_dir)
     cfg.method_plugin.check_model(cfg, model_dir)
     secret = publication_secret(cfg)
-    return dataclasses.replace(cfg, inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
-                               key_fingerprint=secret_fingerprint(secret) if secret else "",
-                               boxes_fingerprint=check_boxes_file(cfg))
+    return cfg.replace(inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
+                       key_fingerprint=secret_fingerprint(secret) if secret else "",
+                       boxes_fingerprint=check_boxes_file(cfg))
 
 
 def check_boxes_file(cfg: JobConfig) -> str:

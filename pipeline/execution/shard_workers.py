@@ -37,8 +37,9 @@ class ShardWorker(Worker):
         from pipeline.steps.transform_shard import ShardProcessor
 
         register(method)      # the driver's method: one registered outside the package works here too
-        model = self.kept(("model", cfg.model, cfg.model_fingerprint, cfg.sampler, cfg.device, cfg.dtype, cfg.resolution),
-                          lambda: load_model(cfg.model, sampler=cfg.sampler, device=cfg.device, dtype=cfg.dtype,
+        sampler = getattr(cfg.method_settings, "sampler", "ddim")         # a restorer has no sampler
+        model = self.kept(("model", cfg.model, cfg.model_fingerprint, sampler, cfg.device, cfg.dtype, cfg.resolution),
+                          lambda: load_model(cfg.model, sampler=sampler, device=cfg.device, dtype=cfg.dtype,
                                              resolution=cfg.resolution))
         detector = None
         if cfg.region == "faces":

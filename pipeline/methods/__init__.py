@@ -4,7 +4,7 @@ package registers the built-in ones: Boomerang and cold local sampling per degra
 Adding a method: subclass ``Method`` in a new module here (or anywhere), ``register`` an
 instance, and import the module below; ``--method <name>`` then works in every job."""
 from pipeline.methods import boomerang, cold
-from pipeline.methods.registry import Method, MethodResult, get_method, method_names, method_specific_fields, register
+from pipeline.methods.registry import Method, MethodResult, get_method, method_names, register
 
-__all__ = ["Method", "MethodResult", "boomerang", "cold", "get_method", "method_names", "method_specific_fields",
+__all__ = ["Method", "MethodResult", "boomerang", "cold", "get_method", "method_names",
            "register"]

@@ -2,13 +2,14 @@
 and the registry the jobs look methods up in (``--method`` choices, validation, hashing,
 output names and the rows' level columns all come from here).
 
-A method is one small class: which configuration fields it reads (they are hashed into the run
-directory of its runs, and left out of other methods' runs), how its levels are named, what it
-checks before any work (flags; the model directory from its JSON files alone), and ``run``:
-one batch of clean inputs in the model's space to outputs, with one seeded generator per
-sample so results do not depend on batching. No Ray, no files: the job engine does the rest.
-Heavy imports (torch, the method's math) belong inside ``run``, so a driver can validate a
-configuration without loading torch.
+A method is one small class and one settings section: ``settings`` (a frozen dataclass of
+``pipeline.settings`` fields) declares the method's own flags, defaults, validation and what
+of them is hashed into its runs' directory (other methods' settings never are); the class says
+how its levels are named, what it checks of the model directory before any work (from its JSON
+files alone), and ``run``: one batch of clean inputs in the model's space to outputs, with one
+seeded generator per sample so results do not depend on batching. No Ray, no files: the job
+engine does the rest. Heavy imports (torch, the method's math) belong inside ``run``, so a
+driver can validate a configuration without loading torch.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -27,20 +29,18 @@ class MethodResult:
 
 class Method:
     name: str = ""
-    fields: tuple[str, ...] = ()      # JobConfig fields the method reads; hashed for its runs only
-    level_field: str = "t"            # the JobConfig field listing the levels outputs are made at
+    settings: type[Settings] = Settings   # the method's own settings section (its flags, hashed for its runs only)
+    level_field: str = "t"            # the settings field listing the levels outputs are made at
     level_letter: str = "t"           # augment output keys: <key>_<letter><level code>_v<variant>
     supports_regions: bool = False    # run() honours keep_mask (--region faces)
+    stochastic: bool = True           # draws noise: several variants per input differ (deterministic: --variants 1)
 
-    def levels(self, cfg) -> tuple:
-        return tuple(getattr(cfg, self.level_field))
+    def levels(self, settings) -> tuple:
+        return tuple(getattr(settings, self.level_field))
 
-    def check_config(self, cfg) -> None:
-        """Raise UserError for settings the method cannot run with (before any work)."""
-
-    def check_model(self, cfg, model_dir: Path) -> None:
+    def check_model(self, job, model_dir: Path) -> None:
         """Raise UserError when the model directory is not one the method can use (from its
-        JSON files; weights are not read)."""
+        JSON files; weights are not read). ``job``: the whole configuration."""
 
     def level_code(self, level) -> str:
         """The level as it appears in augment output keys (no dots)."""
@@ -50,10 +50,10 @@ class Method:
         """The rows' ``t``: the level as a fraction of the model's training timesteps."""
         return float(level)
 
-    def sampler_name(self, cfg) -> str:
-        return cfg.sampler
+    def sampler_name(self, settings) -> str:
+        return getattr(settings, "sampler", self.name)
 
-    def run(self, model, cfg, x0, level, generators, keep_mask=None) -> MethodResult:
+    def run(self, model, settings, x0, level, generators, keep_mask=None) -> MethodResult:
         """Outputs for the batch ``x0``; ``keep_mask`` ((N, 1, R, R) in pixel space, 1 = keep the
         source) is given only to methods with ``supports_regions``."""
         raise NotImplementedError
@@ -79,8 +79,3 @@ def get_method(name: str) -> Method:
 
 def method_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
-
-
-def method_specific_fields() -> set[str]:
-    """Every registered method's own fields: a run hashes only those of its method."""
-    return {f for method in _REGISTRY.values() for f in method.fields}

@@ -79,7 +79,8 @@ def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, 
 def run_columns(cfg) -> dict:
     """The configuration columns of a run's summary rows; ``sampler`` is the method's own
     (the cold algorithm for cold methods)."""
-    return {**{c: getattr(cfg, c) for c in CONFIG_COLUMNS}, "sampler": cfg.method_plugin.sampler_name(cfg)}
+    settings = cfg.flat()          # a method's own settings only: steps and cascade are Boomerang's
+    return {**{c: settings.get(c) for c in CONFIG_COLUMNS}, "sampler": cfg.method_plugin.sampler_name(cfg.method_settings)}
 
 
 def output_levels(cfg, job_rows: pd.DataFrame | None = None) -> list[float]:
@@ -87,7 +88,7 @@ def output_levels(cfg, job_rows: pd.DataFrame | None = None) -> list[float]:
     of its restorer, which the configuration alone does not know), else its Boomerang t grid."""
     if job_rows is not None and len(job_rows) and job_rows["t"].notna().any():
         return sorted(float(t) for t in job_rows["t"].dropna().unique())
-    return sorted(set(cfg.t))
+    return sorted(set(cfg.flat().get("t", ())))
 
 
 def _decoded(sample, resolution: int | None = None, field: str | None = None) -> np.ndarray:

@@ -96,7 +96,7 @@ class FaceRegions:
         from metrics.suite import PairBatch
 
         cfg, method = self.p.cfg, self.p.method
-        levels = method.levels(cfg)
+        levels = method.levels(cfg.method_settings)
         found = self.find(decoded) if decoded else []
         plans: list[list[FacePlan] | SampleError] = [
             f if isinstance(f, SampleError) else plan_faces(f, image.pixels.shape[1], image.pixels.shape[0], cfg)
@@ -174,7 +174,7 @@ class FaceRegions:
             generators = sample_generators(cfg.seed, keys, [j.variant for j in batch])
             x0 = model.encode(to_model_range(list(crops)), generators)
             keep = torch.from_numpy(np.stack(masks))[:, None].to(x0.device)
-            result = self.p.method.run(model, cfg, x0, level, generators, keep_mask=keep)
+            result = self.p.method.run(model, cfg.method_settings, x0, level, generators, keep_mask=keep)
             return to_uint8(model.decode(result.samples)), result
 
     def _compose(self, i: int, level: float, v: int, decoded: list, plans, results: dict, base: dict):

@@ -256,7 +256,7 @@ class InterpolationProcessor:
             eps2 = torch.randn(l1.shape[1:], generator=torch.Generator().manual_seed(
                 noise_seed(cfg.seed, pair, method, 0.0, image=1))).expand_as(l1)
             z, raw = start_latents(method, l1, l2, x1, x2, lam, a=self.a, b=self.b, eps=eps, eps2=eps2,
-                                   params=cfg.method_params)
+                                   params=cfg.noise.params)
             norms, beyond = latent_validity(raw, cfg.boundary)
             out.extend(_Frame(pair, method, v, seeds[i], z[i], float(norms[i]), float(beyond[i]))
                        for i, v in enumerate(cfg.lam))

@@ -104,7 +104,7 @@ class PrivacyTarget:
             with torch.inference_mode():
                 generators = sample_generators(cfg.seed, [decoded[i][0].key for i in items], [0] * len(items))
                 x0 = p.model.encode(to_model_range([sources[i] for i in items]), generators)
-                result = p.method.run(p.model, cfg, x0, t, generators)
+                result = p.method.run(p.model, cfg.method_settings, x0, t, generators)
                 return list(to_uint8(p.model.decode(result.samples))), result
 
         try:

@@ -126,9 +126,10 @@ class ShardProcessor:
         rows: list[dict] = []
         seen: set[str] = set()
         samples_in = samples_ok = 0
-        sampler = self.method.sampler_name(self.cfg)
+        sampler = self.method.sampler_name(self.cfg.method_settings)
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "method": self.cfg.method,
-                "sampler": sampler, "steps": self.cfg.steps, "cascade": self.cfg.cascade,
+                "sampler": sampler, "steps": getattr(self.cfg.method_settings, "steps", None),
+                "cascade": getattr(self.cfg.method_settings, "cascade", None),
                 "num_train_timesteps": self.model.num_train_timesteps, "mix_real_prob": self.cfg.mix_real_prob}
 
         def read_chunks():
@@ -152,7 +153,7 @@ class ShardProcessor:
                     generated = self.target.generate(decoded, base, writer, scorer)
                 else:
                     generated = self._generate(decoded, base, writer, scorer)
-                per_sample = len(self.method.levels(self.cfg)) * self.cfg.variants      # outputs per sample, in sample order
+                per_sample = len(self.cfg.levels) * self.cfg.augment.variants      # outputs per sample, in sample order
                 samples_ok += sum(all(r["status"] == "ok" for r in generated[i:i + per_sample])
                                   for i in range(0, len(generated), per_sample))
                 rows.extend(generated)
@@ -170,7 +171,7 @@ class ShardProcessor:
         from metrics.suite import PairBatch
 
         pairs = PairBatch.empty()
-        levels = self.method.levels(self.cfg)
+        levels = self.cfg.levels
         items = [_Item(i, lv, v) for lv in levels for i in range(len(decoded)) for v in range(self.cfg.variants)]
         results: dict[tuple[int, float, int], dict] = {}
         for level in levels:
@@ -219,7 +220,7 @@ class ShardProcessor:
             with torch.inference_mode():
                 generators = sample_generators(cfg.seed, keys, variants)
                 x0 = model.encode(to_model_range([decoded[it.sample_index][2].pixels for it in batch]), generators)
-                result = self.method.run(model, cfg, x0, batch[0].level, generators)
+                result = self.method.run(model, cfg.method_settings, x0, batch[0].level, generators)
                 samples, timestep, evals = result.samples, result.level_used, result.model_evals
                 pixels = to_uint8(model.decode(samples))
         except Exception as exc:
