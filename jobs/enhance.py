@@ -116,7 +116,7 @@ def compare(reference: dict[str, np.ndarray], methods: dict[str, dict[str, np.nd
     import pandas as pd
 
     from metrics.fidelity import pair_fidelity, to_unit_batch
-    from pipeline.reports.summaries import fidelity_summary
+    from metrics.summaries import fidelity_summary
 
     image_rows, summary = [], []
     ref_features = None

@@ -12,7 +12,7 @@ from conftest import png_bytes, write_tar
 from metrics.fid import FeatureStats, fid_from_stats
 from metrics.inception import FID_WEIGHTS_FILE, save_random_fid_weights
 from metrics.suite import MetricSettings
-from pipeline.reports.summaries import distribution_metrics
+from metrics.summaries import distribution_metrics
 from metrics.weights import WeightsUnavailableError
 from pipeline.config.job import JobConfig
 from pipeline.reports.evaluation import write_report
@@ -47,7 +47,7 @@ def inputs(tmp_path_factory):
     return shards + [bad]
 
 
-SETTINGS = MetricSettings(recognizers=("dlib",), face_box="full", fid=True, fidelity=True, batch_size=8)
+SETTINGS = MetricSettings.build(recognizers=("dlib",), face_box="full", fid=True, fidelity=True, batch_size=8)
 
 
 def job(model, inputs, out, t=0.5, metrics=None):
@@ -89,7 +89,7 @@ def test_in_pass_and_afterwards_give_the_same_rows_and_features(ray_cluster, pix
     # FID at 2048 dimensions costs one scipy sqrtm (~50 CPU-seconds here) per t: slow tier.
     pytest.param(True, marks=pytest.mark.slow)])
 def test_evaluation_reruns_only_unscored_shards_and_reports(ray_cluster, pixel_model_dir, inputs, tmp_path, fid):
-    settings = MetricSettings(recognizers=("dlib",), face_box="full", fid=fid, batch_size=8)
+    settings = MetricSettings.build(recognizers=("dlib",), face_box="full", fid=fid, batch_size=8)
     runs = []
     for t in (0.2, 0.8):
         cfg = job(pixel_model_dir, inputs[:1], tmp_path, t=t)
@@ -116,7 +116,7 @@ def test_evaluation_reruns_only_unscored_shards_and_reports(ray_cluster, pixel_m
 
 
 def test_no_face_is_a_flagged_row_not_an_error(ray_cluster, pixel_model_dir, inputs, tmp_path):
-    detect = MetricSettings(recognizers=("dlib",), face_box="detect", fid=False, fidelity=False)
+    detect = MetricSettings.build(recognizers=("dlib",), face_box="detect", fid=False, fidelity=False)
     cfg = job(pixel_model_dir, inputs[:1], tmp_path, metrics=detect)
     run_job(cfg)
     rows = pd.read_parquet(f"{resolve_config(cfg).run_dir}/{detect.eval_dir_name()}/rows")

@@ -350,7 +350,7 @@ def test_scoring_and_enhancement_over_hostile_shards(ray_cluster, hostile, sandb
 
     run_job(_job_cfg(hostile, sandbox))
     run_dir = next(sandbox.glob("anonymize-*"))
-    eval_dir = run_evaluation(str(run_dir), MetricSettings(fid=False, fidelity=True))
+    eval_dir = run_evaluation(str(run_dir), MetricSettings.build(fid=False, fidelity=True))
     scored = pd.read_parquet(Path(eval_dir) / "rows")
     assert len(scored) == pd.read_parquet(run_dir / "rows").status.eq("ok").sum()
 

@@ -55,3 +55,14 @@ def test_one_function_loads_any_runs_configuration(tmp_path):
         Path(cfg.run_dir, "config.json").write_text(cfg.to_json())
         loaded = load_run_config(cfg.run_dir)
         assert type(loaded) is type(cfg) and loaded.run_dir == cfg.run_dir
+
+
+def test_evaluation_directories_of_fixed_metric_settings_are_stable():
+    from metrics.registry import MetricSettings
+
+    # Recorded with the code before metrics had a registry (2026-12-06): scored runs stay found.
+    assert [MetricSettings.build(**kw).eval_dir_name() for kw in (
+        {}, dict(recognizers=("dlib",), face_box="full", fid=False),
+        dict(recognizers=("facenet", "dlib"), thresholds=(("dlib", 0.5),), lpips=True, inception_weights="w",
+             facenet_weights="f", fidelity=False, batch_size=8, device="cpu"))] == \
+        ["eval-460511c4", "eval-243d7b87", "eval-a7fb2fc2"]

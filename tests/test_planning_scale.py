@@ -344,7 +344,7 @@ def test_evaluation_plans_from_both_checkpoints(store):
     n = 50
     finished_run(store, n, failed=3)
     run_dir = nightly_config(n).run_dir
-    settings = MetricSettings(recognizers=(), fid=False, fidelity=True)
+    settings = MetricSettings.build(recognizers=(), fid=False, fidelity=True)
     eval_dir = posixpath.join(run_dir, settings.eval_dir_name())
     scored = [EvalTask.for_shard(eval_dir, shard_url(i), ShardTask.for_shard(run_dir, shard_url(i)).output_url)
               for i in range(40)]

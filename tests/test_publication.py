@@ -119,7 +119,7 @@ def test_scoring_finds_each_published_outputs_source_through_the_rows(pixel_mode
 
     shard = identity_shard(tmp_path)
     cfg, task = anonymize(pixel_model_dir, shard, tmp_path / "out")
-    settings = MetricSettings(fid=False, fidelity=True)
+    settings = MetricSettings.build(fid=False, fidelity=True)
     eval_task = EvalTask.for_shard(f"{cfg.run_dir}/{settings.eval_dir_name()}", shard, task.output_url)
     row = evaluate_shard(MetricSuite(settings), eval_task)
     assert row["status"] == "ok" and row["outputs_scored"] == 5 and row["outputs_error"] == 0

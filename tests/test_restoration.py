@@ -164,7 +164,7 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
     common = dict(inputs=(str(shard),), output=str(tmp_path / "out"), model=restorer, method="cold-blur", batch_size=2,
                   keys="keep")
     run_job(JobConfig.build(job="anonymize", s=(3,), **common))
-    scoring = MetricSettings(fid=False, fidelity=True)
+    scoring = MetricSettings.build(fid=False, fidelity=True)
     augment = JobConfig.build(job="augment", s=(2, 8), algorithm="naive", metrics=scoring, **common)
     run_job(augment)
     # The evaluation summary of a cold run: one row per severity (t = s / T), its algorithm as the sampler.

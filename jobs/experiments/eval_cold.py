@@ -51,7 +51,7 @@ def evaluate(restorer_dir: str, shards: list[str], severities: list[int], out: s
     from pipeline.execution.jobs import resolve_config, run_job
     from pipeline.reports.evaluation import summarize_run
 
-    settings = MetricSettings(fid=False, fidelity=True)
+    settings = MetricSettings.build(fid=False, fidelity=True)
     rows = []
     for algorithm, label in SAMPLERS.items():
         cfg = JobConfig.build(job="augment", inputs=tuple(shards), output=out, model=restorer_dir, method=f"cold-{degradation['name']}",

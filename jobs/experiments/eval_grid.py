@@ -51,7 +51,7 @@ def offline_metrics(face_box: str, device: str, want_fid: bool | None) -> tuple[
         fid = reason is None
         if reason:
             notes.append(f"FID/KID skipped: {reason}")
-    return MetricSettings(recognizers=tuple(recognizers), face_box=face_box, fid=fid, device=device), notes
+    return MetricSettings.build(recognizers=tuple(recognizers), face_box=face_box, fid=fid, device=device), notes
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ import functools
 import logging
 import sys
 
-from metrics.suite import RECOGNIZERS, MetricSettings
+from metrics.registry import MetricSettings, registered_metrics
 from pipeline.config.job import JobConfig, job_defaults
 from pipeline.errors import UserError
 from pipeline.methods import method_names
@@ -96,38 +96,17 @@ def config_from_argv(config_class, argv: list[str] | None, description: str):
 
 
 def add_metric_flags(ap: argparse.ArgumentParser) -> None:
-    """What to measure (shared by the jobs' in-pass scoring and jobs/evaluate.py)."""
-    g = ap.add_argument_group("metrics")
-    g.add_argument("--recognizers", nargs="*", default=[], choices=RECOGNIZERS,
-                   help="face recognizers for identity distance / re-identification (dlib works offline)")
-    g.add_argument("--face-box", choices=["detect", "full"], default="detect",
-                   help="detect faces, or treat the whole (pre-cropped) frame as the face")
-    g.add_argument("--threshold", nargs="*", default=[], metavar="NAME=VALUE",
-                   help="same-person distance threshold per recognizer (defaults: facenet 1.1, dlib 0.6)")
-    g.add_argument("--no-fid", action="store_true", help="skip Inception features (FID/KID)")
-    g.add_argument("--no-fidelity", action="store_true", help="skip PSNR/SSIM/RMS distance")
-    g.add_argument("--lpips", action="store_true", help="LPIPS (needs the AlexNet weights in the torch cache)")
-    g.add_argument("--inception-weights", default=None, help="path to pt_inception-2015-12-05-6726825d.pth")
-    g.add_argument("--facenet-weights", default=None, help="path to the FaceNet .pt weights file")
-    g.add_argument("--metrics-batch-size", type=positive_int, default=32)
+    """What to measure: every registered metric's settings (``metrics.registry``), shared by the
+    jobs' in-pass scoring and jobs/evaluate.py."""
+    for metric in registered_metrics():
+        metric.settings.add_flags(ap)
+    ap.add_argument("--metrics-batch-size", type=positive_int, default=32, help="images per metric network batch")
 
 
 def metric_settings_from_args(args: argparse.Namespace) -> MetricSettings:
-    thresholds = []
-    for item in args.threshold:
-        name, _, value = item.partition("=")
-        try:
-            if name not in RECOGNIZERS:
-                raise ValueError
-            thresholds.append((name, float(value)))
-        except ValueError:
-            raise UserError(f"--threshold {item!r}: use NAME=VALUE with NAME in {', '.join(RECOGNIZERS)} "
-                            f"and a number") from None
-    return MetricSettings(recognizers=tuple(args.recognizers), face_box=args.face_box, thresholds=tuple(thresholds),
-                          fid=not args.no_fid, fidelity=not args.no_fidelity, lpips=args.lpips,
-                          inception_weights=args.inception_weights, facenet_weights=args.facenet_weights,
-                          device=getattr(args, "device", "auto"), batch_size=args.metrics_batch_size)
-
+    values = {name: getattr(args, name) for metric in registered_metrics() for name in metric.settings.names()
+              if hasattr(args, name)}
+    return MetricSettings.build(device=getattr(args, "device", "auto"), batch_size=args.metrics_batch_size, **values)
 
 
 def exit_code(manifest_rows: list[dict]) -> int:

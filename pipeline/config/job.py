@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import fsspec
 
-from metrics.suite import MetricSettings
+from metrics.registry import MetricSettings
 from pipeline.config.job_sections import (AugmentSettings, PrivacyTargetSettings, PublicationSettings,
                                           RegionSettings)
 from pipeline.config.sections import DEFAULT_MAX_GPU_WORKERS, ExecutionSettings, ImageSettings, RunSettings  # noqa: F401
@@ -90,9 +90,8 @@ class HashedConfig:
 
     def to_json(self) -> str:
         config = self.flat()
-        metrics = getattr(self, "metrics", None)
-        if metrics is not None or hasattr(self, "metrics"):
-            config["metrics"] = dataclasses.asdict(metrics) if metrics is not None else None
+        if "metrics" in self.__dataclass_fields__:
+            config["metrics"] = self.metrics.flat() if self.metrics is not None else None
         return json.dumps({"config_hash": self.config_hash(), "run_dir": self.run_dir,
                            "hashed_fields": sorted(self.output_settings()), "config": config},
                           indent=2, sort_keys=True, default=list)
@@ -192,9 +191,7 @@ def load_run_config(run_dir: str) -> HashedConfig:
         raise UserError(f"{run_dir}: no config.json; is this a run directory (<output>/<job>-<hash12>)?")
     saved = json.loads(fs.cat_file(path))["config"]
     metrics = saved.pop("metrics", None)
-    if metrics:
-        metrics = MetricSettings(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
-                                    if isinstance(v, list) else v for k, v in metrics.items()})
+    metrics = MetricSettings.build(**metrics) if metrics else None
     if saved.get("job") == "interpolate":
         return InterpConfig.build(**{k: v for k, v in saved.items() if k in InterpConfig.setting_names()})
     job, method = saved.pop("job"), saved.pop("method", "boomerang")

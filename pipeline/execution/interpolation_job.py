@@ -79,7 +79,7 @@ def check_metric_weights(cfg: InterpConfig) -> None:
     """A missing metric weights file fails here, before any work."""
     from metrics.suite import MetricSettings, check_available
 
-    check_available(MetricSettings(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
+    check_available(MetricSettings.build(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
 
 
 def locate_inversions(run_dir: str, inputs, manifests: Checkpoint | None = None

@@ -187,7 +187,7 @@ def run_job(cfg: JobConfig) -> list[dict]:
     if cfg.privacy_target:
         from metrics.suite import MetricSettings, check_available
 
-        check_available(MetricSettings(recognizers=cfg.loop_recognizers, fid=False, fidelity=False))
+        check_available(MetricSettings.build(recognizers=cfg.loop_recognizers, fid=False, fidelity=False))
     with RunLock(cfg.run_dir):
         plan = plan_run(cfg)
         write_run_files(cfg, plan)

@@ -209,16 +209,10 @@ PAIR_MANIFEST_SCHEMA = MANIFEST_SCHEMA.append(pa.field("pairs_hash", pa.string()
 
 
 def metric_row_schema(settings) -> pa.Schema:
-    """Columns of the per-output metric rows (``metrics.suite.MetricSettings`` says which);
-    ``key`` joins them with the job's rows."""
-    from metrics.suite import FIDELITY_FIELDS, IDENTITY_FIELDS, column_prefix
-
+    """Columns of the per-output metric rows: the base columns, then each active metric's
+    (``metrics.registry``); ``key`` joins them with the job's rows."""
     fields = [("key", pa.string()), ("source_key", pa.string()), ("t", pa.float64()), ("variant", pa.int64()),
               ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string())]
-    for name in settings.recognizers:
-        fields += [(f"{column_prefix(name)}_{f}", pa.type_for_alias(typ)) for f, typ in IDENTITY_FIELDS]
-    if settings.fidelity:
-        fields += [(f, pa.float64()) for f in FIDELITY_FIELDS]
-    if settings.lpips:
-        fields.append(("lpips", pa.float64()))
+    for metric, section in settings.active():
+        fields += [(name, pa.type_for_alias(alias)) for name, alias in metric.columns(section)]
     return pa.schema(fields)

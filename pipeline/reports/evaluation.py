@@ -14,9 +14,9 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from metrics.registry import MetricSettings
 from pipeline.reports.faces import run_faces
 from pipeline.reports.html import faces_section, render_report, series_label
-from pipeline.reports.summaries import distribution_metrics, fidelity_summary, identity_summary
 from pipeline.config.job import load_run_config
 from pipeline.steps.score_shard import read_npz
 from pipeline.io.records import finished_files, write_parquet_atomic
@@ -52,8 +52,12 @@ def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, 
     per_sample = metric_rows.merge(job_rows[["key", "status", "error", "timestep", "precision"]].rename(
         columns={"status": "job_status", "error": "job_error"}), on="key", how="left") if len(metric_rows) else metric_rows
     config = run_columns(cfg)
-    distribution = distribution_metrics(_feature_files(eval_dir), reference, kid_max=kid_max) \
-        if described["settings"].get("fid") else {}
+    active = MetricSettings.build(**described["settings"]).active()
+    by_t: dict[float, dict] = {}
+    for metric, _ in active:
+        if metric.keeps_features:
+            for t, values in metric.summarize_features(_feature_files(eval_dir), reference, kid_max=kid_max).items():
+                by_t.setdefault(t, {}).update(values)
     summary = []
     for t in output_levels(cfg, job_rows):
         jobs_t = job_rows[job_rows["t"] == t] if len(job_rows) else job_rows
@@ -62,13 +66,12 @@ def summarize_run(run_dir: str, eval_name: str, reference: tuple | None = None, 
                "outputs_ok": int((jobs_t["status"] == "ok").sum()) if len(jobs_t) else 0,
                "outputs_error": int((jobs_t["status"] == "error").sum()) if len(jobs_t) else 0,
                "outputs_scored": int((metrics_t["status"] == "ok").sum()) if len(metrics_t) else 0}
-        if len(metrics_t):
-            for prefix, info in described["recognizers"].items():
-                row.update(identity_summary(metrics_t, prefix, info["threshold"]))
-            row.update(fidelity_summary(metrics_t))
-        if described["settings"].get("fid"):
-            row.update(distribution.get(t, {"fid": None, "fid_note": "no features"}))
-            row["fid_convention"] = described.get("fid_convention")
+        for metric, _ in active:
+            if metric.keeps_features:
+                row.update(by_t.get(t, {"fid": None, "fid_note": "no features"}))
+                row["fid_convention"] = described.get("fid_convention")
+            elif len(metrics_t):
+                row.update(metric.summarize(metrics_t, described))
         summary.append(row)
     if len(per_sample):
         per_sample.insert(0, "run_dir", run_dir)
@@ -149,13 +152,13 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
     """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html."""
     import pyarrow as pa
 
-    summaries, samples, recognizers, convention = [], [], {}, None
+    summaries, samples, described_all = [], [], {"recognizers": {}}
     for run_dir in run_dirs:
         rows, per_sample, described = summarize_run(run_dir, eval_name, reference)
         summaries += rows
         samples.append(per_sample)
-        recognizers.update(described["recognizers"])
-        convention = described.get("fid_convention", convention)
+        described_all["recognizers"].update(described.get("recognizers", {}))
+        described_all = {**described, **described_all}
     summary = pd.DataFrame(summaries).sort_values(["model", "sampler", "steps", "cascade", "t"], kind="stable")
     per_sample = pd.concat([s for s in samples if len(s)], ignore_index=True) if any(len(s) for s in samples) else pd.DataFrame()
     write_parquet_atomic(pa.Table.from_pandas(summary, preserve_index=False), posixpath.join(out_dir, "summary.parquet"))
@@ -169,7 +172,9 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         if getattr(cfg, "region", "full") == "faces":          # interpolation configs have no regions
             face_rows, faces = run_faces(r, cfg)
             sections.append(faces_section(r, contact_sheet(face_rows) if face_rows else None, faces))
-    page = render_report(summary, per_sample, recognizers, configs, contact_sheet(rows) if rows else None, convention, title,
+    metric_sections = [section for metric, _ in MetricSettings.build(**described_all["settings"]).active()
+                       for section in metric.report(described_all)]
+    page = render_report(summary, per_sample, metric_sections, configs, contact_sheet(rows) if rows else None, title,
                          sections)
     fs, path = fsspec.core.url_to_fs(posixpath.join(out_dir, "report.html"))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)

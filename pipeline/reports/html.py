@@ -58,25 +58,42 @@ def _lines(summary: pd.DataFrame, columns: list[tuple[str, str]], title: str, yl
     return fig
 
 
-def _histograms(per_sample: pd.DataFrame, prefix: str, threshold: float):
+def _histograms(per_sample: pd.DataFrame, column: str, threshold: float, label: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    values = pd.to_numeric(per_sample[f"{prefix}_l2"], errors="coerce")
+    values = pd.to_numeric(per_sample[column], errors="coerce")
     finite = values.dropna()
     bins = np.linspace(0, max(float(finite.max()) if len(finite) else 1.0, threshold) * 1.05, 40)
-    for (label, t), group in per_sample.groupby(["series", "t"]):
-        d = pd.to_numeric(group[f"{prefix}_l2"], errors="coerce").dropna()
+    for (series, t), group in per_sample.groupby(["series", "t"]):
+        d = pd.to_numeric(group[column], errors="coerce").dropna()
         if len(d):
-            ax.hist(d, bins=bins, histtype="step", linewidth=1.5, label=f"t={t:g}" + ("" if per_sample["series"].nunique() == 1 else f" {label}"))
+            ax.hist(d, bins=bins, histtype="step", linewidth=1.5,
+                    label=f"t={t:g}" + ("" if per_sample["series"].nunique() == 1 else f" {series}"))
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    ax.set_xlabel(f"{prefix} identity distance (source vs output)")
+    ax.set_xlabel(label)
     ax.set_ylabel("outputs")
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"{prefix}: identity distance per t")
+    ax.set_title(f"{label} per t")
     return fig
+
+
+def metric_section_html(section, summary: pd.DataFrame, per_sample: pd.DataFrame) -> str:
+    """One metric's part of the report (``metrics.registry.ReportSection``): its plots against t
+    and its histograms, for the columns the runs have."""
+    parts = [f"<h2>{html.escape(section.title)}</h2>"]
+    if section.text:
+        parts.append(f"<p>{html.escape(section.text)}</p>")
+    for plot in section.line_plots:
+        shown = [(c, label) for c, label in plot if c in summary]
+        if shown:
+            parts.append(f"<img src='{figure_uri(_lines(summary, shown, section.title, 'value'))}'>")
+    for column, threshold, label in section.histograms:
+        if column in per_sample:
+            parts.append(f"<img src='{figure_uri(_histograms(per_sample, column, threshold, label))}'>")
+    return "".join(parts)
 
 
 def html_table(frame: pd.DataFrame, float_format: str = "{:.4g}") -> str:
@@ -107,30 +124,16 @@ def faces_section(run_dir: str, sheet, faces: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def render_report(summary: pd.DataFrame, per_sample: pd.DataFrame, recognizers: dict[str, dict],
-                  configs: dict[str, dict], contact_sheet, fid_convention: str | None, title: str,
-                  sections: list[str] = ()) -> str:
-    """The report's HTML. ``recognizers`` maps a column prefix to its threshold/rules;
+def render_report(summary: pd.DataFrame, per_sample: pd.DataFrame, metric_sections: list,
+                  configs: dict[str, dict], contact_sheet, title: str, sections: list[str] = ()) -> str:
+    """The report's HTML. ``metric_sections``: each active metric's ``ReportSection``s;
     ``configs`` maps a run dir to its config; ``contact_sheet`` is a PIL image or None;
     ``sections``: more HTML parts (e.g. ``faces_section``) before the summary table."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if contact_sheet is not None:
         parts.append("<h2>Sources and outputs</h2><p>Top row: sources at the model's resolution; then one row "
                      f"per run and t.</p><img src='{image_uri(contact_sheet)}'>")
-    parts.append("<h2>Identity</h2>")
-    for prefix, info in recognizers.items():
-        parts.append(f"<p><b>{prefix}</b>: {html.escape(info['distance'])}; re-identified when "
-                     f"{html.escape(info['reidentified'])}; threshold {info['threshold']:g}.</p>")
-        parts.append(f"<img src='{figure_uri(_lines(summary, [(f'{prefix}_reid_rate', 're-identification rate'), (f'{prefix}_l2_mean', 'mean identity distance'), (f'{prefix}_output_face_rate', 'face detection rate of outputs')], prefix, 'value'))}'>")
-        parts.append(f"<img src='{figure_uri(_histograms(per_sample, prefix, info['threshold']))}'>")
-    if "fid" in summary:
-        parts.append("<h2>Distribution (FID, KID)</h2>")
-        parts.append(f"<p>Convention: {html.escape(fid_convention or '')}. Reference: the input images at the model's "
-                     "resolution. FID is biased upward at small N: compare only at equal N.</p>")
-        parts.append(f"<img src='{figure_uri(_lines(summary, [('fid', 'FID'), ('kid_mean', 'KID')], 'distribution', 'value'))}'>")
-    if "psnr_mean" in summary:
-        parts.append("<h2>Fidelity to the source</h2>")
-        parts.append(f"<img src='{figure_uri(_lines(summary, [('psnr_mean', 'PSNR (dB)'), ('ssim_mean', 'SSIM'), ('rms_distance_mean', 'RMS distance')], 'fidelity', 'value'))}'>")
+    parts.extend(metric_section_html(section, summary, per_sample) for section in metric_sections)
     parts.extend(sections)
     parts.append("<h2>Summary</h2>" + html_table(summary.drop(columns=[c for c in ("run_dir",) if c in summary])))
     parts.append("<h2>Runs</h2>")

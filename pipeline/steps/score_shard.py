@@ -104,7 +104,7 @@ class ShardScorer:
     def write(self) -> dict:
         """Write the shard's metric rows and features; return the manifest's status and counts."""
         write_parquet_atomic(rows_table(self.rows, metric_row_schema(self.suite.settings)), self.task.rows_url)
-        if self.suite.inception is not None:
+        if self.suite.keeps_features:
             buf = io.BytesIO()
             np.savez(buf, **self.features.arrays())
             write_bytes_atomic(buf.getvalue(), self.task.features_url)

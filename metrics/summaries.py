@@ -1,5 +1,6 @@
-"""Per-run summaries from per-output metric rows and per-shard Inception features. Pure:
-callers pass DataFrames and an iterator of feature arrays; nothing here reads files.
+"""Per-run summaries from per-output metric rows and per-shard Inception features: the math
+each metric's ``summarize`` uses (``metrics.builtin``). Pure: callers pass DataFrames and an
+iterator of feature arrays; nothing here reads files.
 
 FID is reduced from float64 sufficient statistics merged shard by shard, so it never holds
 every feature at once. KID needs raw features: it uses a uniform random subset of at most
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from metrics.fid import FeatureSample, FeatureStats, fid_from_stats, kid
+
 
 @dataclass
 class _Side:
@@ -102,19 +104,26 @@ def identity_summary(rows: pd.DataFrame, prefix: str, threshold: float) -> dict:
 
 
 def fidelity_summary(rows: pd.DataFrame) -> dict:
-    """Means over ok rows; PSNR over finite values (identical images have infinite PSNR,
-    counted in ``psnr_identical``)."""
-    ok = rows[rows["status"] == "ok"]
-    out = {}
-    if "psnr" in ok:
-        from metrics.fidelity import summarize_psnr      # (torch stays out of a driver that only reports)
+    """Means over ok rows of the pixel metrics and LPIPS, where the rows have them."""
+    return {**pixel_fidelity_summary(rows), **lpips_summary(rows)}
 
-        psnr_mean, psnr_identical = summarize_psnr(ok["psnr"].astype(float))
-        out.update(psnr_mean=psnr_mean, psnr_identical=psnr_identical,
-                   ssim_mean=_mean(ok["ssim"]), rms_distance_mean=_mean(ok["rms_distance"]))
-    if "lpips" in ok:
-        out["lpips_mean"] = _mean(ok["lpips"])
-    return out
+
+def pixel_fidelity_summary(rows: pd.DataFrame) -> dict:
+    """PSNR over finite values (identical images have infinite PSNR, counted in
+    ``psnr_identical``), SSIM and RMS distance: means over ok rows."""
+    ok = rows[rows["status"] == "ok"]
+    if "psnr" not in ok:
+        return {}
+    from metrics.fidelity import summarize_psnr      # (torch stays out of a driver that only reports)
+
+    psnr_mean, psnr_identical = summarize_psnr(ok["psnr"].astype(float))
+    return {"psnr_mean": psnr_mean, "psnr_identical": psnr_identical, "ssim_mean": _mean(ok["ssim"]),
+            "rms_distance_mean": _mean(ok["rms_distance"])}
+
+
+def lpips_summary(rows: pd.DataFrame) -> dict:
+    ok = rows[rows["status"] == "ok"]
+    return {"lpips_mean": _mean(ok["lpips"])} if "lpips" in ok else {}
 
 
 def _mean(series: pd.Series) -> float | None:

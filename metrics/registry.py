@@ -1,0 +1,181 @@
+"""The interface every metric implements, and the registry evaluations look metrics up in.
+
+A metric plugs in like a method (``pipeline.methods``): one class with a settings section of its
+own (``pipeline.settings``: its flags, defaults and what is hashed into the evaluation
+directory's name), the per-output columns it adds to the metric rows, how it loads its
+networks once per worker and scores a batch of (source, output) pairs, how a run's rows at one
+t reduce to summary columns, and what the report shows of it. ``MetricSettings`` gathers every
+registered metric's settings; nothing else in the project lists the metrics. No Ray, no files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.settings import Settings, route
+
+
+@dataclass
+class PairBatch:
+    """Pairs to score: output ``keys`` with their source key, t and variant, and pixels
+    (uint8 HxWx3; each source at its output's size)."""
+    keys: list[str]
+    source_keys: list[str]
+    ts: list[float]
+    variants: list[int]
+    sources: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+    @classmethod
+    def empty(cls) -> "PairBatch":
+        return cls([], [], [], [], [], [])
+
+    def append(self, key: str, source_key: str, t: float, variant: int, source: np.ndarray, output: np.ndarray) -> None:
+        for column, value in zip((self.keys, self.source_keys, self.ts, self.variants, self.sources, self.outputs),
+                                 (key, source_key, t, variant, source, output)):
+            column.append(value)
+
+
+@dataclass
+class ShardFeatures:
+    """Inception features gathered for one shard: each source once, each output once."""
+    source_keys: list[str] = field(default_factory=list)
+    source: list[np.ndarray] = field(default_factory=list)
+    output_keys: list[str] = field(default_factory=list)
+    output_t: list[float] = field(default_factory=list)
+    output: list[np.ndarray] = field(default_factory=list)
+
+    def arrays(self, dim: int = 2048) -> dict[str, np.ndarray]:
+        def stack(chunks):
+            return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, dim), np.float32)
+        return {"source_keys": np.array(self.source_keys, dtype=str), "source": stack(self.source),
+                "output_keys": np.array(self.output_keys, dtype=str),
+                "output_t": np.array(self.output_t, dtype=np.float64), "output": stack(self.output)}
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """What the evaluation report shows of a metric: a heading, a paragraph, line plots against
+    t (each a list of (summary column, label)) and distance histograms (per-output column,
+    threshold, label). Rendered by ``pipeline.reports``; data only here."""
+    title: str
+    text: str = ""
+    line_plots: tuple[tuple[tuple[str, str], ...], ...] = ()
+    histograms: tuple[tuple[str, float, str], ...] = ()
+
+
+class Metric:
+    name: str = ""
+    settings: type[Settings] = Settings
+    keeps_features: bool = False      # scores into the shard's feature file (``summarize_features``), not rows
+
+    def enabled(self, settings) -> bool:
+        return True
+
+    def check_available(self, settings) -> None:
+        """Fail before any work when a weights file it needs is missing (WeightsUnavailableError)."""
+
+    def describe(self, settings) -> dict:
+        """What the evaluation's settings.json records of it (thresholds, conventions)."""
+        return {}
+
+    def columns(self, settings) -> list[tuple[str, str]]:
+        """Per-output columns it adds: (name, Arrow type alias such as ``float64``)."""
+        return []
+
+    def load(self, settings, device):
+        """Its networks, loaded once per worker (None when it needs none)."""
+        return None
+
+    def score(self, loaded, settings, batch: PairBatch, rows: list[dict], features: ShardFeatures,
+              seen_sources: set[str], batch_size: int) -> None:
+        """Fill its columns of ``rows`` (one per output of ``batch``)."""
+
+    def summarize(self, rows, described: dict) -> dict:
+        """Summary columns of one run at one t from its ok rows (a DataFrame)."""
+        return {}
+
+    def summarize_features(self, feature_files, reference, kid_max: int = 4000) -> dict[float, dict]:
+        """For ``keeps_features`` metrics: summary columns per t from the run's feature files."""
+        return {}
+
+    def report(self, described: dict) -> list[ReportSection]:
+        return []
+
+
+_METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    if not metric.name:
+        raise ValueError("a metric needs a name")
+    _METRICS[metric.name] = metric
+    return metric
+
+
+def registered_metrics() -> list[Metric]:
+    return list(_METRICS.values())
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """Every registered metric's settings, plus where and in what batches the networks run
+    (not hashed). Hashed into the evaluation directory's name (``eval-<hash8>``), so different
+    metric settings never mix. Build from flat settings with ``MetricSettings.build``."""
+    sections: tuple[tuple[str, Settings], ...]
+    device: str = "auto"
+    batch_size: int = 32
+
+    @classmethod
+    def build(cls, device: str = "auto", batch_size: int = 32, **settings) -> "MetricSettings":
+        classes = {m.name: m.settings for m in registered_metrics()}
+        try:
+            routed = route(settings, classes)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return cls(tuple((name, klass.build(routed[name])) for name, klass in classes.items()), device, batch_size)
+
+    def __post_init__(self) -> None:
+        for _, section in self.sections:
+            section.check(self)
+
+    def of(self, metric: str):
+        return dict(self.sections)[metric]
+
+    def __getattr__(self, name: str):
+        # Flat reads of a setting (settings.recognizers): each name belongs to one metric's section.
+        if name.startswith("__") or name == "sections":
+            raise AttributeError(name)
+        for _, section in self.__dict__.get("sections", ()):
+            if name in {f.name for f in dataclasses.fields(section)}:
+                return getattr(section, name)
+        raise AttributeError(f"no metric setting {name!r}")
+
+    def active(self) -> list[tuple[Metric, Settings]]:
+        """The registered metrics these settings turn on, with their settings."""
+        by_name = dict(self.sections)
+        return [(m, by_name[m.name]) for m in registered_metrics() if m.name in by_name and m.enabled(by_name[m.name])]
+
+    def enabled(self) -> bool:
+        return bool(self.active())
+
+    def flat(self) -> dict:
+        out = {"device": self.device, "batch_size": self.batch_size}
+        for _, section in self.sections:
+            out.update({f.name: getattr(section, f.name) for f in dataclasses.fields(section)})
+        return out
+
+    def hashed(self) -> dict:
+        out: dict = {}
+        for _, section in self.sections:
+            out.update(section.hashed(self))
+        return out
+
+    def eval_dir_name(self) -> str:
+        blob = json.dumps(self.hashed(), sort_keys=True, default=list)
+        return f"eval-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
