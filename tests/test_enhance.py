@@ -15,13 +15,15 @@ from pipeline.models.tiny import tiny_unet
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 import enhance  # noqa: E402
+from pipeline.execution.enhancement import low_resolution_shards  # noqa: E402
+from pipeline.reports.enhancement import read_images  # noqa: E402
 from make_demo_shards import write_demo_shards  # noqa: E402
 
 
 def test_low_resolution_inputs_are_the_super_resolution_degradation(tmp_path):
     shards = write_demo_shards(str(tmp_path / "hr"), shards=1, per_shard=3, size=40)
-    made = enhance.low_resolution_shards(shards, str(tmp_path / "lr"), resolution=16, factor=4, upsample="bicubic")
-    ref, nearest = enhance.read_images(made["reference"]), enhance.read_images(made["nearest"])
+    made = low_resolution_shards(shards, str(tmp_path / "lr"), resolution=16, factor=4, upsample="bicubic")
+    ref, nearest = read_images(made["reference"]), read_images(made["nearest"])
     assert sorted(ref) == sorted(nearest) and len(ref) == 3 and next(iter(ref.values())).shape == (16, 16, 3)
     x = torch.from_numpy(np.stack([ref[k] for k in sorted(ref)])).permute(0, 3, 1, 2).double()
     expected = SuperResolution(T=2)(x, 2).round().permute(0, 2, 3, 1).numpy()

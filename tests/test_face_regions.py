@@ -18,7 +18,7 @@ from pipeline.errors import UserError
 from pipeline.regions.boxes import BadBoxes, FaceBox, parse_boxes, square_crop
 from pipeline.regions.compose import feather_mask, paste
 from pipeline.io.shards import ShardReader
-from pipeline.steps.tasks import ShardTask
+from pipeline.engine.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,13 +94,13 @@ def faces_shard(tmp_path) -> tuple[str, dict]:
 def run_regions(model_dir, shard, out, **kw):
     from pipeline.models.loading import load_model
     from pipeline.regions.detectors import load_detector
-    from pipeline.steps.transform_shard import ShardProcessor
+    from pipeline.engine.local import process_shard
 
     cfg = JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.5,), steps=10,
                               batch_size=8, keys="keep", region="faces", detector="supplied", min_face=12), **kw})
     task = ShardTask.for_shard(cfg.run_dir, shard)
     detector = load_detector(cfg.detector, boxes_field=cfg.boxes_field, boxes_file=cfg.boxes_file)
-    manifest = ShardProcessor(cfg, load_model(model_dir), detector=detector).process(task)
+    manifest = process_shard(cfg, load_model(model_dir), task, detector=detector)
     outputs = {s.key: np.asarray(Image.open(io.BytesIO(s.fields["png"]))) for s in ShardReader(task.output_url)}
     return manifest, outputs, pd.read_parquet(task.rows_url), pd.read_parquet(task.faces_url)
 

@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from pipeline.steps.grid_search import attempts_needed, smallest_passing
+from pipeline.transforms.grid_search import attempts_needed, smallest_passing
 
 GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 

@@ -10,8 +10,8 @@ from pipeline.config.job import JobConfig
 from pipeline.models.loading import load_model, pick_device_and_dtype
 from pipeline.models.source import ModelUnavailableError, detect_kind
 from pipeline.diffusion.seeds import sample_generators
-from pipeline.steps.transform_shard import ShardProcessor
-from pipeline.steps.tasks import ShardTask
+from pipeline.engine.local import process_shard
+from pipeline.engine.tasks import ShardTask
 from pipeline.io.shards import ShardReader
 from pipeline.models.tiny import save_latent_model, save_text_latent_model
 from test_job import write_demo_shards
@@ -71,7 +71,7 @@ def test_text_conditioned_model_processes_a_shard(model_dirs, tmp_path):
     cfg = JobConfig.build(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=model_dirs["sd"], t=(0.4,),
                     steps=10, prompt="person", guidance_scale=3.0, batch_size=2, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, shard)
-    row = ShardProcessor(cfg, load_model(cfg.model)).process(task)
+    row = process_shard(cfg, load_model(cfg.model), task)
     assert row["status"] == "ok" and row["samples_ok"] == 3
     assert [s.key for s in ShardReader(task.output_url)] == [s.key for s in ShardReader(shard)]
     rows = pd.read_parquet(task.rows_url)
@@ -141,7 +141,7 @@ def test_shard_processor_reads_and_writes_fsspec_urls(pixel_model_dir, tmp_path)
     cfg = JobConfig.build(job="anonymize", inputs=("memory://data/faces-000000.tar",), output="memory://out",
                     model=pixel_model_dir, t=(0.3,), steps=10, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, cfg.inputs[0])
-    row = ShardProcessor(cfg, load_model(cfg.model)).process(task)
+    row = process_shard(cfg, load_model(cfg.model), task)
     assert row["status"] == "ok" and row["samples_ok"] == 2
     assert [s.key for s in ShardReader(task.output_url)] == [s.key for s in ShardReader(local)]
     assert pd.read_parquet(fs.open(task.rows_url, "rb")).status.eq("ok").all()

@@ -28,11 +28,12 @@ from pipeline.config.job import JobConfig
 from pipeline.execution.jobs import merge_manifest, plan_evaluation, plan_run, record_missing, write_run_files
 from pipeline.execution.run_lock import RunLock
 from pipeline.io.listing import MISSING, object_sizes
-from pipeline.io.records import MANIFEST_SCHEMA, read_parquet_dir, rows_table, write_parquet_atomic
+from pipeline.io.records import read_parquet_dir, rows_table, write_parquet_atomic
+from pipeline.io.schemas import MANIFEST_SCHEMA
 from pipeline.io.shards import expand_shard_urls, temporary_path
-from pipeline.steps.completion import remove_stale_temporaries, run_to_completion
+from pipeline.engine.completion import remove_stale_temporaries, run_to_completion
 from pipeline.steps.planning import Checkpoint, checkpoint_url, plan_inputs, task_rows
-from pipeline.steps.tasks import ShardTask
+from pipeline.engine.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
 LATENCY = 0.03                 # seconds per request: a small-object request on S3 or GCS, same region
@@ -339,7 +340,8 @@ def test_a_checkpoint_with_fewer_columns_loads_and_an_unindexed_one_is_rebuilt_o
 
 def test_evaluation_plans_from_both_checkpoints(store):
     from metrics.suite import MetricSettings
-    from pipeline.steps.score_shard import EVAL_MANIFEST_SCHEMA, EvalTask
+    from pipeline.engine.tasks import EvalTask
+    from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA
 
     n = 50
     finished_run(store, n, failed=3)
@@ -362,8 +364,8 @@ def test_evaluation_plans_from_both_checkpoints(store):
 
 def test_interpolation_inversions_are_located_from_checkpoints(store):
     from pipeline.execution.interpolation_job import locate_inversions
-    from pipeline.io.records import INVERSION_ROW_SCHEMA
-    from pipeline.steps.interp_tasks import InversionTask
+    from pipeline.io.schemas import INVERSION_ROW_SCHEMA
+    from pipeline.engine.tasks import InversionTask
 
     run_dir, inputs = "simstore://out/interp/interpolate-0123456789ab", [shard_url(i) for i in range(20)]
     tasks = [InversionTask.for_shard(run_dir, url, 100) for url in inputs]
@@ -395,13 +397,13 @@ def test_stale_temporaries_are_found_by_name_not_by_pattern(tmp_path):
 
 def test_low_resolution_inputs_are_made_once_per_settings(tmp_path):
     sys.path.insert(0, str(REPO / "jobs"))
-    import enhance
     from make_demo_shards import write_demo_shards
+    from pipeline.execution.enhancement import low_resolution_shards
 
     shards = write_demo_shards(str(tmp_path / "hr"), shards=2, per_shard=2, size=32)
-    made = enhance.low_resolution_shards(shards, str(tmp_path / "lr"), resolution=16, factor=4, upsample="bicubic")
+    made = low_resolution_shards(shards, str(tmp_path / "lr"), resolution=16, factor=4, upsample="bicubic")
     stamps = {p: os.stat(p).st_mtime_ns for kind in made.values() for p in kind}
-    assert enhance.low_resolution_shards(shards, str(tmp_path / "lr"), 16, 4, "bicubic") == made
+    assert low_resolution_shards(shards, str(tmp_path / "lr"), 16, 4, "bicubic") == made
     assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps        # nothing made again
-    enhance.low_resolution_shards(shards, str(tmp_path / "lr"), 16, 2, "bicubic")     # other settings: remade
+    low_resolution_shards(shards, str(tmp_path / "lr"), 16, 2, "bicubic")     # other settings: remade
     assert all(os.stat(p).st_mtime_ns != t for p, t in stamps.items() if "/bicubic/" in p)

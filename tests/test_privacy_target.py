@@ -13,7 +13,7 @@ from conftest import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
 from pipeline.io.shards import ShardReader
-from pipeline.steps.tasks import ShardTask
+from pipeline.engine.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -56,12 +56,12 @@ def shard_of(tmp_path, n=5) -> str:
 
 def run(model_dir, shard, out, judge, **kw):
     from pipeline.models.loading import load_model
-    from pipeline.steps.transform_shard import ShardProcessor
+    from pipeline.engine.local import process_shard
 
     cfg = JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, steps=20,
                               batch_size=8, keys="keep", privacy_target=True, t_grid=GRID), **kw})
     task = ShardTask.for_shard(cfg.run_dir, shard)
-    manifest = ShardProcessor(cfg, load_model(model_dir), judge=judge).process(task)
+    manifest = process_shard(cfg, load_model(model_dir), task, judge=judge)
     outputs = {s.key: s.fields["png"] for s in ShardReader(task.output_url)}
     return cfg, manifest, outputs, pd.read_parquet(task.rows_url).set_index("key")
 
@@ -161,7 +161,7 @@ class FixedRmsJudge(RmsJudge):
 def test_each_face_gets_its_own_t_and_an_unmet_face_keeps_its_image_unpublished(pixel_model_dir, tmp_path):
     from pipeline.models.loading import load_model
     from pipeline.regions.detectors import load_detector
-    from pipeline.steps.transform_shard import ShardProcessor
+    from pipeline.engine.local import process_shard
 
     from test_face_regions import faces_shard
 
@@ -172,8 +172,8 @@ def test_each_face_gets_its_own_t_and_an_unmet_face_keeps_its_image_unpublished(
                         keys="keep", region="faces", detector="supplied", min_face=12, privacy_target=True,
                         t_grid=GRID, **kw)
         task = ShardTask.for_shard(cfg.run_dir, shard)
-        ShardProcessor(cfg, load_model(pixel_model_dir), detector=load_detector("supplied", boxes_field="faces.json"),
-                       judge=judge).process(task)
+        process_shard(cfg, load_model(pixel_model_dir), task, detector=load_detector("supplied", boxes_field="faces.json"),
+                      judge=judge)
         return ({s.key for s in ShardReader(task.output_url)}, pd.read_parquet(task.rows_url).set_index("key"),
                 pd.read_parquet(task.faces_url))
 

@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 from pipeline.io.pseudonyms import load_or_create_secret, pseudonym, secret_fingerprint
 from pipeline.io.shards import ShardReader
 from pipeline.io.spool import FieldSpool, KeyOrderedWriter
-from pipeline.steps.tasks import ShardTask
+from pipeline.engine.tasks import ShardTask
 
 SECRET = bytes(range(32))
 IDENTITIES = {f"celeba_{i:06d}": f"person-{1000 + i}" for i in range(5)}
@@ -37,12 +37,12 @@ def identity_shard(tmp_path) -> str:
 
 def anonymize(model_dir, shard, out, **kw):
     from pipeline.models.loading import load_model
-    from pipeline.steps.transform_shard import ShardProcessor
+    from pipeline.engine.local import process_shard
 
     cfg = JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.3,), steps=10,
                               batch_size=2, key_fingerprint=secret_fingerprint(SECRET)), **kw})
     task = ShardTask.for_shard(cfg.run_dir, shard)
-    row = ShardProcessor(cfg, load_model(model_dir), secret=SECRET).process(task)
+    row = process_shard(cfg, load_model(model_dir), task, secret=SECRET)
     assert row["status"] == "ok"
     return cfg, task
 
@@ -115,13 +115,14 @@ def test_publication_settings_are_hashed_for_anonymize_and_refused_for_augment(t
 
 def test_scoring_finds_each_published_outputs_source_through_the_rows(pixel_model_dir, tmp_path):
     from metrics.suite import MetricSettings, MetricSuite
-    from pipeline.steps.score_shard import EvalTask, evaluate_shard
+    from pipeline.engine.local import score_shard
+    from pipeline.engine.tasks import EvalTask
 
     shard = identity_shard(tmp_path)
     cfg, task = anonymize(pixel_model_dir, shard, tmp_path / "out")
     settings = MetricSettings.build(fid=False, fidelity=True)
     eval_task = EvalTask.for_shard(f"{cfg.run_dir}/{settings.eval_dir_name()}", shard, task.output_url)
-    row = evaluate_shard(MetricSuite(settings), eval_task)
+    row = score_shard(MetricSuite(settings), eval_task)
     assert row["status"] == "ok" and row["outputs_scored"] == 5 and row["outputs_error"] == 0
     scored = pd.read_parquet(eval_task.rows_url)
     assert set(scored.source_key) == set(IDENTITIES) and scored.psnr.between(0, 60).all()

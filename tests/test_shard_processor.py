@@ -7,9 +7,9 @@ from conftest import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.models.loading import load_model
 from pipeline.execution.jobs import plan_run
-from pipeline.steps.transform_shard import ShardProcessor
+from pipeline.engine.local import anonymize_transform, process_shard
 from pipeline.io.shards import ShardReader
-from pipeline.steps.tasks import ShardTask
+from pipeline.engine.tasks import ShardTask
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_anonymize_never_copies_other_images_of_the_sample(pixel_model_dir, mode
                                            ("a.cls", b"3")])
     cfg = make_cfg(pixel_model_dir, shard, tmp_path / "out", keep_fields=("cls", "json"))
     task = ShardTask.for_shard(cfg.run_dir, shard)
-    ShardProcessor(cfg, model).process(task)
+    process_shard(cfg, model, task)
     (out,) = list(ShardReader(task.output_url))
     assert sorted(out.fields) == ["cls", "diffusion.json", "jpg", "json"]     # jpg is the generated image
     assert out.fields["jpg"] != face
@@ -41,19 +41,19 @@ def test_generation_failure_marks_the_shard_failed_so_it_is_redone(pixel_model_d
     shard = write_tar(tmp_path / "s.tar", [(f"k{i}.png", png_bytes(np.zeros((16, 16, 3), np.uint8))) for i in range(3)])
     cfg = make_cfg(pixel_model_dir, shard, tmp_path / "out")
     task = ShardTask.for_shard(cfg.run_dir, shard, input_bytes=(tmp_path / "s.tar").stat().st_size)
-    processor = ShardProcessor(cfg, model)
+    transform = anonymize_transform(cfg, model)
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(model, "eps_model", out_of_memory)
-    row = processor.process(task)
+    row = process_shard(cfg, model, task, transform=transform)
     assert row["status"] == "failed" and row["samples_in"] == 3 and row["samples_error"] == 3
     rows = pd.read_parquet(task.rows_url)
     assert rows.error.str.startswith("generation failed: RuntimeError: CUDA out of memory").all()
     assert [t.input_url for t in plan_run(cfg).pending] == [shard]
     monkeypatch.undo()
-    assert processor.process(task)["status"] == "ok"
+    assert process_shard(cfg, model, task, transform=transform)["status"] == "ok"
     assert plan_run(cfg).pending == []
 
 
@@ -61,7 +61,7 @@ def test_a_killed_runs_partial_rows_do_not_break_reading_the_table(pixel_model_d
     shard = write_tar(tmp_path / "s.tar", [("k.png", png_bytes(np.zeros((16, 16, 3), np.uint8)))])
     cfg = make_cfg(pixel_model_dir, shard, tmp_path / "out")
     task = ShardTask.for_shard(cfg.run_dir, shard)
-    ShardProcessor(cfg, model).process(task)
+    process_shard(cfg, model, task)
     rows_dir = tmp_path / "out" / cfg.run_dir.split("/")[-1] / "rows"
     (rows_dir / ".other.parquet.tmp-0123").write_bytes(b"half a parquet file")   # as a SIGKILL leaves it
     assert len(pd.read_parquet(rows_dir)) == 1

@@ -10,9 +10,9 @@ from conftest import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.io.shards import ShardReader
 from pipeline.models.loading import load_model
-from pipeline.steps.stages import BackgroundWriter, Prefetcher, StageClock
-from pipeline.steps.tasks import ShardTask
-from pipeline.steps.transform_shard import ShardProcessor
+from pipeline.engine.overlap import BackgroundWriter, Prefetcher, StageClock
+from pipeline.engine.tasks import ShardTask
+from pipeline.engine.local import process_shard
 
 
 def test_prefetcher_reads_ahead_while_the_consumer_works():
@@ -60,7 +60,7 @@ class SlowSink:
 def test_background_writer_encodes_off_the_calling_thread_in_order():
     sink, clock = SlowSink(), StageClock()
     pixels = np.zeros((8, 8, 3), np.uint8)
-    with BackgroundWriter(sink, clock) as writer:
+    with BackgroundWriter({"shards": sink}, clock) as writer:
         for i in range(20):
             writer.write(f"k{i}", {"png": pixels, "cls": b"1"})
     assert [k for k, _, _ in sink.written] == [f"k{i}" for i in range(20)]
@@ -70,7 +70,7 @@ def test_background_writer_encodes_off_the_calling_thread_in_order():
 
 
 def test_background_writer_encodes_on_several_threads_and_keeps_the_order():
-    import pipeline.steps.stages as stages
+    import pipeline.engine.overlap as stages
 
     threads, sink = set(), SlowSink()
     encode = stages.encode_fields
@@ -82,7 +82,7 @@ def test_background_writer_encodes_on_several_threads_and_keeps_the_order():
 
     stages.encode_fields = traced
     try:
-        with BackgroundWriter(sink, StageClock(), encoders=3) as writer:
+        with BackgroundWriter({"shards": sink}, StageClock(), encoders=3) as writer:
             for i in range(24):
                 writer.write(f"k{i:02d}", {"png": np.full((8, 8, 3), i, np.uint8)})
     finally:
@@ -92,7 +92,7 @@ def test_background_writer_encodes_on_several_threads_and_keeps_the_order():
 
 
 def test_background_writer_raises_the_threads_error():
-    writer = BackgroundWriter(SlowSink(fail_at=2), StageClock())
+    writer = BackgroundWriter({"shards": SlowSink(fail_at=2)}, StageClock())
     with pytest.raises(OSError, match="disk full"):
         try:
             for i in range(10):
@@ -109,7 +109,7 @@ def test_a_shards_manifest_says_where_its_seconds_went(pixel_model_dir, tmp_path
     cfg = JobConfig.build(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=pixel_model_dir, t=(0.3,),
                     steps=10, batch_size=4, keys="keep")
     task = ShardTask.for_shard(cfg.run_dir, shard)
-    row = ShardProcessor(cfg, load_model(pixel_model_dir)).process(task)
+    row = process_shard(cfg, load_model(pixel_model_dir), task)
     assert row["status"] == "ok" and row["outputs_ok"] == 12
     stages = {k: row[k] for k in ("seconds_read", "seconds_model", "seconds_write", "seconds_waiting")}
     assert all(v > 0 for v in stages.values()), stages
@@ -125,6 +125,6 @@ def test_an_unreadable_shard_fails_cleanly_with_the_threads_stopped(pixel_model_
     cfg = JobConfig.build(job="anonymize", inputs=(str(bad),), output=str(tmp_path / "out"), model=pixel_model_dir,
                     t=(0.3,), steps=10, batch_size=4, keys="keep")
     before = threading.active_count()
-    row = ShardProcessor(cfg, load_model(pixel_model_dir)).process(ShardTask.for_shard(cfg.run_dir, str(bad)))
+    row = process_shard(cfg, load_model(pixel_model_dir), ShardTask.for_shard(cfg.run_dir, str(bad)))
     assert row["status"] == "failed" and row["error_kind"] == "unreadable_shard"
     assert threading.active_count() == before

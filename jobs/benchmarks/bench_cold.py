@@ -37,7 +37,8 @@ from pipeline.diffusion.cold import as_restorer, cold_local_sample  # noqa: E402
 from pipeline.io.images import to_model_range  # noqa: E402
 from pipeline.models.loading import load_model  # noqa: E402
 from pipeline.training.restorer import save_restorer  # noqa: E402
-from pipeline.steps.transform_shard import decode_samples  # noqa: E402
+from pipeline.engine.sources import decode_samples  # noqa: E402
+from pipeline.transforms.base import DecodeSpec  # noqa: E402
 from pipeline.io.shards import ShardReader  # noqa: E402
 from pipeline.models.tiny import tiny_unet  # noqa: E402
 
@@ -52,7 +53,7 @@ SETTINGS = {
 def images_of(shards: list[str], resolution: int) -> torch.Tensor:
     pixels = []
     for url in shards:
-        decoded, _ = decode_samples(list(ShardReader(url)), set(), None, resolution, 8)
+        decoded, _ = decode_samples(list(ShardReader(url)), set(), DecodeSpec(resolution, 8, 1 << 40))
         pixels += [img.pixels for _, _, img in decoded]
     return to_model_range(pixels)
 

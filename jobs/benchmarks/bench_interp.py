@@ -29,14 +29,14 @@ import torch  # noqa: E402
 from make_demo_shards import write_demo_shards  # noqa: E402
 from pipeline.io.images import to_model_range, to_uint8  # noqa: E402
 from pipeline.config.interpolation import DEFAULT_LAMS, InterpConfig  # noqa: E402
-from pipeline.steps.interpolate_pairs import InterpolationProcessor  # noqa: E402
 from pipeline.execution.interpolation_job import locate_inversions, plan_pair_tasks  # noqa: E402
-from pipeline.steps.interp_tasks import InversionTask  # noqa: E402
+from pipeline.engine.tasks import InversionTask  # noqa: E402
 from pipeline.diffusion.interpolation import METHODS, ddim_decode, ddim_invert, start_latents  # noqa: E402
 from pipeline.models.loading import load_model  # noqa: E402
 from pipeline.diffusion.seeds import sample_generators  # noqa: E402
 from pipeline.io.pairs import write_pairs_file  # noqa: E402
-from pipeline.steps.transform_shard import decode_samples  # noqa: E402
+from pipeline.engine.sources import decode_samples  # noqa: E402
+from pipeline.transforms.base import DecodeSpec  # noqa: E402
 from pipeline.io.shards import ShardReader  # noqa: E402
 
 
@@ -91,12 +91,17 @@ def _separate_guidance(model, cfg: InterpConfig):
 
 
 def pipeline_worker(model, cfg: InterpConfig, inputs: list[str]) -> int:
-    processor = InterpolationProcessor(cfg, model)
+    """Both stages through the engine, as a worker runs them."""
+    from pipeline.engine.loop import run
+    from pipeline.transforms.frames import Frames
+    from pipeline.transforms.inversion import Inversion
+
+    inversion, frames = Inversion(cfg, model), Frames(cfg, model)
     for url in inputs:
-        processor.process(InversionTask.for_shard(cfg.run_dir, url, None, None))
+        run(InversionTask.for_shard(cfg.run_dir, url, None, None), inversion)
     located, keys_by_shard, failed = locate_inversions(cfg.run_dir, inputs)
     tasks, _ = plan_pair_tasks(cfg, located, keys_by_shard, failed)
-    return sum(processor.process(task)["outputs_ok"] for task in tasks)
+    return sum(run(task, frames)["outputs_ok"] for task in tasks)
 
 
 def main() -> int:
@@ -118,7 +123,7 @@ def main() -> int:
     counter = CallCounter(model.unet)
     keys, images = [], {}
     for url in inputs:
-        decoded, _ = decode_samples(list(ShardReader(url)), set(), None, model.resolution, 1)
+        decoded, _ = decode_samples(list(ShardReader(url)), set(), DecodeSpec(model.resolution, 1, 1 << 40))
         for sample, _, img in decoded:
             keys.append(sample.key)
             images[sample.key] = img.pixels

@@ -84,6 +84,15 @@ def job_config_from_argv(job: str, argv: list[str] | None, description: str) -> 
     return JobConfig.build(job, args.method, metric_settings_from_args(args) if args.metrics else None, **values)
 
 
+def section_argv(section, argv: list[str] | None, description: str):
+    """Parse a command line that is one settings section (a tool's flags) into that section."""
+    ap = job_parser(description)
+    section.add_flags(ap)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return section.from_args(args)
+
+
 def config_from_argv(config_class, argv: list[str] | None, description: str):
     """Parse a command line whose every section is on it (``InterpConfig``) into its config."""
     ap = job_parser(description)

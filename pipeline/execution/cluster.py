@@ -25,7 +25,7 @@ import time
 from pipeline.errors import WORKER_FAILED, WRITE_FAILED
 from pipeline.execution.progress import Progress
 from pipeline.execution.workers import WORKER_CACHE, settle_started, start_workers
-from pipeline.steps.completion import SHARD_COUNTS, failed_task_row, write_failed_row
+from pipeline.engine.completion import SHARD_COUNTS, failed_task_row, write_failed_row
 
 log = logging.getLogger(__name__)
 

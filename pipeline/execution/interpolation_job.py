@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import socket
 import sys
 
 from pipeline.errors import UserError
@@ -25,16 +26,16 @@ from pipeline.errors import UserError
 from pipeline.execution.cluster import WorkerPool
 from pipeline.execution.workers import Worker
 from pipeline.config.interpolation import InterpConfig
-from pipeline.steps.interp_tasks import InversionTask, PairTask
+from pipeline.engine.tasks import InversionTask, PairTask
 from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
                             random_pairs, read_pairs_file, resolve_refs)
 from pipeline.io.listing import MISSING
-from pipeline.io.records import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
+from pipeline.io.schemas import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
 from pipeline.methods.boomerang import check_steps
 from pipeline.execution.jobs import (RunPlan, expand_inputs, merge_manifest, print_summary, record_missing,
                                      save_checkpoint, write_run_files)
-from pipeline.steps.completion import remove_outputs
+from pipeline.engine.completion import remove_outputs
 from pipeline.steps.planning import FINAL, Checkpoint, plan_inputs, task_rows
 
 
@@ -56,23 +57,30 @@ class InterpWorker(Worker):
     """The model and the metric networks, loaded once, for both stages."""
 
     def setup(self, cfg: InterpConfig) -> None:
-        from pipeline.steps.interpolate_pairs import InterpolationProcessor
         from pipeline.models.loading import load_model
+        from pipeline.transforms.frames import Frames
+        from pipeline.transforms.inversion import Inversion
 
-        model = load_model(cfg.model, sampler="ddim", device=cfg.device, dtype=cfg.dtype, resolution=cfg.resolution)
+        model = load_model(cfg.run.model, sampler="ddim", device=cfg.execution.device, dtype=cfg.images.dtype,
+                           resolution=cfg.images.resolution)
         inception = lpips = None
-        if cfg.fid:
+        if cfg.frame_metrics.fid:
             from metrics.inception import load_fid_inception
 
-            inception = load_fid_inception(cfg.inception_weights, device=model.device)
-        if cfg.lpips:
+            inception = load_fid_inception(cfg.frame_metrics.inception_weights, device=model.device)
+        if cfg.frame_metrics.lpips:
             from metrics.fidelity import load_lpips
 
             lpips = load_lpips(device=model.device)
-        self.processor = InterpolationProcessor(cfg, model, inception, lpips)
+        self.stages = {InversionTask: Inversion(cfg, model, inception), PairTask: Frames(cfg, model, inception, lpips)}
+        self.context = {"config_hash": cfg.config_hash(), "worker": f"{socket.gethostname()}:{model.device}"}
+        self.max_member_bytes = cfg.images.max_member_bytes
 
     def process(self, task) -> dict:
-        return self.processor.process(task, progress=self.report)
+        from pipeline.engine.loop import run
+
+        return run(task, self.stages[type(task)], progress=self.report, max_member_bytes=self.max_member_bytes,
+                   **self.context)
 
 
 def check_metric_weights(cfg: InterpConfig) -> None:

@@ -39,12 +39,13 @@ from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
 from pipeline.io.listing import MISSING
-from pipeline.io.records import MANIFEST_SCHEMA
+from pipeline.io.records import write_bytes_atomic
+from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
-from pipeline.steps.completion import SCORING_COUNTS, failed_task_row, write_failed_row
+from pipeline.engine.completion import SCORING_COUNTS, failed_task_row, write_failed_row
 from pipeline.io.shards import expand_shard_urls, shard_name
 from pipeline.steps.planning import FINAL, Checkpoint, checkpoint_url, plan_inputs, task_rows
-from pipeline.steps.tasks import ShardTask
+from pipeline.engine.tasks import EvalTask, ShardTask
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +195,6 @@ def run_job(cfg: JobConfig) -> list[dict]:
         print(f"run directory {plan.run_dir}: {len(plan.pending)} shard(s) to process, {len(plan.skipped)} already done"
               + (f", {len(plan.missing)} missing" if plan.missing else ""), file=sys.stderr, flush=True)
         if cfg.metrics is not None and cfg.metrics.enabled():
-            from pipeline.steps.score_shard import write_eval_settings
-
             write_eval_settings(posixpath.join(plan.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
         config_hash = cfg.config_hash()       # hashing copies the config, inputs included: once, not per shard
         this_run = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.output_url, "config_hash": config_hash})
@@ -224,8 +223,6 @@ def plan_evaluation(run_dir: str, settings) -> EvalPlan:
     """Output shards of a run still to score: finished shards (``ok``/``truncated``) with no
     ``ok`` evaluation, or one that scored a different number of outputs (the shard was
     regenerated since). Both sides are read from their checkpoints (``pipeline.steps.planning``)."""
-    from pipeline.steps.score_shard import EVAL_MANIFEST_SCHEMA, EvalTask
-
     eval_dir = posixpath.join(run_dir, settings.eval_dir_name())
     checkpoint = Checkpoint.load(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA)
     scored = checkpoint.latest("output_shard", "status", "outputs_scored", "outputs_error")
@@ -249,7 +246,6 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
 
     from metrics.suite import check_available
     from pipeline.config.job import load_run_config
-    from pipeline.steps.score_shard import EVAL_MANIFEST_SCHEMA, write_eval_settings
 
     cfg = load_run_config(run_dir)
     check_available(settings)
@@ -263,3 +259,10 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
             scored = pool.run(plan.pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
         merge_manifest(plan.checkpoint, plan.pending, scored)
     return plan.eval_dir
+
+
+def write_eval_settings(eval_dir: str, settings) -> None:
+    """``settings.json`` of an evaluation: what was measured, with resolved thresholds and conventions."""
+    from pipeline.transforms.scoring import eval_settings_json
+
+    write_bytes_atomic(eval_settings_json(settings), posixpath.join(eval_dir, "settings.json"))

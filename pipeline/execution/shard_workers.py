@@ -3,8 +3,8 @@ detector, loop recognizers, metric networks) and how it handles one task."""
 from __future__ import annotations
 
 from pipeline.config.job import JobConfig
+from pipeline.engine.tasks import ShardTask
 from pipeline.execution.workers import Worker
-from pipeline.steps.tasks import ShardTask
 
 
 def load_suite(settings):
@@ -18,14 +18,15 @@ def load_suite(settings):
 
 def load_judge(cfg: JobConfig, device: str):
     """The loop recognizers of --privacy-target (None when it is off)."""
-    if not cfg.privacy_target:
+    if not cfg.privacy.privacy_target:
         return None
     from metrics.identity import load_recognizer
     from metrics.privacy_judge import MtcnnFaceCheck, PrivacyJudge
 
-    recognizers = [load_recognizer(name, device="cpu" if name == "dlib" else device, face_box=cfg.loop_face_box)
-                   for name in cfg.loop_recognizers]
-    return PrivacyJudge(recognizers, cfg.margin, MtcnnFaceCheck(device) if cfg.face_check else None)
+    privacy = cfg.privacy
+    recognizers = [load_recognizer(name, device="cpu" if name == "dlib" else device, face_box=privacy.loop_face_box)
+                   for name in privacy.loop_recognizers]
+    return PrivacyJudge(recognizers, privacy.margin, MtcnnFaceCheck(device) if privacy.face_check else None)
 
 
 class ShardWorker(Worker):
@@ -34,24 +35,32 @@ class ShardWorker(Worker):
     def setup(self, cfg: JobConfig, method, secret: bytes | None) -> None:
         from pipeline.methods import register
         from pipeline.models.loading import load_model
-        from pipeline.steps.transform_shard import ShardProcessor
 
         register(method)      # the driver's method: one registered outside the package works here too
         sampler = getattr(cfg.method_settings, "sampler", "ddim")         # a restorer has no sampler
-        model = self.kept(("model", cfg.model, cfg.model_fingerprint, sampler, cfg.device, cfg.dtype, cfg.resolution),
-                          lambda: load_model(cfg.model, sampler=sampler, device=cfg.device, dtype=cfg.dtype,
-                                             resolution=cfg.resolution))
+        images = cfg.images
+        model = self.kept(("model", cfg.run.model, cfg.run.model_fingerprint, sampler, cfg.execution.device, images.dtype,
+                           images.resolution),
+                          lambda: load_model(cfg.run.model, sampler=sampler, device=cfg.execution.device,
+                                             dtype=images.dtype, resolution=images.resolution))
         detector = None
-        if cfg.region == "faces":
+        if cfg.regions.region == "faces":
             from pipeline.regions.detectors import load_detector
 
-            detector = load_detector(cfg.detector, device=str(model.device), boxes_field=cfg.boxes_field,
-                                     boxes_file=cfg.boxes_file)
-        self.processor = ShardProcessor(cfg, model, load_suite(cfg.metrics), secret, detector,
-                                        load_judge(cfg, str(model.device)))
+            regions = cfg.regions
+            detector = load_detector(regions.detector, device=str(model.device), boxes_field=regions.boxes_field,
+                                     boxes_file=regions.boxes_file)
+        from pipeline.engine.local import anonymize_transform
+
+        self.cfg, self.model = cfg, model
+        self.transform = anonymize_transform(cfg, model, secret, detector, load_judge(cfg, str(model.device)))
+        self.suite = load_suite(cfg.metrics)
 
     def process(self, task: ShardTask) -> dict:
-        return self.processor.process(task, progress=self.report)
+        from pipeline.engine.local import process_shard
+
+        return process_shard(self.cfg, self.model, task, transform=self.transform, suite=self.suite,
+                             progress=self.report)
 
 
 class EvalWorker(Worker):
@@ -62,8 +71,6 @@ class EvalWorker(Worker):
         self.image_field = image_field
 
     def process(self, task) -> dict:
-        from pipeline.steps.score_shard import evaluate_shard
+        from pipeline.engine.local import score_shard
 
-        row = evaluate_shard(self.suite, task, self.image_field)
-        self.report((row["outputs_scored"] or 0) + (row["outputs_error"] or 0))
-        return row
+        return score_shard(self.suite, task, self.image_field, progress=self.report)

@@ -34,7 +34,8 @@ def outputs_by_source(run_dir: str, source_keys: list[str]) -> dict[str, np.ndar
     output came from which source (anonymized outputs are named by pseudonyms)."""
     import pandas as pd
 
-    from pipeline.io.records import ROW_SCHEMA, read_parquet_dir
+    from pipeline.io.records import read_parquet_dir
+    from pipeline.io.schemas import ROW_SCHEMA
 
     rows = pd.DataFrame(read_parquet_dir(posixpath.join(run_dir, "rows"), ROW_SCHEMA))
     wanted = set(source_keys)

@@ -18,7 +18,7 @@ from metrics.registry import MetricSettings
 from pipeline.reports.faces import run_faces
 from pipeline.reports.html import faces_section, render_report, series_label
 from pipeline.config.job import load_run_config
-from pipeline.steps.score_shard import read_npz
+from pipeline.transforms.scoring import read_npz
 from pipeline.io.records import finished_files, write_parquet_atomic
 from pipeline.io.images import find_image_field, prepare_image
 from pipeline.reports.contact_sheet import contact_sheet

@@ -50,7 +50,8 @@ def run_faces(run_dir: str, cfg, limit: int = 8) -> tuple[list[tuple[str, list[n
 
 
 def _read(url: str) -> pd.DataFrame:
-    from pipeline.io.records import FACE_ROW_SCHEMA, read_parquet_dir
+    from pipeline.io.records import read_parquet_dir
+    from pipeline.io.schemas import FACE_ROW_SCHEMA
 
     return pd.DataFrame(read_parquet_dir(url, FACE_ROW_SCHEMA), columns=FACE_ROW_SCHEMA.names)
 

@@ -12,10 +12,11 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.reports.interpolation_tables import distribution_vs_inputs, render_interp_report, summarize_methods, summarize_positions
-from pipeline.steps.score_shard import read_npz
-from pipeline.steps.interpolate_pairs import read_inversion
+from pipeline.transforms.scoring import read_npz
+from pipeline.transforms.frames import read_inversion
 from pipeline.reports.contact_sheet import contact_sheet
-from pipeline.io.records import FRAME_ROW_SCHEMA, INVERSION_ROW_SCHEMA, finished_files, read_parquet_dir, write_bytes_atomic
+from pipeline.io.records import finished_files, read_parquet_dir, write_bytes_atomic
+from pipeline.io.schemas import FRAME_ROW_SCHEMA, INVERSION_ROW_SCHEMA
 from pipeline.io.shards import ShardReader
 
 

@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io.listing import MISSING, entry_version, list_directory, object_sizes
-from pipeline.io.records import MANIFEST_SCHEMA, rows_table, write_parquet_atomic
+from pipeline.io.records import rows_table, write_parquet_atomic
+from pipeline.io.schemas import MANIFEST_SCHEMA
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from pipeline.io.images import to_model_range
-from pipeline.steps.transform_shard import chunked, decode_samples
+from pipeline.engine.sources import chunked, decode_samples
+from pipeline.io.limits import DEFAULT_MAX_PIXELS
+from pipeline.transforms.base import DecodeSpec
 from pipeline.io.shards import ShardReader
 
 
@@ -28,8 +30,9 @@ def stream_images(shards: list[str], resolution: int, seed: int, image_field: st
         for url in epoch_order:
             seen: set[str] = set()
             reader = ShardReader(url)
+            spec = DecodeSpec(resolution, min_side, DEFAULT_MAX_PIXELS, image_field)
             for chunk in chunked(reader, 64):
-                decoded, _ = decode_samples(chunk, seen, image_field, resolution, min_side)
+                decoded, _ = decode_samples(chunk, seen, spec)
                 found += len(decoded)
                 yield from (img.pixels for _, _, img in decoded)
             if reader.error:

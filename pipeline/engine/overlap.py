@@ -1,5 +1,6 @@
-"""Overlapping a worker's CPU stages with its model: a prefetching reader thread, a writer
-thread, and the clock that says where each shard's seconds went. No Ray.
+"""Overlapping a worker's CPU stages with its model, for every task the engine runs: a
+prefetching reader thread, a writer thread, and the clock that says where each task's seconds
+went. No Ray.
 
 The model runs on the calling thread. While it works on one chunk, the reader thread reads
 and decodes the next ones and the writer thread encodes and writes the previous outputs, so
@@ -108,16 +109,16 @@ class Prefetcher:
 
 
 class BackgroundWriter:
-    """``write(key, fields)`` returns at once; encoder threads encode the fields given as pixel
-    arrays (``encode_image`` by field name) and a writer thread hands the samples to ``writer``
-    in the order written. Several encoders because one cannot keep up with an accelerator at
+    """``write(key, fields, sink)`` returns at once; encoder threads encode the fields given as
+    pixel arrays (``encode_image`` by field name) and a writer thread hands the samples to the
+    writer of their sink (``writers`` by name) in the order written. Several encoders because one cannot keep up with an accelerator at
     full size (a 256-pixel PNG takes about 75 ms here). ``close()`` waits for everything to be
     written; the first error is raised by the next ``write`` or by ``close``. As a context
     manager, leaving on an error abandons what is still queued (the shard is being aborted)."""
 
-    def __init__(self, writer, clock: StageClock, depth: int = 16, encoders: int = min(4, os.cpu_count() or 1)):
-        self.writer, self.clock = writer, clock
-        self.items: queue.Queue = queue.Queue(maxsize=depth)      # (key, future of the encoded fields)
+    def __init__(self, writers: dict, clock: StageClock, depth: int = 16, encoders: int = min(4, os.cpu_count() or 1)):
+        self.writers, self.clock = writers, clock
+        self.items: queue.Queue = queue.Queue(maxsize=depth)      # (sink, key, future of the encoded fields)
         self.encoders = ThreadPoolExecutor(encoders, thread_name_prefix="shard-encoder")
         self.error: BaseException | None = None
         self.abandoned = False
@@ -145,16 +146,16 @@ class BackgroundWriter:
                 continue                      # drain: the shard has failed already
             started = time.perf_counter()
             try:
-                key, encoded = item
-                self.writer.write(key, encoded.result())
+                sink, key, encoded = item
+                self.writers[sink].write(key, encoded.result())
             except BaseException as exc:
                 self.error = exc
             self.clock.write += time.perf_counter() - started
 
-    def write(self, key: str, fields: dict) -> None:
+    def write(self, key: str, fields: dict, sink: str = "shards") -> None:
         self._raise_error()
         with self.clock.waiting_for():
-            self.items.put((key, self.encoders.submit(encode_fields, fields)))
+            self.items.put((sink, key, self.encoders.submit(encode_fields, fields)))
 
     def close(self) -> None:
         """Wait until every sample is written; raise the thread's error if there was one."""

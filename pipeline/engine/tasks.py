@@ -1,0 +1,198 @@
+"""Every kind of task the engine runs, and the files each produces: one home for them. No heavy
+imports, so a Ray driver plans a run without loading torch.
+
+* ``ShardTask``: one input shard of anonymize/augment (or the enhancement's low-resolution
+  inputs) to one output shard, its rows, its face rows, its manifest row;
+* ``EvalTask``: one output shard scored beside its input shard (``eval-<hash8>/``);
+* ``InversionTask``: the interpolation's stage 1, one input shard's images DDIM-inverted into
+  ``inversions/cache/<shard>/<hash of key>.safetensors``;
+* ``PairTask``: the interpolation's stage 2, one group of pairs decoded into one output shard.
+"""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.engine.completion import SCORING_COUNTS, SHARD_COUNTS
+from pipeline.io.limits import DEFAULT_MAX_MEMBER_BYTES
+from pipeline.io.pairs import ImageRef, Pair
+from pipeline.io.sample_keys import key_file_name
+from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
+from pipeline.io.shards import SHARD_SUFFIXES, shard_name
+
+# Each task type says what it reads (``source``), what it writes (``files``), and its manifest
+# (schema, count columns, the columns every row of it starts with). The sources and sinks are
+# imported where they are made: planning a run needs none of them (nor torch).
+
+
+def shard_stem(url: str) -> str:
+    """``.../celeba-000003.tar.gz`` -> ``celeba-000003``."""
+    name = shard_name(url)
+    return next((name[: -len(sfx)] for sfx in SHARD_SUFFIXES if name.endswith(sfx)), name)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One input shard to one output shard, its rows, its face rows (face regions), its manifest row."""
+    input_url: str
+    output_url: str
+    rows_url: str
+    manifest_url: str
+    input_bytes: int | None = None
+    manifest_schema: ClassVar = MANIFEST_SCHEMA
+    counts: ClassVar = SHARD_COUNTS
+
+    @classmethod
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
+        stem = shard_stem(input_url)
+        # Outputs are plain tars whatever the input's compression.
+        return cls(input_url, posixpath.join(run_dir, "shards", f"{stem}.tar"), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
+                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
+
+    @property
+    def faces_url(self) -> str:
+        """Per-face rows (--region faces), beside the rows: ``<run_dir>/faces/<stem>.parquet``."""
+        run_dir, name = posixpath.split(posixpath.dirname(self.rows_url))[0], posixpath.basename(self.rows_url)
+        return posixpath.join(run_dir, "faces", name)
+
+    def source(self, transform, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, **_):
+        from pipeline.engine.sources import ShardSource
+
+        return ShardSource(self.input_url, max_member_bytes, transform)
+
+    def files(self, transform, key_ordered: bool = False):
+        from pipeline.engine.loop import TarSink, TaskFiles
+
+        side = {"faces": self.faces_url} if "faces" in transform.side_schemas else {}
+        return TaskFiles(self.rows_url, side, sinks={"shards": TarSink(self.output_url, key_ordered)})
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.output_url, "input_bytes": self.input_bytes,
+                **context}
+
+    def row_base(self) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.output_url}
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One output shard to score, its input shard, the job's rows of it (which output came
+    from which source), and the three files it produces."""
+    input_url: str
+    output_url: str
+    rows_url: str
+    features_url: str
+    manifest_url: str
+    job_rows_url: str = ""
+    manifest_schema: ClassVar = EVAL_MANIFEST_SCHEMA
+    counts: ClassVar = SCORING_COUNTS
+
+    @classmethod
+    def for_shard(cls, eval_dir: str, input_url: str, output_url: str) -> "EvalTask":
+        stem = shard_name(output_url).removesuffix(".tar")
+        run_dir = posixpath.dirname(eval_dir.rstrip("/"))
+        return cls(input_url, output_url, posixpath.join(eval_dir, "rows", f"{stem}.parquet"),
+                   posixpath.join(eval_dir, "features", f"{stem}.npz"),
+                   posixpath.join(eval_dir, "manifest", f"{stem}.parquet"),
+                   posixpath.join(run_dir, "rows", f"{stem}.parquet"))
+
+    def source(self, transform, image_field: str | None = None, **_):
+        from pipeline.engine.sources import ScoringSource
+
+        return ScoringSource(self, image_field, transform.chunk_size)
+
+    def files(self, transform, **_):
+        from pipeline.engine.loop import TaskFiles
+
+        return TaskFiles(self.rows_url, files={"features": self.features_url})
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.output_url, **context}
+
+    def row_base(self) -> dict:
+        return {}
+
+
+@dataclass(frozen=True)
+class InversionTask:
+    input_url: str
+    cache_dir: str
+    rows_url: str
+    features_url: str
+    manifest_url: str
+    input_bytes: int | None = None
+    wanted: frozenset[str] | None = None     # keys some pair uses (None: every image)
+    manifest_schema: ClassVar = MANIFEST_SCHEMA
+    counts: ClassVar = SHARD_COUNTS
+
+    @classmethod
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None,
+                  wanted: frozenset[str] | None = None) -> "InversionTask":
+        stem, inv = shard_stem(input_url), posixpath.join(run_dir, "inversions")
+        return cls(input_url, posixpath.join(inv, "cache", stem), posixpath.join(inv, "rows", f"{stem}.parquet"),
+                   posixpath.join(inv, "features", f"{stem}.npz"), posixpath.join(inv, "manifest", f"{stem}.parquet"),
+                   input_bytes, wanted)
+
+    def cache_url(self, key: str) -> str:
+        """Named by a hash of the key: a key is data from the shard, never a path."""
+        return posixpath.join(self.cache_dir, key_file_name(key, ".safetensors"))
+
+    def source(self, transform, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, **_):
+        from pipeline.engine.sources import ShardSource
+
+        return ShardSource(self.input_url, max_member_bytes, transform)
+
+    def files(self, transform, **_):
+        from pipeline.engine.loop import KeyFiles, TaskFiles
+
+        return TaskFiles(self.rows_url, files={"features": self.features_url}, sinks={"cache": KeyFiles(self.cache_url)})
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.cache_dir, "input_bytes": self.input_bytes,
+                **context}
+
+    def row_base(self) -> dict:
+        return {"input_shard": self.input_url}
+
+
+@dataclass(frozen=True)
+class PairTask:
+    name: str                                 # pairs-<group index>: the name of its output shard
+    pairs: tuple[Pair, ...]
+    refs: tuple[ImageRef, ...]                # the inversion (or the error) of every key its pairs use
+    pairs_hash: str
+    output_url: str
+    rows_url: str
+    features_url: str
+    manifest_url: str
+    manifest_schema: ClassVar = PAIR_MANIFEST_SCHEMA
+    counts: ClassVar = SHARD_COUNTS
+
+    @classmethod
+    def for_group(cls, run_dir: str, index: int, pairs: list[Pair], refs: list[ImageRef],
+                  pairs_hash: str) -> "PairTask":
+        name = f"pairs-{index:06d}"
+        return cls(name, tuple(pairs), tuple(refs), pairs_hash, posixpath.join(run_dir, "shards", f"{name}.tar"),
+                   posixpath.join(run_dir, "rows", f"{name}.parquet"), posixpath.join(run_dir, "features", f"{name}.npz"),
+                   posixpath.join(run_dir, "manifest", f"{name}.parquet"))
+
+    @property
+    def input_url(self) -> str:       # what progress and failure messages call the task
+        return self.name
+
+    def source(self, transform, **_):
+        from pipeline.engine.sources import PairGroupSource
+
+        return PairGroupSource(self)
+
+    def files(self, transform, **_):
+        from pipeline.engine.loop import TarSink, TaskFiles
+
+        return TaskFiles(self.rows_url, files={"features": self.features_url}, sinks={"shards": TarSink(self.output_url)})
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.name, "output_shard": self.output_url, "pairs_hash": self.pairs_hash, **context}
+
+    def row_base(self) -> dict:
+        return {}

@@ -1,0 +1,181 @@
+"""Every Parquet schema the project writes, in one place: per-sample rows and per-face rows of
+anonymize/augment, the per-task manifests (completion markers), the interpolation's inversion
+and frame rows, the metric rows and the evaluation's manifests.
+
+Schemas are explicit so that a shard with only error rows, or none at all, writes the same
+columns as any other, and the rows of a run read back as one table
+(``pandas.read_parquet(run_dir + '/rows')``).
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+# How a sample's image was prepared (pipeline.io.images): in every row that comes from an input image.
+IMAGE_COLUMNS = [
+    ("image_field", pa.string()),
+    ("orig_width", pa.int64()),
+    ("orig_height", pa.int64()),
+    ("orig_mode", pa.string()),
+    ("conversion", pa.string()),
+    ("resize_rule", pa.string()),
+]
+
+ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # output sample key (source key + variant suffix for augment)
+    ("source_key", pa.string()),
+    ("status", pa.string()),           # "ok" or "error"
+    ("error", pa.string()),            # reason, null when ok
+    ("error_kind", pa.string()),       # one of pipeline.errors.ERROR_KINDS, null when ok
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("method", pa.string()),
+    ("t", pa.float64()),               # requested t_B / T
+    ("timestep", pa.int64()),          # t_B actually used
+    ("num_train_timesteps", pa.int64()),
+    ("variant", pa.int64()),
+    ("cascade", pa.int64()),
+    ("sampler", pa.string()),
+    ("steps", pa.int64()),
+    ("model_evals", pa.int64()),       # network evaluations spent on this output
+    ("seed", pa.int64()),              # the per-sample seed derived from (run seed, key, variant)
+    *IMAGE_COLUMNS,
+    ("mix_real_prob", pa.float64()),
+    ("dropped_fields", pa.string()),   # image-like input fields not copied to the output
+    ("precision", pa.string()),        # device type / dtype the network ran in
+    ("seconds", pa.float64()),         # this output's share of its batch's compute time
+    # --region faces (null otherwise): what was done where, per image (per face: FACE_ROW_SCHEMA)
+    ("region", pa.string()),           # "faces", or "frame" (no face found, --no-face full), or "none" (--no-face keep)
+    ("faces_found", pa.int64()),
+    ("faces_regenerated", pa.int64()),
+    ("faces_pixelated", pa.int64()),   # below --min-face: the mosaic fallback
+    # --privacy-target (null otherwise): whether the grid met it, and every t tried with its verdict
+    ("privacy", pa.string()),          # "met" or "not_met"
+    ("loop_recognizers", pa.string()),
+    ("privacy_trials", pa.string()),   # JSON: [{"t", "passed", "distances": {recognizer: l2}, "face_in_output", "reason"}]
+])
+
+FACE_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # the output the face belongs to
+    ("source_key", pa.string()),
+    ("face", pa.int64()),              # index within the image, in detection order
+    ("detector", pa.string()),
+    ("score", pa.float64()),           # the detector's confidence (null for supplied boxes without one)
+    ("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64()),   # clipped box, pixels
+    ("size", pa.float64()),            # the box's shorter side
+    ("action", pa.string()),           # "regenerated" (the method) or "pixelated" (below --min-face)
+    ("crop_x", pa.int64()), ("crop_y", pa.int64()), ("crop_side", pa.int64()),   # the square window changed
+    ("t", pa.float64()),
+    ("timestep", pa.int64()),
+    ("variant", pa.int64()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
+    ("privacy", pa.string()),          # --privacy-target: this face's own t met it, or not
+    ("privacy_trials", pa.string()),
+])
+
+MANIFEST_SCHEMA = pa.schema([
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("status", pa.string()),           # "ok", "truncated" (tar ended early) or "failed" (redone next run)
+    ("error", pa.string()),
+    ("error_kind", pa.string()),       # failed shards: unreadable_shard, write_failed, worker_failed, generation_failed
+    ("samples_in", pa.int64()),
+    ("samples_ok", pa.int64()),
+    ("samples_error", pa.int64()),
+    ("outputs_ok", pa.int64()),
+    ("outputs_error", pa.int64()),
+    ("input_bytes", pa.int64()),       # size of the input shard when it was processed
+    ("config_hash", pa.string()),
+    ("seconds", pa.float64()),
+    ("finished_at", pa.string()),
+    ("worker", pa.string()),
+    ("worker_peak_rss_mb", pa.float64()),  # peak resident memory of the worker process so far
+    # Where the shard's seconds went (pipeline.steps.stages): reading and decoding and encoding
+    # and writing overlap the model on their own threads; "waiting" is the model left idle.
+    ("seconds_read", pa.float64()),
+    ("seconds_model", pa.float64()),
+    ("seconds_write", pa.float64()),
+    ("seconds_waiting", pa.float64()),
+    ("faces_found", pa.int64()),       # --region faces: per distinct face of the shard's images
+    ("faces_regenerated", pa.int64()),
+    ("faces_pixelated", pa.int64()),
+    ("images_without_face", pa.int64()),
+])
+
+EVAL_MANIFEST_SCHEMA = pa.schema([
+    ("input_shard", pa.string()),
+    ("output_shard", pa.string()),
+    ("status", pa.string()),           # "ok" or "failed" (redone by the next evaluation)
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
+    ("outputs_scored", pa.int64()),
+    ("outputs_error", pa.int64()),
+    ("seconds", pa.float64()),
+    ("finished_at", pa.string()),
+    ("worker", pa.string()),
+])
+
+
+# -- pair interpolation (jobs/interpolate_pairs.py) ------------------------------------------
+
+INVERSION_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("status", pa.string()),           # "ok", "error" (undecodable, duplicate, ...) or "unused" (in no pair)
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
+    ("input_shard", pa.string()),
+    ("cache_url", pa.string()),        # the image's inversion (safetensors: latent, clean, pixels)
+    *IMAGE_COLUMNS,
+    ("timestep", pa.int64()),          # the level the inversion reached
+    ("model_evals", pa.int64()),       # network evaluations spent on this image's inversion
+    ("latent_norm_ratio", pa.float64()),      # |inverted latent| / sqrt(d)
+    ("beyond_boundary_share", pa.float64()),  # share of its entries beyond +-B (clipped by NoiseDiffusion)
+    ("precision", pa.string()),
+    ("seconds", pa.float64()),
+])
+
+FRAME_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),              # <pair_id>_<method>_l<lam x 1000>
+    ("pair_id", pa.string()),
+    ("key_a", pa.string()),
+    ("key_b", pa.string()),
+    ("shard_a", pa.string()),
+    ("shard_b", pa.string()),
+    ("method", pa.string()),
+    ("lam", pa.float64()),
+    ("status", pa.string()),           # "ok" or "error"
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
+    ("output_shard", pa.string()),
+    ("timestep", pa.int64()),          # the level decoding starts from
+    ("steps", pa.int64()),
+    ("invert_steps", pa.int64()),
+    ("model_evals", pa.int64()),       # network evaluations spent decoding this frame (inversions: their own rows)
+    ("seed", pa.int64()),
+    ("rms_to_a", pa.float64()),        # RMS pixel distance in [0, 1] to image A (as the model saw it)
+    ("rms_to_b", pa.float64()),
+    ("rms_to_prev", pa.float64()),     # to the previous frame of the same pair and method (smoothness)
+    ("lpips_to_a", pa.float64()),
+    ("lpips_to_b", pa.float64()),
+    ("lpips_to_prev", pa.float64()),
+    ("latent_norm_ratio", pa.float64()),      # |z| / sqrt(d) of the starting latent before clipping
+    ("beyond_boundary_share", pa.float64()),  # share of its entries beyond +-B before clipping
+    ("brightness", pa.float64()),      # mean pixel value in [0, 1]
+    ("saturated_share", pa.float64()), # share of channel values at 0 or 255
+    ("precision", pa.string()),
+    ("seconds", pa.float64()),
+])
+
+# The decoding stage's per-group completion marker: a manifest row plus the group's identity.
+PAIR_MANIFEST_SCHEMA = MANIFEST_SCHEMA.append(pa.field("pairs_hash", pa.string()))
+
+
+def metric_row_schema(settings) -> pa.Schema:
+    """Columns of the per-output metric rows: the base columns, then each active metric's
+    (``metrics.registry``); ``key`` joins them with the job's rows."""
+    fields = [("key", pa.string()), ("source_key", pa.string()), ("t", pa.float64()), ("variant", pa.int64()),
+              ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string())]
+    for metric, section in settings.active():
+        fields += [(name, pa.type_for_alias(alias)) for name, alias in metric.columns(section)]
+    return pa.schema(fields)
