@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 from metrics.identity import (  # noqa: E402
     RECOGNIZER_NAMES, best_threshold, load_recognizer, pairwise_l2, rates_at, roc_auc,
 )
-from pipeline.io.images import fit_to_resolution, to_rgb  # noqa: E402
+from pipeline.io.images import fit_to_resolution, open_upright, to_rgb  # noqa: E402
 
 IMAGE_SUFFIXES = {".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -40,8 +40,8 @@ def load_labeled_folder(data: Path, resolution: int | None) -> tuple[list[np.nda
     images, labels, names = [], [], []
     for label, person in enumerate(people):
         for path in sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
-            with Image.open(path) as img:
-                rgb, _ = to_rgb(img)
+            with Image.open(path) as stored:
+                rgb, _ = to_rgb(open_upright(stored))
                 if resolution:
                     rgb, _ = fit_to_resolution(rgb, resolution)
                 images.append(np.asarray(rgb, dtype=np.uint8).copy())
