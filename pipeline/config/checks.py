@@ -31,6 +31,8 @@ def check_region(cfg) -> None:
                         f"between 0 and it: the blend must end inside the crop")
     if cfg.min_face < 1:
         raise UserError(f"--min-face must be >= 1, got {cfg.min_face}")
+    if cfg.max_faces < 1:
+        raise UserError(f"--max-faces must be >= 1, got {cfg.max_faces}")
     if cfg.detector != "supplied" and cfg.boxes_file:
         raise UserError("--boxes-file gives the boxes: use it with --detector supplied")
     if unsafe_name_reason(cfg.boxes_field):

@@ -7,7 +7,8 @@ import logging
 import sys
 
 from metrics.suite import RECOGNIZERS, MetricSettings
-from pipeline.config.job import DEFAULT_MAX_GPU_WORKERS, DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, JobConfig
+from pipeline.config.job import (DEFAULT_MAX_FACES, DEFAULT_MAX_GPU_WORKERS, DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS,
+                                  JobConfig)
 from pipeline.methods import method_names
 from pipeline.methods.cold import ALGORITHMS as COLD_ALGORITHMS
 from pipeline.errors import UserError
@@ -118,6 +119,9 @@ def add_region_flags(ap: argparse.ArgumentParser) -> None:
                    help="blend ramp outside the face box, as a fraction of its side (at most --face-margin)")
     g.add_argument("--min-face", type=positive_int, default=24,
                    help="faces whose shorter side is below this many pixels get a 4 x 4 mosaic instead")
+    g.add_argument("--max-faces", type=positive_int, default=DEFAULT_MAX_FACES,
+                   help="images with more faces (found or supplied) are error rows, too_many_faces: every face of a "
+                        f"published image is handled, never some of them (default {DEFAULT_MAX_FACES})")
     g.add_argument("--no-face", choices=["drop", "keep", "full"], default="drop",
                    help="images where no face is found: drop (not published; a row says so), keep (published "
                         "as is), full (the whole frame regenerated)")
@@ -126,7 +130,7 @@ def add_region_flags(ap: argparse.ArgumentParser) -> None:
 def region_from_args(args: argparse.Namespace) -> dict:
     return {"region": args.region, "detector": args.detector, "boxes_field": args.boxes_field,
             "boxes_file": args.boxes_file, "face_margin": args.face_margin, "face_feather": args.face_feather,
-            "min_face": args.min_face, "no_face": args.no_face}
+            "min_face": args.min_face, "no_face": args.no_face, "max_faces": args.max_faces}
 
 
 def add_publication_flags(ap: argparse.ArgumentParser) -> None:

@@ -22,13 +22,15 @@ import fsspec
 from metrics.suite import MetricSettings
 from pipeline.config.checks import check_privacy_target, check_publication, check_region
 from pipeline.errors import UserError
+from pipeline.regions.boxes import DEFAULT_MAX_FACES
 
 # Caps on what one untrusted sample may cost (--max-member-bytes, --max-pixels). They decide
 # which samples become error rows, so a changed value is hashed; at their defaults they are
 # left out, so run directories made before the caps existed keep their hash.
 DEFAULT_MAX_MEMBER_BYTES = 64 << 20
 DEFAULT_MAX_PIXELS = 8192 * 8192
-DEFAULTS_LEFT_OUT_OF_HASH = {"max_member_bytes": DEFAULT_MAX_MEMBER_BYTES, "max_pixels": DEFAULT_MAX_PIXELS}
+DEFAULTS_LEFT_OUT_OF_HASH = {"max_member_bytes": DEFAULT_MAX_MEMBER_BYTES, "max_pixels": DEFAULT_MAX_PIXELS,
+                             "max_faces": DEFAULT_MAX_FACES}
 
 JOBS = ("anonymize", "augment")
 
@@ -36,7 +38,9 @@ JOBS = ("anonymize", "augment")
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
                     "device", "metrics", "key_secret", "boxes_file", "gpu_wait")
 # --region faces settings: hashed only for region runs, so whole-image runs keep their directories.
-REGION_FIELDS = ("detector", "boxes_field", "boxes_fingerprint", "face_margin", "face_feather", "min_face", "no_face")
+# max_faces is also left out at its default (DEFAULTS_LEFT_OUT_OF_HASH), so region runs made before it keep theirs.
+REGION_FIELDS = ("detector", "boxes_field", "boxes_fingerprint", "face_margin", "face_feather", "min_face", "no_face",
+                 "max_faces")
 # --privacy-target settings: hashed only when it is on.
 PRIVACY_FIELDS = ("t_grid", "margin", "loop_recognizers", "loop_face_box", "face_check", "unmet")
 DEFAULT_T_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -159,6 +163,7 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
     face_feather: float = 0.25               # blend ramp outside the box, as a fraction of its side
     min_face: int = 24                       # faces with a shorter side below this are pixelated instead
     no_face: str = "drop"                    # images with no face: drop | keep (as is) | full (whole frame)
+    max_faces: int = DEFAULT_MAX_FACES       # images with more faces are error rows (too_many_faces), never partial
     # --privacy-target: per image, the smallest t of t_grid the loop recognizers pass (pipeline.steps.privacy_target)
     privacy_target: bool = False
     t_grid: tuple[float, ...] = DEFAULT_T_GRID

@@ -6,7 +6,9 @@ crop of the chunk through the method in batches of ``--batch-size`` faces with t
 outside the face held to the source (``keep_mask``), and blend each generated face back with a
 feathered mask. Faces below ``--min-face`` get a mosaic instead; images with no face follow
 ``--no-face``. An image is written only when every one of its faces was handled: a face the
-model failed on would otherwise be published as it is.
+model failed on would otherwise be published as it is. For the same reason there is no silent
+limit on faces: every face found goes through the model (in batches, whatever their number),
+and an image with more than ``--max-faces`` is an error row (``too_many_faces``).
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ import numpy as np
 import torch
 
 from pipeline.diffusion.seeds import sample_generators, sample_seed
-from pipeline.errors import BAD_BOXES, GENERATION_FAILED, NO_FACE, TARGET_NOT_MET, SampleError
+from pipeline.errors import BAD_BOXES, GENERATION_FAILED, NO_FACE, TARGET_NOT_MET, TOO_MANY_FACES, SampleError
 from pipeline.io.images import output_field, to_model_range, to_uint8
-from pipeline.regions.boxes import BadBoxes, Crop, FaceBox, square_crop
+from pipeline.regions.boxes import BadBoxes, Crop, FaceBox, check_boxes_fit, square_crop
 from pipeline.regions.compose import cut, feather_mask, mask_at, paste, pixelate
 from pipeline.steps.outputs import METADATA_FIELD, carried_fields, output_key, output_metadata
 
@@ -80,16 +82,23 @@ class FaceRegions:
         self.detector = detector
 
     def find(self, decoded: list) -> list[list[FaceBox] | SampleError]:
-        """Boxes per decoded image (or why the image cannot be used)."""
+        """Boxes per decoded image (or why the image cannot be used): supplied boxes checked
+        against their image, and every image with more faces than --max-faces refused whole."""
         if self.detector.name == "supplied":
             out: list = []
-            for sample, _, _ in decoded:
+            for sample, _, image in decoded:
                 try:
-                    out.append(self.detector.for_sample(sample.key, sample.fields))
+                    boxes = self.detector.for_sample(sample.key, sample.fields)
+                    check_boxes_fit(boxes, image.pixels.shape[1], image.pixels.shape[0])
+                    out.append(boxes)
                 except BadBoxes as exc:
                     out.append(SampleError(BAD_BOXES, str(exc)))
-            return out
-        return self.detector.detect([image.pixels for _, _, image in decoded])
+        else:
+            out = self.detector.detect([image.pixels for _, _, image in decoded])
+        limit = self.p.cfg.max_faces
+        return [SampleError(TOO_MANY_FACES, f"{len(found)} faces found; at most {limit} per image (--max-faces): "
+                                            f"not published, since a face left as it is would be")
+                if isinstance(found, list) and len(found) > limit else found for found in out]
 
     def generate(self, decoded: list, base: dict, writer, scorer=None) -> tuple[list[dict], list[dict]]:
         """Rows (per output) and face rows of a chunk; outputs written in input order."""
