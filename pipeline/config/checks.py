@@ -48,6 +48,12 @@ def check_publication(cfg) -> None:
     if cfg.job == "augment" and (cfg.keys == "pseudonym" or cfg.keep_fields):
         raise UserError("augment keeps every key and field (it exists to carry labels); --keys and "
                         "--keep-fields are for anonymize")
+    if cfg.release is not None:
+        if cfg.job != "anonymize" or (cfg.keys or "pseudonym") != "pseudonym":
+            raise UserError("--release salts the pseudonyms of anonymize's outputs: it needs --keys pseudonym "
+                            "(the default)")
+        if not cfg.release or len(cfg.release) > 100 or not cfg.release.isprintable():
+            raise UserError(f"--release {cfg.release!r}: give a printable name of 1 to 100 characters")
     for name in cfg.keep_fields:
         if unsafe_name_reason(name) or "/" in name:
             raise UserError(f"--keep-fields {name!r} is not a field name")

@@ -142,13 +142,17 @@ def add_publication_flags(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--key-secret", default=None, metavar="FILE",
                    help="the pseudonym secret, a local file kept outside the output (created, mode 600, when "
                         "absent; default $XDG_CONFIG_HOME or ~/.config: diffusion-anonymizer/pseudonym.key)")
+    g.add_argument("--release", default=None, metavar="NAME",
+                   help="salt the pseudonyms with a release name: releases with different names (say at different "
+                        "t) share no output name; without it one secret gives the same names in every run")
     g.add_argument("--keep-fields", nargs="+", default=[], metavar="FIELD",
                    help="input fields to publish beside each output (e.g. attribute labels); default none, "
                         "since an id or a file name links the output to the person")
 
 
 def publication_from_args(args: argparse.Namespace) -> dict:
-    return {"keys": args.keys, "key_secret": args.key_secret, "keep_fields": tuple(args.keep_fields)}
+    return {"keys": args.keys, "key_secret": args.key_secret, "keep_fields": tuple(args.keep_fields),
+            "release": args.release}
 
 
 def add_privacy_flags(ap: argparse.ArgumentParser) -> None:

@@ -46,7 +46,7 @@ PRIVACY_FIELDS = ("t_grid", "margin", "loop_recognizers", "loop_face_box", "face
 DEFAULT_T_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 # What anonymize publishes besides the image (augment carries every key and field: it exists to).
-PUBLICATION_FIELDS = ("keys", "keep_fields", "key_fingerprint")
+PUBLICATION_FIELDS = ("keys", "keep_fields", "key_fingerprint", "release")
 
 
 
@@ -153,6 +153,7 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
     keep_fields: tuple[str, ...] = ()
     key_secret: str | None = None            # a local file; None: pipeline.io.pseudonyms.default_secret_path()
     key_fingerprint: str = ""                # pins which secret named the outputs (set when resolved)
+    release: str | None = None               # salts the pseudonyms per release (pipeline.io.pseudonyms); None: unsalted
     # --region faces: regenerate only the faces (pipeline.regions), keep every other pixel.
     region: str = "full"
     detector: str = "mtcnn"                  # mtcnn | dlib | supplied (boxes_field or boxes_file)
@@ -226,6 +227,8 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
             settings.update(keys=self.publish_keys, keep_fields=sorted(self.keep_fields))
             if self.pseudonymized:
                 settings["key_fingerprint"] = self.key_fingerprint
+                if self.release is not None:      # other names, another run directory; unset: as before
+                    settings["release"] = self.release
         return settings
 
 

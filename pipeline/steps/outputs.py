@@ -23,7 +23,8 @@ def carried_fields(cfg: JobConfig, fields: dict[str, bytes]) -> dict[str, bytes]
 
 
 def output_key(cfg: JobConfig, method, key: str, level: float, variant: int, secret: bytes | None = None) -> str:
-    """anonymize: the key's pseudonym (``--keys pseudonym``, the default) or the key itself;
+    """anonymize: the key's pseudonym (``--keys pseudonym``, the default; salted by ``--release``)
+    or the key itself;
     augment: key + level + variant suffix (no dots), named by the method: ``_t<t x 1000>`` for
     Boomerang, ``_s<severity>`` for cold methods."""
     if cfg.job == "anonymize":
@@ -31,7 +32,7 @@ def output_key(cfg: JobConfig, method, key: str, level: float, variant: int, sec
             return key
         if secret is None:
             raise ValueError("--keys pseudonym needs the secret (pipeline.io.pseudonyms)")
-        return pseudonym(secret, key)
+        return pseudonym(secret, key, cfg.release)
     return f"{key}_{method.level_letter}{method.level_code(level)}_v{variant}"
 
 
