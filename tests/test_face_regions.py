@@ -337,3 +337,25 @@ def test_unusable_supplied_boxes_are_that_samples_error_row_not_a_failed_shard(p
     assert kinds == {"deep": "bad_boxes", "strings": "bad_boxes", "huge": "bad_boxes", "elsewhere": "bad_boxes",
                      "good": ""}
     assert "nested too deeply" in rows.set_index("key").error["deep"]
+
+
+def test_crowded_chunks_go_through_the_model_in_bounded_groups(pixel_model_dir, tmp_path, monkeypatch):
+    """A chunk's images are sent to the model in groups of at most max(--max-faces,
+    --batch-size) crops (what is held at once), with the same outputs as one big group."""
+    from pipeline.steps.face_regions import FaceRegions
+
+    image, boxes = crowd(3, 3)
+    members = []
+    for k in range(3):
+        members += [(f"crowd{k}.png", png_bytes(np.roll(image, 7 * k, axis=1))),
+                    (f"crowd{k}.faces.json", json.dumps(boxes).encode())]
+    shard = write_tar(tmp_path / "crowds-000000.tar", members)
+    sizes = []
+    run = FaceRegions._run
+    monkeypatch.setattr(FaceRegions, "_run", lambda self, jobs, decoded: sizes.append(len(jobs)) or run(self, jobs, decoded))
+    _, together, _, _ = run_regions(pixel_model_dir, shard, tmp_path / "together")
+    assert sizes == [27]
+    sizes.clear()
+    _, grouped, rows, _ = run_regions(pixel_model_dir, shard, tmp_path / "grouped", max_faces=9, batch_size=4)
+    assert sizes == [9, 9, 9] and rows.faces_regenerated.tolist() == [9, 9, 9]
+    assert sorted(grouped) == sorted(together) and all((grouped[k] == together[k]).all() for k in together)

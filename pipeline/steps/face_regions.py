@@ -8,7 +8,9 @@ feathered mask. Faces below ``--min-face`` get a mosaic instead; images with no 
 ``--no-face``. An image is written only when every one of its faces was handled: a face the
 model failed on would otherwise be published as it is. For the same reason there is no silent
 limit on faces: every face found goes through the model (in batches, whatever their number),
-and an image with more than ``--max-faces`` is an error row (``too_many_faces``).
+and an image with more than ``--max-faces`` is an error row (``too_many_faces``). A chunk's
+images go through the model in groups of at most max(--max-faces, --batch-size) crops, so the
+crops and outputs held at once stay bounded however crowded the chunk.
 """
 from __future__ import annotations
 
@@ -110,14 +112,20 @@ class FaceRegions:
         plans: list[list[FacePlan] | SampleError] = [
             f if isinstance(f, SampleError) else plan_faces(f, image.pixels.shape[1], image.pixels.shape[0], cfg)
             for f, (_, _, image) in zip(found, decoded)]
-        jobs = [ModelJob(i, lv, v, plan) for lv in levels for i, p in enumerate(plans) if not isinstance(p, SampleError)
-                for v in range(cfg.variants) for plan in self._model_plans(p)]
-        results = self._run(jobs, decoded)
         rows, face_rows, pairs = [], [], PairBatch.empty()
+        results: dict = {}
         for i, (sample, field, image) in enumerate(decoded):
+            if i not in results:            # the next group of images: their faces go through the model together
+                group = self._next_group(plans, i)
+                jobs = [ModelJob(k, lv, v, plan) for lv in levels for k in group if not isinstance(plans[k], SampleError)
+                        for v in range(cfg.variants) for plan in self._model_plans(plans[k])]
+                results = {k: {} for k in group}
+                for key, result in self._run(jobs, decoded).items():
+                    results[key[0]][key] = result
+            done = results[i]
             for level in levels:
                 for v in range(cfg.variants):
-                    row, faces, pixels = self._compose(i, level, v, decoded, plans[i], results, base)
+                    row, faces, pixels = self._compose(i, level, v, decoded, plans[i], done, base)
                     if pixels is not None:
                         out_field = output_field(field)
                         writer.write(row["key"], {**carried_fields(cfg, sample.fields),
@@ -130,6 +138,23 @@ class FaceRegions:
         if scorer is not None:
             scorer.add(pairs)
         return rows, face_rows
+
+    def _next_group(self, plans: list, start: int) -> list[int]:
+        """Images ``start``, ``start + 1``, ... whose crops go through the model together: as many
+        as keep the crops (and outputs, held until their image is composed) within
+        max(--max-faces, --batch-size) model jobs, and at least one. Memory then follows
+        --max-faces, not the chunk's images times their faces."""
+        cfg = self.p.cfg
+        budget = max(cfg.max_faces, cfg.batch_size)
+        per_output = len(self.p.method.levels(cfg)) * cfg.variants
+        group, jobs = [], 0
+        for k in range(start, len(plans)):
+            cost = 0 if isinstance(plans[k], SampleError) else len(self._model_plans(plans[k])) * per_output
+            if group and jobs + cost > budget:
+                break
+            group.append(k)
+            jobs += cost
+        return group
 
     def _model_plans(self, plans: list[FacePlan]) -> list[FacePlan | None]:
         """The crops an image sends to the model: its regenerated faces, or its whole frame when
