@@ -29,6 +29,7 @@ SCORING_FAILED = "scoring_failed"        # a metric network failed on the batch 
 MISSING_INPUT = "missing_input"          # interpolation: an endpoint has no usable inversion
 NO_FACE = "no_face"                      # --region faces: no face found, dropped (--no-face drop)
 BAD_BOXES = "bad_boxes"                  # --region faces: supplied boxes that cannot be used
+TOO_MANY_FACES = "too_many_faces"        # --region faces: more faces than --max-faces (none published partly)
 TARGET_NOT_MET = "target_not_met"        # --privacy-target: no t of the grid meets it (--unmet drop)
 # Shard level (manifest rows).
 UNREADABLE_SHARD = "unreadable_shard"    # missing, empty, not a tar, permission denied
@@ -37,7 +38,7 @@ WORKER_FAILED = "worker_failed"          # the worker died or raised outside the
 
 ERROR_KINDS = (UNSAFE_KEY, UNSAFE_MEMBER, TOO_LARGE, DUPLICATE_KEY, TRUNCATED, NO_IMAGE, UNDECODABLE,
                IMAGE_TOO_SMALL, IMAGE_TOO_LARGE, UNSUPPORTED_MODE, GENERATION_FAILED, SCORING_FAILED,
-               MISSING_INPUT, NO_FACE, BAD_BOXES, TARGET_NOT_MET, UNREADABLE_SHARD, WRITE_FAILED, WORKER_FAILED)
+               MISSING_INPUT, NO_FACE, BAD_BOXES, TOO_MANY_FACES, TARGET_NOT_MET, UNREADABLE_SHARD, WRITE_FAILED, WORKER_FAILED)
 
 
 class SampleError(ValueError):

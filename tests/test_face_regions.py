@@ -4,6 +4,7 @@ every image and face accounted for."""
 import io
 import json
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,29 @@ def test_crops_stay_inside_the_image_and_masks_feather_to_zero():
 def test_supplied_boxes_are_validated():
     assert parse_boxes(b'[[1, 2, 3, 4], {"box": [0, 0, 5, 5], "score": 0.5}]')[1].score == 0.5
     assert parse_boxes({"faces": [[0, 0, 1, 1]]})[0].x1 == 1
+    assert len(parse_boxes(json.dumps([[0, 0, 1, 1]] * 600).encode())) == 600     # the cap is --max-faces, per image
     for bad, message in ((b"{", "not JSON"), (b'[[1, 2, 3]]', r"\[x0, y0, x1, y1\]"), (b'[[3, 0, 1, 1]]', "empty"),
-                         (b'[["a", 0, 1, 1]]', "numbers"), (json.dumps([[0, 0, 1, 1]] * 65).encode(), "at most"),
-                         (b'[[0, 0, Infinity, 1]]', "finite")):
+                         (b'[["a", 0, 1, 1]]', "numbers"), (b'[["12", 0, 20, 20]]', "numbers"),
+                         (b'[[true, 0, 1, 1]]', "numbers"), (b'[[0, null, 1, 1]]', "numbers"),
+                         (b'[{"box": [0, 0, 1, 1], "score": "0.9"}]', "numbers"), (b'[[0, 0, Infinity, 1]]', "finite"),
+                         (b'[[0, 0, NaN, 1]]', "finite"), (b"[[0, 0, 1" + b"0" * 400 + b", 1]]", "finite"),
+                         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),           # 200 KB: RecursionError
+                         (b'{"faces": [[[[[[[[1]]]]]]]]}', r"\[x0, y0, x1, y1\]"),
+                         (b"[" + b"[0, 0, 1, 1], " * 100_000 + b"[0, 0, 1, 1]]", "bytes; at most"),
+                         (b"\xff\xfe[]", "not JSON")):
         with pytest.raises(BadBoxes, match=message):
             parse_boxes(bad)
+
+
+def test_supplied_boxes_must_belong_to_their_image():
+    from pipeline.regions.boxes import check_boxes_fit
+
+    check_boxes_fit([FaceBox(-5, -5, 30, 30), FaceBox(90, 70, 110, 90)], 100, 80)    # crossing borders a little
+    for boxes, message in (([FaceBox(0, 0, 1e300, 10)], "beyond"), ([FaceBox(-1e6, 0, 10, 10)], "beyond"),
+                           ([FaceBox(0, 0, 10, 10), FaceBox(120, 0, 140, 10)], "outside"),
+                           ([FaceBox(10, 10, 10.5, 30)], "outside")):     # not a pixel wide: nothing of it to change
+        with pytest.raises(BadBoxes, match=message):
+            check_boxes_fit(boxes, 100, 80)
 
 
 def test_held_boomerang_keeps_the_masked_region_and_frees_the_rest(pixel_model_dir):
@@ -101,7 +120,8 @@ def run_regions(model_dir, shard, out, **kw):
     task = ShardTask.for_shard(cfg.run_dir, shard)
     detector = load_detector(cfg.detector, boxes_field=cfg.boxes_field, boxes_file=cfg.boxes_file)
     manifest = process_shard(cfg, load_model(model_dir), task, detector=detector)
-    outputs = {s.key: np.asarray(Image.open(io.BytesIO(s.fields["png"]))) for s in ShardReader(task.output_url)}
+    outputs = {s.key: np.asarray(Image.open(io.BytesIO(s.fields.get("png") or s.fields["jpg"])))
+               for s in ShardReader(task.output_url)}
     return manifest, outputs, pd.read_parquet(task.rows_url), pd.read_parquet(task.faces_url)
 
 
@@ -214,3 +234,131 @@ def test_faces_job_on_a_local_cluster_with_a_boxes_file(ray_cluster, pixel_model
     table.iloc[:1].to_parquet(tmp_path / "boxes.parquet")
     assert anonymize_celeba.main(argv) == 0                              # other boxes: another run directory
     assert len(list((tmp_path / "out").iterdir())) == 2
+
+
+@pytest.mark.parametrize("orientation, stored_as", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)])
+def test_a_phone_photo_stored_sideways_has_its_face_found_and_is_published_upright(pixel_model_dir, tmp_path,
+                                                                                   orientation, stored_as):
+    """Phones store portraits sideways with an EXIF Orientation tag (6 or 8) that every viewer
+    applies. Only applying it lets the detector find the face; the output is upright (and has
+    no tag), with every pixel outside the face's crop equal to the upright source's."""
+    from pipeline.io.images import prepare_image
+    from pipeline.regions.detectors import MtcnnDetector
+
+    canvas = np.array(Image.fromarray(scene(32, 25)).resize((256, 200), Image.Resampling.BICUBIC))   # JPEG-friendly
+    canvas[20:170, 100:228] = np.asarray(Image.fromarray(grace_hopper()).resize((128, 150)))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(canvas).transpose(stored_as).save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    sideways = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+    assert sideways.shape == (256, 200, 3) and MtcnnDetector().detect([sideways]) == [[]]   # as stored: no face
+    upright = prepare_image(buf.getvalue(), None, 16, keep_size=True).pixels
+    assert upright.shape == canvas.shape and np.abs(upright.astype(int) - canvas).mean() < 3     # JPEG's loss only
+    shard = write_tar(tmp_path / "p.tar", [("photo.jpg", buf.getvalue())])
+    manifest, outputs, rows, faces = run_regions(pixel_model_dir, shard, tmp_path / "out", detector="mtcnn",
+                                                 no_face="keep")
+    (published,) = (tmp_path / "out").glob("*/shards/p.tar")
+    with tarfile.open(published) as tar:
+        assert not Image.open(tar.extractfile("photo.jpg")).getexif()      # no tag to turn it a second time
+    out = outputs["photo"]
+    assert out.shape == canvas.shape
+    assert manifest["faces_regenerated"] == 1 and rows.conversion.tolist() == [f"exif-rotate-{90 if orientation == 6 else 270}"]
+    assert (rows.orig_width[0], rows.orig_height[0]) == (256, 200) and 100 < faces.x0[0] < 228 and 20 < faces.y0[0] < 170
+    x, y, side = (int(faces.iloc[0][c]) for c in ("crop_x", "crop_y", "crop_side"))
+    inside = (slice(int(faces.y0[0]) + 4, int(faces.y1[0]) - 4), slice(int(faces.x0[0]) + 4, int(faces.x1[0]) - 4))
+    assert np.abs(out[inside].astype(int) - upright[inside]).mean() > 5        # the face was regenerated
+    outside = np.ones(canvas.shape[:2], bool)
+    outside[y:y + side, x:x + side] = False
+    assert np.abs(out[outside].astype(int) - upright[outside]).mean() < 3     # upright; re-encoded as JPEG
+
+
+def crowd(rows: int = 9, cols: int = 9, tile=(40, 46)) -> tuple[np.ndarray, list[list[int]]]:
+    """A crowd of real faces: the photo's face tiled rows x cols (81 by default), with each
+    tile's face box."""
+    face = Image.fromarray(grace_hopper()[60:340, 150:390]).resize(tile, Image.Resampling.BICUBIC)
+    w, h = tile
+    image = np.tile(np.asarray(face), (rows, cols, 1))
+    boxes = [[c * w + 4, r * h + 4, c * w + w - 4, r * h + h - 4] for r in range(rows) for c in range(cols)]
+    return image, boxes
+
+
+def assert_every_face_changed(source: np.ndarray, out: np.ndarray, faces) -> None:
+    """No face window of the output is left as it was in the source."""
+    assert out.shape == source.shape
+    for face in faces.itertuples():
+        window = (slice(int(face.y0), int(face.y1)), slice(int(face.x0), int(face.x1)))
+        assert np.abs(out[window].astype(int) - source[window]).mean() > 3, (face.face, face.x0, face.y0)
+
+
+def test_a_crowd_beyond_64_faces_has_every_face_regenerated_or_is_an_error_row(pixel_model_dir, tmp_path):
+    """81 faces: all of them regenerated, found by a detector (dlib, the fast one; MTCNN's
+    wrapper is checked below) or supplied; with --max-faces below that, the image is an error
+    row and nothing of it is published. No detector or parser stops at some count."""
+    image, boxes = crowd()
+    shard = write_tar(tmp_path / "crowd-000000.tar", [("crowd.png", png_bytes(image)),
+                                                       ("crowd.faces.json", json.dumps(boxes).encode())])
+    for detector in ("supplied", "dlib"):
+        manifest, outputs, rows, faces = run_regions(pixel_model_dir, shard, tmp_path / detector, detector=detector)
+        assert manifest["status"] == "ok" and rows.status.tolist() == ["ok"], detector
+        assert (rows.faces_found[0], rows.faces_regenerated[0], len(faces)) == (81, 81, 81), detector
+        assert_every_face_changed(image, outputs["crowd"], faces)
+    for detector in ("supplied", "dlib"):
+        manifest, outputs, rows, faces = run_regions(pixel_model_dir, shard, tmp_path / f"cap-{detector}",
+                                                     detector=detector, max_faces=80)
+        assert manifest["status"] == "ok" and outputs == {} and len(faces) == 0
+        assert rows.error_kind.tolist() == ["too_many_faces"] and "81 faces" in rows.error[0]
+
+
+def test_mtcnn_keeps_every_face_it_finds():
+    """The detector wrappers once cut their lists at 64: MTCNN's answer for a crowd of 81 comes
+    through whole (its network is stood in for; the dlib crowd above runs the real thing)."""
+    from pipeline.regions.detectors import MtcnnDetector
+
+    class Found:
+        def detect(self, images):
+            boxes = np.array([[i, i, i + 20, i + 20] for i in range(81)], np.float32)
+            return [boxes for _ in images], [np.full(81, 0.99) for _ in images]
+
+    detector = MtcnnDetector.__new__(MtcnnDetector)
+    detector.threshold, detector.mtcnn = 0.9, Found()
+    assert [len(found) for found in detector.detect([scene(), scene()])] == [81, 81]
+
+
+def test_unusable_supplied_boxes_are_that_samples_error_row_not_a_failed_shard(pixel_model_dir, tmp_path):
+    """A 200 KB faces.json nested 100,000 deep (a RecursionError in the JSON parser), string
+    numbers, a 1e300 box, a box outside the image: each is its sample's bad_boxes row."""
+    bad = {"deep": b"[" * 100_000 + b"]" * 100_000, "strings": b'[["10", "8", "34", "32"]]',
+           "huge": b"[[10, 8, 1e300, 32]]", "elsewhere": b"[[500, 500, 540, 540]]", "good": b"[[10, 8, 34, 32]]"}
+    members = []
+    for i, (key, value) in enumerate(bad.items()):
+        members += [(f"{key}.png", png_bytes(scene(seed=i))), (f"{key}.faces.json", value)]
+    shard = write_tar(tmp_path / "bad-000000.tar", members)
+    manifest, outputs, rows, _ = run_regions(pixel_model_dir, shard, tmp_path / "out")
+    assert manifest["status"] == "ok" and manifest["samples_in"] == 5 and sorted(outputs) == ["good"]
+    kinds = dict(zip(rows.key, rows.error_kind.fillna("")))
+    assert kinds == {"deep": "bad_boxes", "strings": "bad_boxes", "huge": "bad_boxes", "elsewhere": "bad_boxes",
+                     "good": ""}
+    assert "nested too deeply" in rows.set_index("key").error["deep"]
+
+
+def test_crowded_chunks_go_through_the_model_in_bounded_groups(pixel_model_dir, tmp_path, monkeypatch):
+    """A chunk's images are sent to the model in groups of at most max(--max-faces,
+    --batch-size) crops (what is held at once), with the same outputs as one big group."""
+    from pipeline.transforms.units import FixedLevels
+
+    image, boxes = crowd(3, 3)
+    members = []
+    for k in range(3):
+        members += [(f"crowd{k}.png", png_bytes(np.roll(image, 7 * k, axis=1))),
+                    (f"crowd{k}.faces.json", json.dumps(boxes).encode())]
+    shard = write_tar(tmp_path / "crowds-000000.tar", members)
+    sizes = []
+    run = FixedLevels.run
+    monkeypatch.setattr(FixedLevels, "run", lambda self, units, generate: sizes.append(len(units)) or run(self, units, generate))
+    _, together, _, _ = run_regions(pixel_model_dir, shard, tmp_path / "together")
+    assert sizes == [27]
+    sizes.clear()
+    _, grouped, rows, _ = run_regions(pixel_model_dir, shard, tmp_path / "grouped", max_faces=9, batch_size=4)
+    assert sizes == [9, 9, 9] and rows.faces_regenerated.tolist() == [9, 9, 9]
+    assert sorted(grouped) == sorted(together) and all((grouped[k] == together[k]).all() for k in together)

@@ -169,3 +169,48 @@ def test_anonymize_reruns_with_one_secret_and_renames_with_another(ray_cluster, 
     assert secret.read_text().strip() not in "".join(p.read_text(errors="ignore") for p in run.rglob("*") if p.is_file())
     assert anonymize_celeba.main(argv + ["--key-secret", str(tmp_path / "out" / "k.key")]) == 2
     assert "inside --output" in capsys.readouterr().err
+
+
+def test_the_secret_is_refused_inside_the_output_however_the_output_is_spelled(tmp_path, monkeypatch):
+    """--output file:///..., local://, a chained simplecache::file://, ~ and relative paths all
+    write to the local disk (fsspec resolves them): the check resolves them the same way."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    secret = out / "keys" / "k.key"
+    for spelled in (f"file://{out}", f"local://{out}", f"simplecache::file://{out}", "out", "./out/../out",
+                    "~/../out"):
+        with pytest.raises(UserError, match="inside --output"):
+            load_or_create_secret(str(secret), output=spelled)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(UserError, match="inside --output"):
+        load_or_create_secret(str(tmp_path / "real" / "k.key"), output=f"file://{tmp_path / 'link'}")
+    assert len(load_or_create_secret(str(tmp_path / "elsewhere.key"), output=f"file://{out}")) == 32
+    assert len(load_or_create_secret(str(secret), output="s3://bucket/out")) == 32      # an object store: not local
+
+
+def test_a_release_name_salts_the_pseudonyms_and_the_run_directory(pixel_model_dir, tmp_path):
+    """Without --release the names stay HMAC(secret, key), as every earlier run made them; two
+    releases (say a weak and a strong t) share no name, and a release keeps its names."""
+    assert pseudonym(SECRET, "a") == pseudonym(SECRET, "a", None) == \
+        __import__("hmac").new(SECRET, b"a", "sha256").hexdigest()[:32]
+    weak, strong = pseudonym(SECRET, "a", "weak-2026"), pseudonym(SECRET, "a", "strong-2026")
+    assert len({weak, strong, pseudonym(SECRET, "a")}) == 3 and weak == pseudonym(SECRET, "a", "weak-2026")
+    assert pseudonym(SECRET, "a", "x") != pseudonym(SECRET, "xa") and pseudonym(SECRET, "ab", "") != pseudonym(SECRET, "b", "a")
+    base = dict(job="anonymize", inputs=("x.tar",), output=str(tmp_path), model="m", t=(0.3,), key_fingerprint="k")
+    assert JobConfig.build(**base, release="r1").run_dir != JobConfig.build(**base).run_dir != JobConfig.build(**base, release="r2").run_dir
+    assert "release" not in JobConfig.build(**base).output_settings()          # unset: earlier run directories stay
+    for bad in (dict(release=""), dict(release="a\nb"), dict(release="r", keys="keep"),
+                dict(release="r", job="augment")):
+        with pytest.raises(UserError, match="--release"):
+            JobConfig.build(**{**base, **bad})
+    shard = identity_shard(tmp_path)
+    _, plain = anonymize(pixel_model_dir, shard, tmp_path / "plain")
+    _, salted = anonymize(pixel_model_dir, shard, tmp_path / "salted", release="strong-2026")
+    plain_keys = [s.key for s in ShardReader(plain.output_url)]
+    salted_samples = list(ShardReader(salted.output_url))
+    assert set(plain_keys).isdisjoint(s.key for s in salted_samples)
+    assert sorted(s.key for s in salted_samples) == sorted(pseudonym(SECRET, k, "strong-2026") for k in IDENTITIES)
+    published = Path(salted.output_url).read_bytes()
+    assert b"strong-2026" not in published                                # the name is not published

@@ -24,12 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from metrics.identity import (  # noqa: E402
     RECOGNIZER_NAMES, best_threshold, load_recognizer, pairwise_l2, rates_at, roc_auc,
 )
-from pipeline.io.images import fit_to_resolution, to_rgb  # noqa: E402
+from pipeline.io.images import fit_to_resolution, open_upright, to_rgb  # noqa: E402
 
 IMAGE_SUFFIXES = {".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -40,11 +39,10 @@ def load_labeled_folder(data: Path, resolution: int | None) -> tuple[list[np.nda
     images, labels, names = [], [], []
     for label, person in enumerate(people):
         for path in sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
-            with Image.open(path) as img:
-                rgb, _ = to_rgb(img)
-                if resolution:
-                    rgb, _ = fit_to_resolution(rgb, resolution)
-                images.append(np.asarray(rgb, dtype=np.uint8).copy())
+            rgb, _ = to_rgb(open_upright(path))
+            if resolution:
+                rgb, _ = fit_to_resolution(rgb, resolution)
+            images.append(np.asarray(rgb, dtype=np.uint8).copy())
             labels.append(label)
             names.append(str(path.relative_to(data)))
     if not images:

@@ -45,10 +45,10 @@ def person_of(key: str) -> str:
 
 def gallery_photos(data: Path, train_photos: int = 5) -> tuple[list[np.ndarray], list[str]]:
     from folder_to_shards import labelled_images
-    from PIL import Image
+    from pipeline.io.images import open_upright
 
     items = [it for it in labelled_images(data, train_photos) if it["split"] == "train"]
-    return [np.asarray(Image.open(it["path"]).convert("RGB")) for it in items], [it["class"] for it in items]
+    return [np.asarray(open_upright(it["path"]).convert("RGB")) for it in items], [it["class"] for it in items]
 
 
 def run_images(run_dir: str) -> dict[str, np.ndarray]:

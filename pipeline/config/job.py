@@ -201,19 +201,66 @@ def load_run_config(run_dir: str) -> HashedConfig:
 
 def model_fingerprint(model_dir: Path) -> str:
     """A stable identity for a model directory that survives copying (``ray job submit``
-    unpacks the working dir with fresh modification times): file names and contents, where
-    files over 64 MiB contribute their size and their first and last 4 MiB (reading
-    gigabytes of weights on every run would be slow)."""
+    unpacks the working dir with fresh modification times): file names, sizes and every byte
+    of every file. Files up to 64 MiB are hashed into it directly (so small models keep the
+    fingerprints they always had); a larger file contributes the SHA-256 of its whole content,
+    computed once and cached by path, size, inode and times (``file_sha256``), since weights
+    run to gigabytes. (Until 2026-12 only the first and last 4 MiB of such files counted, so a
+    retrained model of the same size whose changed tensors sat in between kept the old run
+    directory; models with files over 64 MiB get a new fingerprint once, hence a new run
+    directory.)"""
     h = hashlib.sha256()
-    chunk = 4 << 20
     for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and ".cache" not in p.parts):
         size = path.stat().st_size
         h.update(f"{path.relative_to(model_dir).as_posix()}:{size}".encode())
-        with path.open("rb") as f:
-            if size <= 16 * chunk:
+        if size <= _DIRECT_HASH_BYTES:
+            with path.open("rb") as f:
                 h.update(f.read())
-            else:
-                h.update(f.read(chunk))
-                f.seek(size - chunk)
-                h.update(f.read(chunk))
+        else:
+            h.update(b"sha256:" + file_sha256(path).encode())
     return h.hexdigest()[:16]
+
+
+_DIRECT_HASH_BYTES = 64 << 20
+FINGERPRINT_CACHE = "diffusion-dataset-processor/fingerprints.json"
+
+
+def fingerprint_cache_path() -> Path:
+    """``$XDG_CACHE_HOME`` (else ``~/.cache``) / diffusion-dataset-processor/fingerprints.json."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
+    return Path(base) / FINGERPRINT_CACHE
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's whole content, read once per version of the file: cached under
+    its resolved path with its size, inode, mtime and ctime (ctime cannot be set back by
+    ``touch``, so rewriting a file in place is seen). An unreadable or unwritable cache only
+    costs a re-read."""
+    import os
+
+    real = Path(path).resolve()
+    st = real.stat()
+    stamp = [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    cache_file = fingerprint_cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(str(real))
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    with real.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    cache = {k: v for k, v in cache.items() if Path(k).exists()}       # forget files that are gone
+    cache[str(real)] = {"stamp": stamp, "sha256": digest}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        os.replace(tmp, cache_file)                  # concurrent runs: the last complete file wins
+    except OSError:
+        pass
+    return digest

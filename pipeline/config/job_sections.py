@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import UserError
-from pipeline.settings import NEVER, Settings, positive_int, setting
+from pipeline.regions.boxes import DEFAULT_MAX_FACES
+from pipeline.settings import NEVER, UNLESS_DEFAULT, Settings, positive_int, setting
 
 KEY_MODES = ("pseudonym", "keep")
 REGIONS = ("full", "faces")
 DETECTORS = ("mtcnn", "dlib", "supplied")          # = pipeline.regions.detectors.DETECTORS (kept torch-free here)
 NO_FACE_POLICIES = ("drop", "keep", "full")
 UNMET_POLICIES = ("drop", "max")
+
 DEFAULT_T_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -54,6 +56,9 @@ class PublicationSettings(Settings):
     keep_fields: tuple[str, ...] = setting((), "input fields to publish beside each output (e.g. attribute labels); "
                                                "default none, since an id or a file name links the output to the "
                                                "person", metavar="FIELD")
+    release: str | None = setting(None, "salt the pseudonyms with a release name: releases with different names (say "
+                                        "at different t) share no output name; without it one secret gives the same "
+                                        "names in every run", metavar="NAME")
     key_fingerprint: str = setting("", cli=False)         # pins which secret named the outputs (set when resolved)
 
     def publish_keys(self, job) -> str:
@@ -68,6 +73,12 @@ class PublicationSettings(Settings):
         if job.job == "augment" and (self.keys == "pseudonym" or self.keep_fields):
             raise UserError("augment keeps every key and field (it exists to carry labels); --keys and "
                             "--keep-fields are for anonymize")
+        if self.release is not None:
+            if job.job != "anonymize" or (self.keys or "pseudonym") != "pseudonym":
+                raise UserError("--release salts the pseudonyms of anonymize's outputs: it needs --keys pseudonym "
+                                "(the default)")
+            if not self.release or len(self.release) > 100 or not self.release.isprintable():
+                raise UserError(f"--release {self.release!r}: give a printable name of 1 to 100 characters")
         for name in self.keep_fields:
             if unsafe_name_reason(name) or "/" in name:
                 raise UserError(f"--keep-fields {name!r} is not a field name")
@@ -80,6 +91,8 @@ class PublicationSettings(Settings):
         out = {"keys": self.publish_keys(job), "keep_fields": sorted(self.keep_fields)}
         if out["keys"] == "pseudonym":
             out["key_fingerprint"] = self.key_fingerprint
+            if self.release is not None:          # other names, another run directory; unset: as before
+                out["release"] = self.release
         return out
 
 
@@ -102,6 +115,10 @@ class RegionSettings(Settings):
                             type=positive_int)
     no_face: str = setting("drop", "images where no face is found: drop (not published; a row says so), keep "
                                    "(published as is), full (the whole frame regenerated)", choices=NO_FACE_POLICIES)
+    # Left out of the hash at its default, so region runs made before it keep their directories.
+    max_faces: int = setting(DEFAULT_MAX_FACES, "images with more faces (found or supplied) are error rows, "
+                                                "too_many_faces: every face of a published image is handled, never "
+                                                "some of them", type=positive_int, hash=UNLESS_DEFAULT)
 
     def check(self, job) -> None:
         from pipeline.io.sample_keys import unsafe_name_reason
@@ -122,6 +139,8 @@ class RegionSettings(Settings):
                             f"between 0 and it: the blend must end inside the crop")
         if self.min_face < 1:
             raise UserError(f"--min-face must be >= 1, got {self.min_face}")
+        if self.max_faces < 1:
+            raise UserError(f"--max-faces must be >= 1, got {self.max_faces}")
         if self.detector != "supplied" and self.boxes_file:
             raise UserError("--boxes-file gives the boxes: use it with --detector supplied")
         if unsafe_name_reason(self.boxes_field):

@@ -9,9 +9,17 @@ fingerprint of it, so a run made with another secret lands in another directory)
 
 The secret is a local file on the machine that submits the job (the driver), kept outside
 the output; it is created, readable by its owner only, when absent.
+
+The same secret gives the same name to the same key in every run, whatever its t: a weak
+release (small t, faces still recognisable) and a strong one of the same dataset then name
+each person's outputs alike, and the weak one identifies the strong one's. ``--release NAME``
+salts the names per release: ``HMAC(K_release, key)`` with ``K_release = HMAC(secret,
+context || NAME)``, a key of its own per release, so releases with different names share no
+output name, while a rerun of one release keeps its names.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -39,11 +47,10 @@ def load_or_create_secret(path: str, *, output: str | None = None) -> bytes:
     if "://" in path and not path.startswith("file://"):
         raise UserError(f"--key-secret {path}: the secret must be a local file on the submitting machine")
     file = Path(path.removeprefix("file://")).expanduser().resolve()
-    if output is not None and "://" not in output:
-        out = Path(output).expanduser().resolve()
-        if file == out or out in file.parents:
-            raise UserError(f"--key-secret {file} lies inside --output {out}: keep the secret outside anything "
-                            f"that may be published")
+    out = local_output_dir(output) if output is not None else None
+    if out is not None and (file == out or out in file.parents):
+        raise UserError(f"--key-secret {file} lies inside --output {out}: keep the secret outside anything "
+                        f"that may be published")
     if not file.exists():
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -66,9 +73,35 @@ def load_or_create_secret(path: str, *, output: str | None = None) -> bytes:
     return secret
 
 
-def pseudonym(secret: bytes, key: str) -> str:
-    """The published name of the sample ``key``."""
-    return hmac.new(secret, key.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+def local_output_dir(output: str) -> Path | None:
+    """The local directory an ``--output`` writes to, resolved as the writers resolve it
+    (fsspec: ``file://``, ``local://``, a chained ``simplecache::file://``, ``~`` and relative
+    paths), symlinks followed; None for object stores and other remote filesystems."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    target = output.split("::")[-1]          # a chained URL writes to its last target
+    if fsspec.utils.get_protocol(target) not in ("file", "local"):
+        return None
+    fs, local = fsspec.core.url_to_fs(target)
+    return Path(local).resolve() if isinstance(fs, LocalFileSystem) else None
+
+
+_RELEASE_CONTEXT = b"diffusion-anonymizer release\x00"
+
+
+@functools.lru_cache(maxsize=8)
+def release_secret(secret: bytes, release: str) -> bytes:
+    """The per-release naming key: the fixed context, then the release name, is the whole
+    HMAC message, so two names never derive the same key."""
+    return hmac.new(secret, _RELEASE_CONTEXT + release.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+
+
+def pseudonym(secret: bytes, key: str, release: str | None = None) -> str:
+    """The published name of the sample ``key`` (in the release ``release``: ``--release``;
+    None, the default, keeps the names runs have always had)."""
+    named_by = secret if release is None else release_secret(secret, release)
+    return hmac.new(named_by, key.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
 
 
 def secret_fingerprint(secret: bytes) -> str:

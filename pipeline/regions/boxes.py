@@ -4,14 +4,33 @@ A box is ``(x0, y0, x1, y1)`` in pixels of the full image, x1/y1 exclusive. Its 
 square of side ``(1 + 2 * margin) * max(box side)`` centred on it, moved inside the image
 where it would cross a border and shrunk to the image's shorter side where it cannot fit;
 everything outside the crop stays bit-identical to the source.
+
+Supplied boxes come with the data, from strangers: they are parsed strictly (JSON numbers only,
+finite, x1 > x0 and y1 > y0, a bounded field size and nesting) and checked against their image
+(``check_boxes_fit``); anything else makes the sample a ``bad_boxes`` error row. There is no
+cap on the number of faces here: ``--max-faces`` (``DEFAULT_MAX_FACES``) is applied to every
+image whatever its boxes came from, and above it the image is an error row, never partly done.
 """
 from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import dataclass
 
-MAX_FACES = 64               # per image: supplied or detected boxes beyond this are an error
+# Per image: more faces (supplied or detected) make the image a ``too_many_faces`` error row
+# (--max-faces). Each regenerated face holds a crop, a mask and an output at the model's
+# resolution until its image is composed; 512 of them at 256 px is about 100 MB of outputs.
+DEFAULT_MAX_FACES = 512
+# A supplied boxes field larger than this is refused before parsing (512 faces of
+# [x0, y0, x1, y1] with scores are about 40 KB of JSON).
+MAX_BOXES_BYTES = 1 << 20
+# A supplied coordinate may lie outside its image by at most this many times the image's
+# larger side (detectors' boxes cross borders a little; 1e300 is not a box of this image).
+BOX_SLACK = 4
+
+_SHORT = reprlib.Repr()             # error messages quote at most a little of what was given, however nested
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 5, 3, 30, 30
 
 
 @dataclass(frozen=True)
@@ -64,32 +83,59 @@ class BadBoxes(ValueError):
 
 def parse_boxes(value, detector: str = "supplied") -> list[FaceBox]:
     """Boxes from supplied data: a list of ``[x0, y0, x1, y1]`` or of objects with ``box`` (and
-    optionally ``score``), or an object ``{"faces": [...]}``. JSON text or bytes are parsed
-    first. Numbers must be finite with x1 > x0 and y1 > y0; at most ``MAX_FACES``."""
+    optionally ``score``), or an object ``{"faces": [...]}``. JSON text or bytes (at most
+    ``MAX_BOXES_BYTES``) are parsed first. Values must be JSON numbers (not strings, not
+    booleans), finite, with x1 > x0 and y1 > y0; anything else is BadBoxes."""
     if isinstance(value, (bytes, str)):
+        if len(value) > MAX_BOXES_BYTES:
+            raise BadBoxes(f"face boxes field of {len(value)} bytes; at most {MAX_BOXES_BYTES}")
         try:
             value = json.loads(value)
+        except RecursionError:          # "[[[[...": a nesting deeper than the parser's stack
+            raise BadBoxes("face boxes are not usable JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadBoxes(f"face boxes are not JSON: {exc}") from None
+            raise BadBoxes(f"face boxes are not JSON: {str(exc)[:100]}") from None
     if isinstance(value, dict):
         value = value.get("faces")
     if not isinstance(value, list):
         raise BadBoxes("face boxes must be a list of [x0, y0, x1, y1] (or {\"faces\": [...]})")
-    if len(value) > MAX_FACES:
-        raise BadBoxes(f"{len(value)} face boxes; at most {MAX_FACES} per image")
     boxes = []
     for item in value:
         score = None
         if isinstance(item, dict):
             score, item = item.get("score"), item.get("box")
         if not (isinstance(item, (list, tuple)) and len(item) == 4):
-            raise BadBoxes(f"a face box must be [x0, y0, x1, y1], got {str(item)[:60]}")
-        try:
-            x0, y0, x1, y1 = (float(v) for v in item)
-            score = None if score is None else float(score)
-        except (TypeError, ValueError):
-            raise BadBoxes(f"face box values must be numbers, got {str(item)[:60]}") from None
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
-            raise BadBoxes(f"face box {[x0, y0, x1, y1]} is empty or not finite")
+            raise BadBoxes(f"a face box must be [x0, y0, x1, y1], got {_SHORT.repr(item)}")
+        x0, y0, x1, y1 = (_number(v, item) for v in item)
+        score = None if score is None else _number(score, score)
+        if x1 <= x0 or y1 <= y0:
+            raise BadBoxes(f"face box {[x0, y0, x1, y1]} is empty (x1 must exceed x0 and y1 y0)")
         boxes.append(FaceBox(x0, y0, x1, y1, score, detector))
     return boxes
+
+
+def _number(value, context) -> float:
+    """A finite float from a JSON (or Parquet) number; strings, booleans and the rest refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadBoxes(f"face box values must be numbers, got {_SHORT.repr(context)}")
+    try:
+        number = float(value)
+    except OverflowError:                # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise BadBoxes(f"face box values must be finite, got {_SHORT.repr(context)}")
+    return number
+
+
+def check_boxes_fit(boxes: list[FaceBox], width: int, height: int) -> None:
+    """Supplied boxes against their (upright) image: BadBoxes when a box does not overlap the
+    image by at least a pixel each way (boxes meant for another image, or another orientation
+    of it) or reaches beyond its edges by more than ``BOX_SLACK`` times its larger side."""
+    slack = BOX_SLACK * max(width, height)
+    for box in boxes:
+        coords = [box.x0, box.y0, box.x1, box.y1]
+        if min(coords) < -slack or box.x1 > width + slack or box.y1 > height + slack:
+            raise BadBoxes(f"face box {coords} reaches more than {BOX_SLACK} x {max(width, height)} pixels "
+                           f"beyond the {width}x{height} image")
+        if box.clipped(width, height) is None:
+            raise BadBoxes(f"face box {coords} lies outside the {width}x{height} image")

@@ -1,12 +1,13 @@
 """Where face boxes come from: facenet-pytorch's MTCNN (its weights ship with the package),
 dlib's HOG detector (ships with dlib), or boxes the user supplies per sample (a JSON field)
 or per key (a Parquet file). Each gives ``boxes(key, fields, pixels)`` for one image and
-``detect`` for a batch."""
+``detect`` for a batch. Detectors return every face they find, however many: the cap on faces
+per image (``--max-faces``) is the caller's, and above it the whole image is an error row."""
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.regions.boxes import MAX_FACES, BadBoxes, FaceBox, parse_boxes
+from pipeline.regions.boxes import BadBoxes, FaceBox, parse_boxes
 
 DETECTORS = ("mtcnn", "dlib", "supplied")
 
@@ -39,7 +40,7 @@ class MtcnnDetector:
                 if found is None:
                     continue
                 out[i] = [FaceBox(*map(float, box), float(score), self.name)
-                          for box, score in zip(found, scores) if score >= self.threshold][:MAX_FACES]
+                          for box, score in zip(found, scores) if score >= self.threshold]
         return out
 
 
@@ -58,7 +59,7 @@ class DlibDetector:
         for image in images:
             rects, scores, _ = self.detector.run(np.ascontiguousarray(image), self.upsample, self.threshold)
             out.append([FaceBox(float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1),
-                                float(s), self.name) for r, s in zip(rects, scores)][:MAX_FACES])
+                                float(s), self.name) for r, s in zip(rects, scores)])
         return out
 
 

@@ -7,7 +7,7 @@ import posixpath
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.io.images import fit_to_resolution
+from pipeline.io.images import fit_to_resolution, open_upright
 from pipeline.io.shards import ShardReader, expand_shard_urls
 
 
@@ -18,7 +18,7 @@ def first_images(shard_urls: list[str], field_names=("png", "jpg", "jpeg", "webp
         for sample in ShardReader(url):
             field = next((f for f in field_names if f in sample.fields), None)
             if field is not None:
-                out[sample.key] = np.asarray(Image.open(io.BytesIO(sample.fields[field])).convert("RGB"))
+                out[sample.key] = np.asarray(open_upright(io.BytesIO(sample.fields[field])).convert("RGB"))
             if len(out) >= limit:
                 return out
     return out

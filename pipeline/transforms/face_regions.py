@@ -6,7 +6,11 @@ crop of the chunk a unit with the pixels outside the face held to the source (``
 them under the run's level policy (fixed levels, or a privacy target per face), and blend each
 generated face back with a feathered mask. Faces below ``--min-face`` get a mosaic instead;
 images with no face follow ``--no-face``. An image is published only when every one of its faces
-was handled: a face the model failed on would otherwise be published as it is.
+was handled: a face the model failed on would otherwise be published as it is. For the same reason
+there is no silent limit on faces: every face found goes through the model, and an image with
+more than ``--max-faces`` is an error row (``too_many_faces``). A chunk's images go through the
+model in groups of at most max(--max-faces, --batch-size) crops, so the crops and outputs held at
+once stay bounded however crowded the chunk.
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import BAD_BOXES, NO_FACE, SampleError
+from pipeline.errors import BAD_BOXES, NO_FACE, TOO_MANY_FACES, SampleError
 from pipeline.io.schemas import FACE_ROW_SCHEMA
-from pipeline.regions.boxes import BadBoxes, Crop, FaceBox, square_crop
+from pipeline.regions.boxes import BadBoxes, Crop, FaceBox, check_boxes_fit, square_crop
 from pipeline.regions.compose import cut, feather_mask, mask_at, paste, pixelate
 from pipeline.transforms.base import DecodeSpec, Decoded, Produced
 from pipeline.transforms.privacy_target import TARGET
@@ -67,35 +71,61 @@ class FaceRegions(ImageOutputs):
         plans: list[list[FacePlan] | SampleError] = [
             f if isinstance(f, SampleError) else plan_faces(f, image.pixels.shape[1], image.pixels.shape[0], self.regions)
             for f, (_, _, image) in zip(found, items)]
-        units, index = [], {}          # (image, variant, face index or None: the frame) -> unit number
-        for i, image_plans in enumerate(plans):
-            if isinstance(image_plans, SampleError):
-                continue
-            for v in range(self.variants):
-                for plan in self._model_plans(image_plans):
-                    index[(i, v, None if plan is None else plan.index)] = len(units)
-                    units.append(self._unit(items[i], v, plan))
-        results = self.policy.run(units, self.generate)
         out = []
-        for i, item in enumerate(items):
-            for slot in self.policy.slots:
+        for group in self._groups(plans):
+            units, index = [], {}          # (image, variant, face index or None: the frame) -> unit number
+            for i in group:
+                if isinstance(plans[i], SampleError):
+                    continue
                 for v in range(self.variants):
-                    unit_results = {face: results[(u, slot)] for (image, variant, face), u in index.items()
-                                    if image == i and variant == v}
-                    out.append(self._compose(item, i, slot, v, plans[i], unit_results))
+                    for plan in self._model_plans(plans[i]):
+                        index[(i, v, None if plan is None else plan.index)] = len(units)
+                        units.append(self._unit(items[i], v, plan))
+            results = self.policy.run(units, self.generate)
+            for i in group:
+                for slot in self.policy.slots:
+                    for v in range(self.variants):
+                        unit_results = {face: results[(u, slot)] for (image, variant, face), u in index.items()
+                                        if image == i and variant == v}
+                        out.append(self._compose(items[i], i, slot, v, plans[i], unit_results))
         return out
 
+    def _groups(self, plans: list) -> list[list[int]]:
+        """The chunk's images in groups whose crops go through the model together: as many as keep
+        the crops (and outputs, held until their image is composed) within max(--max-faces,
+        --batch-size) model jobs, and at least one. Memory then follows --max-faces, not the
+        chunk's images times their faces."""
+        budget = max(self.regions.max_faces, self.job.execution.batch_size)
+        per_output = len(self.policy.slots) * self.variants
+        groups: list[list[int]] = []
+        jobs = 0
+        for k, image_plans in enumerate(plans):
+            cost = 0 if isinstance(image_plans, SampleError) else len(self._model_plans(image_plans)) * per_output
+            if not groups or jobs + cost > budget:
+                groups.append([])
+                jobs = 0
+            groups[-1].append(k)
+            jobs += cost
+        return groups
+
     def _find(self, items: list[Decoded]) -> list[list[FaceBox] | SampleError]:
-        """Boxes per decoded image (or why the image cannot be used)."""
+        """Boxes per decoded image (or why the image cannot be used): supplied boxes checked
+        against their image, and every image with more faces than --max-faces refused whole."""
         if self.detector.name == "supplied":
             out: list = []
-            for sample, _, _ in items:
+            for sample, _, image in items:
                 try:
-                    out.append(self.detector.for_sample(sample.key, sample.fields))
+                    boxes = self.detector.for_sample(sample.key, sample.fields)
+                    check_boxes_fit(boxes, image.pixels.shape[1], image.pixels.shape[0])
+                    out.append(boxes)
                 except BadBoxes as exc:
                     out.append(SampleError(BAD_BOXES, str(exc)))
-            return out
-        return self.detector.detect([image.pixels for _, _, image in items])
+        else:
+            out = self.detector.detect([image.pixels for _, _, image in items])
+        limit = self.regions.max_faces
+        return [SampleError(TOO_MANY_FACES, f"{len(found)} faces found; at most {limit} per image (--max-faces): "
+                                            f"not published, since a face left as it is would be")
+                if isinstance(found, list) and len(found) > limit else found for found in out]
 
     def _model_plans(self, plans: list[FacePlan]) -> list[FacePlan | None]:
         """The crops an image sends to the model: its regenerated faces, or its whole frame when

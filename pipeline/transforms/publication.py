@@ -26,11 +26,14 @@ class Publisher:
             raise ValueError("--keys pseudonym needs the secret (pipeline.io.pseudonyms)")
 
     def key(self, source_key: str, level, variant: int) -> str:
-        """anonymize: the key's pseudonym (``--keys pseudonym``, the default) or the key itself;
+        """anonymize: the key's pseudonym (``--keys pseudonym``, the default; salted by ``--release``)
+        or the key itself;
         augment: key + level + variant suffix (no dots), named by the method: ``_t<t x 1000>`` for
         Boomerang, ``_s<severity>`` for cold methods."""
         if self.job.job == "anonymize":
-            return pseudonym(self.secret, source_key) if self.job.pseudonymized else source_key
+            if not self.job.pseudonymized:
+                return source_key
+            return pseudonym(self.secret, source_key, self.job.publication.release)
         return f"{source_key}_{self.method.level_letter}{self.method.level_code(level)}_v{variant}"
 
     def carried(self, fields: dict[str, bytes]) -> dict[str, bytes]:
