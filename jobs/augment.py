@@ -11,9 +11,7 @@ also in config.json and the rows).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config.cli import exit_code, job_config_from_argv, user_errors_exit_2  # noqa: E402
 from pipeline.execution.jobs import run_job  # noqa: E402

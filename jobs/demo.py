@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 from pipeline.config.job import JobConfig  # noqa: E402
 from pipeline.reports.contact_sheet import (contact_sheet, first_images, mean_pixel_distance,  # noqa: E402

@@ -15,9 +15,7 @@ Rerunning the same command does only what is not finished.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config.cli import config_from_argv, exit_code, user_errors_exit_2  # noqa: E402
 from pipeline.config.interpolation import InterpConfig  # noqa: E402

@@ -9,35 +9,8 @@ anonymizes people the model has never seen.
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from PIL import Image  # noqa: E402
-
-from pipeline.io.shards import AtomicShardWriter  # noqa: E402
-from pipeline.io.synthetic_faces import make_faces  # noqa: E402
-
-
-def write_demo_shards(out: str, shards: int, per_shard: int, photos: int = 2, seed: int = 777, size: int = 64) -> list[str]:
-    total = shards * per_shard
-    faces = make_faces(-(-total // photos), photos, seed=seed, size=size)
-    paths = []
-    for s in range(shards):
-        path = f"{out}/faces-{s:06d}.tar"
-        with AtomicShardWriter(path) as writer:
-            for _ in range(per_shard):
-                identity, photo, pixels = next(faces)
-                buf = io.BytesIO()
-                Image.fromarray(pixels).save(buf, format="PNG")
-                writer.write(f"id{identity:05d}_p{photo}", {
-                    "png": buf.getvalue(), "cls": str(identity).encode(),
-                    "json": json.dumps({"identity": identity, "photo": photo}).encode()})
-        paths.append(path)
-    return paths
+from pipeline.fixtures.demo_shards import write_demo_shards
 
 
 def main() -> None:

@@ -13,9 +13,7 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -23,8 +21,8 @@ from PIL import Image  # noqa: E402
 
 from pipeline.io.images import BadImage, find_image_field, fit_to_resolution, prepare_image, to_model_range  # noqa: E402
 from pipeline.io.shards import ShardReader, expand_shard_urls  # noqa: E402
-from pipeline.io.synthetic_faces import make_faces  # noqa: E402
-from pipeline.models.tiny import ddpm_scheduler, save_pixel_model, tiny_unet  # noqa: E402
+from pipeline.fixtures.synthetic_faces import make_faces  # noqa: E402
+from pipeline.models.architectures import ddpm_scheduler, pixel_unet, save_pixel_model  # noqa: E402
 from pipeline.training.demo_ddpm import train_ddpm  # noqa: E402
 
 
@@ -61,7 +59,7 @@ def main() -> None:
         pixels = [np.asarray(fit_to_resolution(Image.fromarray(im), args.resolution)[0])
                   for _, _, im in make_faces(args.identities, args.photos, seed=args.seed)]
     images = to_model_range(pixels)
-    unet, scheduler = tiny_unet(args.resolution, seed=args.seed), ddpm_scheduler()
+    unet, scheduler = pixel_unet(args.resolution, seed=args.seed), ddpm_scheduler()
     started = time.time()
     ema, losses = train_ddpm(unet, scheduler, images, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, seed=args.seed, log=lambda m: print(m, flush=True))
@@ -69,7 +67,7 @@ def main() -> None:
     (out / "train.json").write_text(json.dumps({
         **vars(args), "images": len(images), "seconds": round(time.time() - started, 1),
         "final_loss_mean_last_100": float(np.mean(losses[-100:])),
-        "data": args.data or "pipeline.io.synthetic_faces.make_faces", "command": " ".join(sys.argv),
+        "data": args.data or "pipeline.fixtures.synthetic_faces.make_faces", "command": " ".join(sys.argv),
     }, indent=2))
     print(f"saved {out}")
 

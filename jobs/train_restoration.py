@@ -19,7 +19,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config.cli import job_parser, positive_int, user_errors_exit_2  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402

@@ -18,8 +18,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 PINS = Path(__file__).parent / "data" / "pinned_outputs.npz"
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
+sys.path.insert(0, str(REPO))             # run as a script: python tests/pinned_runs.py
 
 
 def read_images(run_dir: Path) -> dict[str, np.ndarray]:
@@ -34,17 +33,15 @@ def read_images(run_dir: Path) -> dict[str, np.ndarray]:
 
 def make_pinned_runs(work: Path) -> dict[str, dict[str, np.ndarray]]:
     """{run name: {output key: pixels}} plus {"<run name>:dir": run directory name}."""
-    from make_demo_shards import write_demo_shards
+    from pipeline.fixtures.demo_shards import write_demo_shards
 
-    import anonymize_celeba
-    import augment
-    import interpolate_pairs
+    from jobs import anonymize_celeba, augment, interpolate_pairs
     from pipeline.training.restorer import save_restorer
-    from pipeline.models.tiny import tiny_unet
+    from pipeline.models.architectures import pixel_unet
 
     model = str(REPO / "assets" / "demo_model")
     inputs = write_demo_shards(str(work / "in"), shards=1, per_shard=4, size=40)
-    restorer = save_restorer(work / "restorer", tiny_unet(sample_size=32, widths=(16, 32), seed=3),
+    restorer = save_restorer(work / "restorer", pixel_unet(sample_size=32, widths=(16, 32), seed=3),
                              {"name": "blur", "T": 5, "kernel_size": 5, "schedule": "constant", "c": 0.5,
                               "base": 0.34, "padding": "reflect"}, 32)
     common = ["--input", *inputs, "--seed", "5", "--batch-size", "3"]

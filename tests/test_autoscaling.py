@@ -14,9 +14,9 @@ import psutil
 import pytest
 import yaml
 
-from fake_cluster import FakeGpuCluster
+from tests.helpers.fake_cluster import FakeGpuCluster
 from pipeline.io.shards import ShardReader
-from test_job import write_demo_shards
+from pipeline.fixtures.demo_shards import write_demo_shards
 
 pytestmark = pytest.mark.autoscaling
 

@@ -13,10 +13,9 @@ import torch
 from diffusers import UNet2DModel
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "jobs" / "benchmarks"))
 
-import bench_gpu  # noqa: E402
-from pipeline.models.hub_layouts import ddpm_celebahq_256_config  # noqa: E402
+from jobs.benchmarks import bench_gpu  # noqa: E402
+from pipeline.fixtures.hub_layouts import ddpm_celebahq_256_config  # noqa: E402
 
 # Few images, 10 DDIM steps at t = 0.4 (4 forwards per image), one torch thread (two contend on a
 # loaded 2-core machine), torch.compile through dynamo with the eager backend (inductor would spend

@@ -14,7 +14,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from pipeline.diffusion.boomerang import boomerang, boomerang_timesteps
 from pipeline.diffusion.seeds import sample_generators
-from pipeline.models.tiny import tiny_unet
+from pipeline.models.architectures import pixel_unet
 
 M, S = 0.3, 0.5
 T = 20
@@ -102,7 +102,7 @@ def test_noise_level_follows_img2img_rule_and_is_recorded():
 
 @pytest.fixture(scope="module")
 def unet():
-    return tiny_unet(sample_size=16, widths=(16, 32)).eval()
+    return pixel_unet(sample_size=16, widths=(16, 32)).eval()
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])

@@ -75,7 +75,7 @@ def test_model_size_and_input_checks():
 def test_experiment_data_helpers(tmp_path):
     """Synthetic shards round-trip through the loader; neighbours must match their originals."""
     from jobs.experiments.augmentation_experiment import check_augmented, summarise
-    from jobs.experiments.labelled_shards import Labelled, load_labelled, write_synthetic_shards
+    from pipeline.fixtures.labelled_shards import Labelled, load_labelled, write_synthetic_shards
 
     train, test = write_synthetic_shards(str(tmp_path), identities=3, photos=3, train_photos=1)
     originals, held_out = load_labelled(train, 32), load_labelled(test, 32)

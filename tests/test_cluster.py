@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_job import write_demo_shards
+from pipeline.fixtures.demo_shards import write_demo_shards
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")

@@ -7,7 +7,7 @@ import pytest
 import ray as ray_module
 
 from pipeline.execution.cluster import WorkerPool
-from test_worker_cache import SCHEMA, EchoWorker, Task, echo_pickled_by_value  # noqa: F401  (fixture)
+from tests.helpers.echo import SCHEMA, EchoWorker, Task
 
 
 @pytest.fixture
@@ -41,7 +41,9 @@ def test_driver_work_per_task_does_not_grow_with_the_number_of_tasks(ray_cluster
     small, _ = driver_cpu_per_1000(tmp_path / "a", 1000)
     large, rows = driver_cpu_per_1000(tmp_path / "b", 8000)
     print(f"driver CPU seconds per 1000 tasks: {small:.2f} at 1000 tasks, {large:.2f} at 8000")
-    assert large < 1.5 * small + 0.2, (small, large)
+    # Flat, not exact: a shared, loaded machine moves CPU seconds by tens of percent, while a cost
+    # that grew with the queue (a scan per task) would be eight times larger at 8,000 tasks.
+    assert large < 3 * small + 0.3, (small, large)
     assert len(rows) == 8000 and len({r["input_shard"] for r in rows}) == 8000
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == len(range(0, 8000, 97)) and all(r["error_kind"] == "write_failed" for r in failed)

@@ -1,6 +1,5 @@
 """Resolution enhancement end to end on a local Ray cluster: low-resolution inputs, Boomerang
 (one pass and cascaded), the cold super-resolution restorer, and the comparison report."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,13 @@ import torch
 
 from pipeline.diffusion.degradations import SuperResolution
 from pipeline.training.restorer import save_restorer
-from pipeline.models.tiny import tiny_unet
+from pipeline.models.architectures import pixel_unet
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "jobs"))
-import enhance  # noqa: E402
+from jobs import enhance  # noqa: E402
 from pipeline.execution.enhancement import low_resolution_shards  # noqa: E402
 from pipeline.reports.enhancement import read_images  # noqa: E402
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 
 def test_low_resolution_inputs_are_the_super_resolution_degradation(tmp_path):
@@ -33,7 +31,7 @@ def test_low_resolution_inputs_are_the_super_resolution_degradation(tmp_path):
 
 def test_enhance_job_compares_every_method_against_the_references(ray_cluster, pixel_model_dir, tmp_path, capsys):
     shards = write_demo_shards(str(tmp_path / "hr"), shards=1, per_shard=4, size=32)
-    restorer = save_restorer(tmp_path / "sr", tiny_unet(sample_size=16, widths=(16, 32)), {"name": "superres", "T": 2}, 16)
+    restorer = save_restorer(tmp_path / "sr", pixel_unet(sample_size=16, widths=(16, 32)), {"name": "superres", "T": 2}, 16)
     assert enhance.main(["--input", *shards, "--output", str(tmp_path / "out"), "--model", pixel_model_dir,
                          "--sr-restorer", str(restorer), "--factor", "4", "--t", "0.2", "--cascade", "2",
                          "--cascade-t", "0.1", "--steps", "10", "--batch-size", "4"]) == 0
@@ -48,7 +46,7 @@ def test_enhance_job_compares_every_method_against_the_references(ray_cluster, p
     assert rows.groupby("method").ssim.mean()[summary.index].tolist() == pytest.approx(summary.ssim_mean.tolist())
     assert (tmp_path / "out" / "enhance-report" / "report.html").exists()
     # A restorer trained at another size is refused before any work.
-    small = save_restorer(tmp_path / "sr8", tiny_unet(sample_size=8, widths=(16, 32)), {"name": "superres", "T": 2}, 8)
+    small = save_restorer(tmp_path / "sr8", pixel_unet(sample_size=8, widths=(16, 32)), {"name": "superres", "T": 2}, 8)
     assert enhance.main(["--input", *shards, "--output", str(tmp_path / "out2"), "--model", pixel_model_dir,
                          "--sr-restorer", str(small), "--factor", "4"]) == 2
     assert "trained at 8 px" in capsys.readouterr().err

@@ -1,14 +1,13 @@
 """Scoring runs on a local Ray cluster: in the same pass as generation and afterwards, the
 files they write, reruns, bad input, missing weights and the report."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from metrics.fid import FeatureStats, fid_from_stats
 from metrics.inception import FID_WEIGHTS_FILE, save_random_fid_weights
 from metrics.suite import MetricSettings
@@ -19,8 +18,7 @@ from pipeline.reports.evaluation import write_report
 from pipeline.execution.jobs import resolve_config, run_evaluation, run_job
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "jobs"))
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 dlib = pytest.importorskip("dlib")
 

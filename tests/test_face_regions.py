@@ -3,7 +3,6 @@ several faces per image, supplied and detected boxes, the tiny-face and no-face 
 every image and face accounted for."""
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import png_bytes, write_tar
+from tests.helpers.faces import crowd, faces_shard, grace_hopper, scene
+from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
 from pipeline.regions.boxes import BadBoxes, FaceBox, parse_boxes, square_crop
@@ -22,18 +22,6 @@ from pipeline.io.shards import ShardReader
 from pipeline.engine.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def grace_hopper() -> np.ndarray:
-    """A real photo of a person that matplotlib ships (the smoke case for the detectors)."""
-    import matplotlib
-
-    return np.asarray(Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB"))
-
-
-def scene(width=96, height=72, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
 
 
 def test_crops_stay_inside_the_image_and_masks_feather_to_zero():
@@ -100,16 +88,6 @@ def test_held_boomerang_keeps_the_masked_region_and_frees_the_rest(pixel_model_d
     assert (out[..., 8:] - x0[..., 8:]).abs().mean() > 0.05
 
 
-def faces_shard(tmp_path) -> tuple[str, dict]:
-    """Four scenes: two faces (one large, one below --min-face), one face, no box, unusable boxes."""
-    boxes = {"two": [[10, 8, 34, 32], [60, 40, 68, 48]], "one": [[40, 20, 72, 52]], "none": [], "bad": "[[1, 2]"}
-    members = []
-    for i, (key, value) in enumerate(boxes.items()):
-        members.append((f"{key}.png", png_bytes(scene(seed=i))))
-        members.append((f"{key}.faces.json", value.encode() if isinstance(value, str) else json.dumps(value).encode()))
-    return write_tar(tmp_path / "scenes-000000.tar", members), boxes
-
-
 def run_regions(model_dir, shard, out, **kw):
     from pipeline.models.loading import load_model
     from pipeline.regions.detectors import load_detector
@@ -118,7 +96,7 @@ def run_regions(model_dir, shard, out, **kw):
     cfg = JobConfig.build(**{**dict(job="anonymize", inputs=(shard,), output=str(out), model=model_dir, t=(0.5,), steps=10,
                               batch_size=8, keys="keep", region="faces", detector="supplied", min_face=12), **kw})
     task = ShardTask.for_shard(cfg.run_dir, shard)
-    detector = load_detector(cfg.detector, boxes_field=cfg.boxes_field, boxes_file=cfg.boxes_file)
+    detector = load_detector(cfg.regions.detector, boxes_field=cfg.regions.boxes_field, boxes_file=cfg.regions.boxes_file)
     manifest = process_shard(cfg, load_model(model_dir), task, detector=detector)
     outputs = {s.key: np.asarray(Image.open(io.BytesIO(s.fields.get("png") or s.fields["jpg"])))
                for s in ShardReader(task.output_url)}
@@ -211,8 +189,7 @@ def test_region_settings_are_checked_and_hashed_only_for_region_runs(tmp_path):
 
 
 def test_faces_job_on_a_local_cluster_with_a_boxes_file(ray_cluster, pixel_model_dir, tmp_path):
-    sys.path.insert(0, str(REPO / "jobs"))
-    import anonymize_celeba
+    from jobs import anonymize_celeba
 
     shard, boxes = faces_shard(tmp_path)
     table = pd.DataFrame([{"key": "one", "x0": 40.0, "y0": 20.0, "x1": 72.0, "y1": 52.0},
@@ -271,16 +248,6 @@ def test_a_phone_photo_stored_sideways_has_its_face_found_and_is_published_uprig
     outside = np.ones(canvas.shape[:2], bool)
     outside[y:y + side, x:x + side] = False
     assert np.abs(out[outside].astype(int) - upright[outside]).mean() < 3     # upright; re-encoded as JPEG
-
-
-def crowd(rows: int = 9, cols: int = 9, tile=(40, 46)) -> tuple[np.ndarray, list[list[int]]]:
-    """A crowd of real faces: the photo's face tiled rows x cols (81 by default), with each
-    tile's face box."""
-    face = Image.fromarray(grace_hopper()[60:340, 150:390]).resize(tile, Image.Resampling.BICUBIC)
-    w, h = tile
-    image = np.tile(np.asarray(face), (rows, cols, 1))
-    boxes = [[c * w + 4, r * h + 4, c * w + w - 4, r * h + h - 4] for r in range(rows) for c in range(cols)]
-    return image, boxes
 
 
 def assert_every_face_changed(source: np.ndarray, out: np.ndarray, faces) -> None:

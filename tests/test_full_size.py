@@ -1,4 +1,4 @@
-"""Full-size models in their hub repositories' layouts (``pipeline.models.hub_layouts``): the
+"""Full-size models in their hub repositories' layouts (``pipeline.fixtures.hub_layouts``): the
 layouts are found and loaded as users' downloads would be, and one real-size run goes through
 the anonymize job end to end. Random weights: what is tested is size and files, not quality.
 
@@ -17,17 +17,17 @@ from PIL import Image
 
 from pipeline.config.job import JobConfig
 from pipeline.io.shards import AtomicShardWriter, ShardReader
-from pipeline.io.synthetic_faces import make_faces
-from pipeline.models.hub_layouts import HUB_LAYOUTS, ddpm_celebahq_256_config, save_ddpm_celebahq_256
+from pipeline.fixtures.synthetic_faces import make_faces
+from pipeline.fixtures.hub_layouts import HUB_LAYOUTS, ddpm_celebahq_256_config, save_ddpm_celebahq_256
 from pipeline.models.loading import load_model
 from pipeline.models.source import check_model_dir, detect_kind
-from pipeline.models.tiny import ddpm_scheduler, tiny_unet
+from pipeline.models.architectures import ddpm_scheduler, pixel_unet
 
 
 def test_root_level_layout_with_a_model_index_loads(tmp_path):
     """google/ddpm-celebahq-256 keeps no unet/ or scheduler/ folder: diffusers falls back to the
     root, and so must the check before Ray and the loader on the workers."""
-    tiny_unet(sample_size=16, widths=(16, 32)).save_pretrained(tmp_path)
+    pixel_unet(sample_size=16, widths=(16, 32)).save_pretrained(tmp_path)
     ddpm_scheduler().save_pretrained(tmp_path)
     (tmp_path / "model_index.json").write_text(json.dumps(
         {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}))

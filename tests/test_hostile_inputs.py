@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import png_bytes
+from tests.helpers.files import hostile_tar, member, png_bytes
 from pipeline.errors import IMAGE_TOO_LARGE, TOO_LARGE, UNSAFE_KEY, UNSAFE_MEMBER
 from pipeline.io.images import BadImage, prepare_image
 from pipeline.io.sample_keys import KEY_MAX_BYTES, key_file_name, printable_key, unsafe_key_reason
@@ -48,33 +48,18 @@ def test_key_file_names_are_hashes_whatever_the_key():
 
 # -- reading ---------------------------------------------------------------------------------
 
-def _member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple:
-    return name, data, kind, link
 
-
-def hostile_tar(path, members, fmt=tarfile.PAX_FORMAT, compress: bool = False) -> str:
-    """A tar holding exactly these members (any type), as a hostile producer would write it."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
-        for name, data, kind, link in members:
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = kind, link
-            info.size = len(data) if kind == tarfile.REGTYPE else 0
-            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-    data = gzip.compress(buf.getvalue(), compresslevel=1) if compress else buf.getvalue()
-    Path(path).write_bytes(data)
-    return str(path)
 
 
 def test_links_and_devices_make_their_sample_an_error_and_are_never_followed(tmp_path):
     ok = png_bytes(np.zeros((20, 20, 3), np.uint8))
     path = hostile_tar(tmp_path / "links.tar", [
-        _member("good.png", ok),
-        _member("sym.png", kind=tarfile.SYMTYPE, link="/etc/passwd"),
-        _member("hard.png", kind=tarfile.LNKTYPE, link="good.png"),
-        _member("dev.png", kind=tarfile.CHRTYPE), _member("fifo.png", kind=tarfile.FIFOTYPE),
-        _member("mixed.png", ok), _member("mixed.json", kind=tarfile.SYMTYPE, link="../../x"),
-        _member("dir", kind=tarfile.DIRTYPE),
+        member("good.png", ok),
+        member("sym.png", kind=tarfile.SYMTYPE, link="/etc/passwd"),
+        member("hard.png", kind=tarfile.LNKTYPE, link="good.png"),
+        member("dev.png", kind=tarfile.CHRTYPE), member("fifo.png", kind=tarfile.FIFOTYPE),
+        member("mixed.png", ok), member("mixed.json", kind=tarfile.SYMTYPE, link="../../x"),
+        member("dir", kind=tarfile.DIRTYPE),
     ])
     samples = {s.key: s for s in ShardReader(path)}
     assert samples["good"].error_kind is None and samples["good"].fields == {"png": ok}
@@ -85,7 +70,7 @@ def test_links_and_devices_make_their_sample_an_error_and_are_never_followed(tmp
 
 def test_field_names_are_checked_like_keys(tmp_path):
     """A field name becomes part of an output member name (carried fields), so it obeys the same rules."""
-    path = hostile_tar(tmp_path / "f.tar", [_member("a.png", b"1"), _member("a.js\x1b[2J", b"2"), _member("b.png", b"3")])
+    path = hostile_tar(tmp_path / "f.tar", [member("a.png", b"1"), member("a.js\x1b[2J", b"2"), member("b.png", b"3")])
     samples = {s.key: s for s in ShardReader(path)}
     assert samples["a"].error_kind == UNSAFE_KEY and "field name" in samples["a"].error
     assert samples["b"].error_kind is None
@@ -138,7 +123,7 @@ def test_an_empty_but_valid_tar_is_fine(tmp_path):
 
 def test_a_cut_gzip_shard_after_valid_members_is_truncated(tmp_path):
     ok = png_bytes(np.zeros((20, 20, 3), np.uint8))
-    path = hostile_tar(tmp_path / "c.tar.gz", [_member(f"k{i}.png", ok + bytes(5000)) for i in range(8)], compress=True)
+    path = hostile_tar(tmp_path / "c.tar.gz", [member(f"k{i}.png", ok + bytes(5000)) for i in range(8)], compress=True)
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[: len(data) * 2 // 3])
     reader = ShardReader(path)
@@ -147,8 +132,8 @@ def test_a_cut_gzip_shard_after_valid_members_is_truncated(tmp_path):
 
 
 def test_member_and_sample_caps(tmp_path):
-    path = hostile_tar(tmp_path / "big.tar", [_member("a.png", bytes(3000)), _member("b.png", bytes(1000)),
-                                              _member("b.json", bytes(1500)), _member("c.png", bytes(10))])
+    path = hostile_tar(tmp_path / "big.tar", [member("a.png", bytes(3000)), member("b.png", bytes(1000)),
+                                              member("b.json", bytes(1500)), member("c.png", bytes(10))])
     samples = {s.key: s for s in ShardReader(path, ReadLimits(max_member_bytes=2048))}
     assert samples["a"].error_kind == TOO_LARGE and "3000 bytes" in samples["a"].error
     assert samples["b"].error_kind == TOO_LARGE                 # 1000 + 1500 together
@@ -193,7 +178,7 @@ def test_compression_bombs_stay_out_of_memory(tmp_path):
         for _ in range(big // (1 << 20)):
             f.write(b"9" * (1 << 20))
     assert member_bomb.stat().st_size < 4 << 20 and header_bomb.stat().st_size < 4 << 20
-    baseline = _read_in_subprocess(hostile_tar(tmp_path / "small.tar", [_member("a.png", b"1")]))[1]
+    baseline = _read_in_subprocess(hostile_tar(tmp_path / "small.tar", [member("a.png", b"1")]))[1]
     samples, peak = _read_in_subprocess(member_bomb)
     assert samples == repr([("bomb", TOO_LARGE), ("after", None)]) and peak < baseline + 64
     samples, peak = _read_in_subprocess(header_bomb)
@@ -247,21 +232,21 @@ def hostile(tmp_path_factory, pixel_model_dir):
     model = root / "model"
     shutil.copytree(pixel_model_dir, model)
     escape = "../" * 16 + str(root).lstrip("/")
-    members = [_member("good0.png", _face(0)), _member("good0.cls", b"1"), _member("good1.png", _face(1)),
-               _member(f"{escape}/model/unet/diffusion_pytorch_model.png", _face(2)),
-               _member(f"{escape}/canary.png", _face(3)),
-               _member(f"{root}/absolute.png", _face(4)),
-               _member("sym.png", kind=tarfile.SYMTYPE, link=str(root / "canary.txt")),
-               _member("hard.png", kind=tarfile.LNKTYPE, link=str(root / "canary.txt")),
-               _member("dev.png", kind=tarfile.CHRTYPE), _member("fifo.png", kind=tarfile.FIFOTYPE),
-               _member("esc\x1b[2Jape.png", _face(5)), _member("new\nline.png", _face(6)),
-               _member("sub/dir/nested.png", _face(7)),
-               _member("good2.png", _face(8)), _member("good3.png", _face(9))]
+    members = [member("good0.png", _face(0)), member("good0.cls", b"1"), member("good1.png", _face(1)),
+               member(f"{escape}/model/unet/diffusion_pytorch_model.png", _face(2)),
+               member(f"{escape}/canary.png", _face(3)),
+               member(f"{root}/absolute.png", _face(4)),
+               member("sym.png", kind=tarfile.SYMTYPE, link=str(root / "canary.txt")),
+               member("hard.png", kind=tarfile.LNKTYPE, link=str(root / "canary.txt")),
+               member("dev.png", kind=tarfile.CHRTYPE), member("fifo.png", kind=tarfile.FIFOTYPE),
+               member("esc\x1b[2Jape.png", _face(5)), member("new\nline.png", _face(6)),
+               member("sub/dir/nested.png", _face(7)),
+               member("good2.png", _face(8)), member("good3.png", _face(9))]
     inputs = root / "inputs"
     inputs.mkdir()
     s0 = hostile_tar(inputs / "hostile-000.tar", members)
-    s1 = hostile_tar(inputs / "hostile-001.tar", [_member("good0.png", _face(10)), _member("L" * 150 + ".png", _face(11)),
-                                                  _member("X" * 3000 + ".png", _face(12)), _member("good4.png", _face(13))])
+    s1 = hostile_tar(inputs / "hostile-001.tar", [member("good0.png", _face(10)), member("L" * 150 + ".png", _face(11)),
+                                                  member("X" * 3000 + ".png", _face(12)), member("good4.png", _face(13))])
     expected = {"hostile-000.tar": 14, "hostile-001.tar": 4}     # samples per shard (good0.cls joins good0)
     return {"root": root, "model": str(model), "inputs": [s0, s1], "samples": expected}
 
@@ -354,8 +339,7 @@ def test_scoring_and_enhancement_over_hostile_shards(ray_cluster, hostile, sandb
     scored = pd.read_parquet(Path(eval_dir) / "rows")
     assert len(scored) == pd.read_parquet(run_dir / "rows").status.eq("ok").sum()
 
-    sys.path.insert(0, str(REPO / "jobs"))
-    from enhance import main as enhance
+    from jobs.enhance import main as enhance
 
     assert enhance(["--input", *hostile["inputs"], "--output", str(sandbox / "enhance"), "--model", hostile["model"],
                     "--factor", "2", "--cascade", "0", "--steps", "10", "--resolution", "16"]) == 0
@@ -368,7 +352,7 @@ def test_unreadable_inputs_fail_the_run_and_are_redone(ray_cluster, pixel_model_
     from pipeline.config.cli import exit_code
     from pipeline.execution.jobs import run_job
 
-    good = hostile_tar(tmp_path / "good.tar", [_member("a.png", _face(1))])
+    good = hostile_tar(tmp_path / "good.tar", [member("a.png", _face(1))])
     (tmp_path / "empty.tar").write_bytes(b"")
     (tmp_path / "text.tar").write_text("hello" * 100)
     inputs = [good, str(tmp_path / "missing.tar"), str(tmp_path / "empty.tar"), str(tmp_path / "text.tar")]

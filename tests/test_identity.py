@@ -13,7 +13,7 @@ from metrics.identity import (
     upscale_to_min_side,
 )
 from metrics.weights import WeightsUnavailableError
-from pipeline.io.synthetic_faces import make_faces
+from pipeline.fixtures.synthetic_faces import make_faces
 
 FACENET_FILE = FACENET_WEIGHTS["vggface2"][0]
 GRAY = np.full((64, 64, 3), 128, np.uint8)

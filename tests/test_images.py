@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import png_bytes
+from tests.helpers.files import png_bytes
 from pipeline.io.images import BadImage, encode_image, find_image_field, prepare_image, to_model_range, to_uint8
 
 REPO = Path(__file__).resolve().parents[1]

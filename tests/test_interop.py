@@ -4,7 +4,6 @@ comes back exactly once under its key, no other sample comes back, images decode
 size, ``diffusion.json`` parses beside the input's own ``json``, and kept labels round-trip."""
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,15 +12,14 @@ import pandas as pd
 import pytest
 import webdataset as wds
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.execution.jobs import run_job
 from pipeline.execution.workers import WORKER_CACHE
 from pipeline.io.shards import ShardReader
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "jobs"))
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 SIZE = 16                      # the tiny pixel model's resolution (conftest.pixel_model_dir)
 
@@ -131,7 +129,7 @@ def test_augment_keeps_an_opaque_pickle_label_verbatim_which_ray_data_refuses_by
     shard = write_tar(tmp_path / "labels-000000.tar", [
         ("a.png", png_bytes(np.full((SIZE, SIZE, 3), 90, np.uint8))), ("a.pkl", opaque)])
     cfg = JobConfig.build(job="augment", inputs=(shard,), output=str(tmp_path / "out"), model=pixel_model_dir, t=(0.3,),
-                    steps=4, batch_size=4, seed=1)
+                          variants=1, steps=4, batch_size=4, seed=1)
     (manifest,) = run_job(cfg)
     assert manifest["outputs_ok"] == 1
     (url,) = output_shards(next((tmp_path / "out").iterdir()))

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from metrics.inception import save_random_fid_weights
 from pipeline.config.interpolation import InterpConfig
 from pipeline.reports.interpolation import write_interp_report
 from pipeline.execution.interpolation_job import run_interpolation
 from pipeline.io.pairs import consecutive_pairs, random_pairs, read_pairs_file, write_pairs_file
 from pipeline.io.shards import ShardReader
-from pipeline.models.tiny import save_text_latent_model
+from pipeline.fixtures.tiny_models import save_text_latent_model
 
 METHODS = ("slerp", "noise", "noisediffusion")
 LAMS = (0.0, 0.25, 0.5, 1.0)

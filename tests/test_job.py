@@ -13,14 +13,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.execution.jobs import run_job
 from pipeline.io.shards import ShardReader
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "jobs"))
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 
 def cfg(model, inputs, output, **kw) -> JobConfig:

@@ -1,6 +1,9 @@
-"""The layer rules, checked on the source: method math, image/shard I/O, model loading and
-metric math import neither Ray nor the layers above them; Ray is imported only by the
-execution layer and the Ray Train trainer; no module imports another module's private names."""
+"""The layer rules, checked on the source, function-level imports included: method math, image
+and shard I/O, model loading and metric math import neither Ray nor the layers above them; Ray is
+imported only by the execution layer and the Ray Train trainer; fixtures (demo data, small
+models) are imported by no product module; no module imports another's private names; no import
+cycle exists, not even one a function-level import would hide; and the scripts in ``jobs/``
+import only the package (never each other) and never edit ``sys.path``."""
 import ast
 from pathlib import Path
 
@@ -8,17 +11,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted(p for d in ("pipeline", "metrics") for p in (REPO / d).rglob("*.py"))
+SCRIPTS = sorted((REPO / "jobs").rglob("*.py"))
 
 # Layers from the bottom up; a module may import its own layer and the ones below, never above.
 LAYERS = ["errors", "settings", "metrics", "diffusion", "methods", "io", "models", "regions", "config", "transforms", "engine",
-          "steps", "reports", "execution", "training"]
+          "steps", "reports", "execution", "training", "fixtures"]
 # What each layer must not import at all, whatever the layer order says.
 FORBIDDEN = {
     "settings": ("ray", "fsspec", "pyarrow", "pandas", "PIL", "torch", "numpy"),
     "diffusion": ("ray", "fsspec", "pyarrow", "pandas", "PIL"),
     "methods": ("ray", "fsspec", "pyarrow", "pandas", "PIL"),
     "metrics": ("ray", "fsspec", "pyarrow"),
-    "io": ("ray",), "models": ("ray",), "regions": ("ray",), "config": ("ray",), "transforms": ("ray",), "engine": ("ray",), "steps": ("ray",), "reports": ("ray",),
+    "io": ("ray",), "models": ("ray",), "regions": ("ray",), "config": ("ray",), "transforms": ("ray",), "engine": ("ray",),
+    "steps": ("ray",), "reports": ("ray",),
 }
 RAY_ALLOWED = {"pipeline/training/ray_train.py"}
 
@@ -73,3 +78,74 @@ def test_every_source_file_belongs_to_a_layer():
     loose = [str(p.relative_to(REPO)) for p in SOURCES
              if p.parent == REPO / "pipeline" and p.name not in ("__init__.py", "errors.py")]
     assert loose == [], "modules belong in a layer's folder"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (function-level imports included), for the
+    package and the scripts."""
+    paths = {module_name(p): p for p in SOURCES + SCRIPTS}
+    graph = {}
+    for me, path in paths.items():
+        edges = set()
+        for module, names in imports(path):
+            for candidate in [f"{module}.{n}" for n in names] + [module]:
+                parts = candidate.split(".")
+                found = next((".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in paths), None)
+                if found is not None and found != me:
+                    edges.add(found)
+                    break
+        graph[me] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_even_through_function_level_imports():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle_a_function_level_import_hides():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_scripts_import_the_package_only_and_leave_sys_path_alone(path):
+    """jobs/ holds command lines: what two of them share lives in the package, so each runs as
+    ``python jobs/<script>.py`` (or is imported as ``jobs.<script>`` by a test) as it is."""
+    rel = str(path.relative_to(REPO))
+    source = path.read_text()
+    assert "sys.path.insert" not in source and "sys.path.append" not in source, f"{rel} edits sys.path"
+    siblings = {p.stem for p in SCRIPTS}
+    for module, _ in imports(path):
+        top = module.split(".")[0]
+        assert top != "jobs" and module not in siblings, f"{rel} imports another script ({module})"
+        assert top != "tests", f"{rel} imports the tests"

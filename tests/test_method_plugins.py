@@ -5,7 +5,6 @@ the package."""
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -72,8 +71,7 @@ def test_a_registered_method_gets_its_own_flags(tmp_path):
 def test_a_registered_method_runs_through_the_whole_job(ray_cluster, pixel_model_dir, tmp_path):
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
-    from make_demo_shards import write_demo_shards
+    from pipeline.fixtures.demo_shards import write_demo_shards
     from pipeline.execution.jobs import run_job
 
     # The driver ships the method object to the workers; this module is not importable there,

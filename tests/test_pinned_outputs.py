@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pinned_runs import REPO, load_pins, make_pinned_runs
+from tests.pinned_runs import REPO, load_pins, make_pinned_runs
 from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.config.interpolation import InterpConfig
 
@@ -47,7 +47,7 @@ def test_outputs_match_the_pins(ray_cluster, tmp_path):
 
 
 def test_one_function_loads_any_runs_configuration(tmp_path):
-    from pipeline.config.job import load_run_config
+    from pipeline.config.runs import load_run_config
 
     for cfg in (JobConfig.build(job="augment", inputs=("a.tar",), output=str(tmp_path), model="m", t=(0.2, 0.3), variants=2),
                 InterpConfig.build(inputs=("a.tar",), output=str(tmp_path), model="m", lam=(0.5,))):

@@ -1,11 +1,10 @@
 """Planning a rerun costs requests in listing pages and changed files, not in shards: proved on
-a simulated object store (tests/simulated_store.py: S3's request model, a fixed latency per
+a simulated object store (tests/helpers/simulated_store.py: S3's request model, a fixed latency per
 request) with the driver's own functions (run lock, plan, run files, merge), and checked to
 give exactly what reading every per-shard manifest would give.
 
 The default tier runs 10,000 shards; ``-m slow`` runs the 100,000 of the issue and prints the
 figures the README quotes."""
-import dataclasses
 import datetime as dt
 import io
 import math
@@ -21,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import simulated_store
-from simulated_store import SimulatedObjectStore
+from tests.helpers import simulated_store
+from tests.helpers.simulated_store import SimulatedObjectStore
 
 from pipeline.config.job import JobConfig
 from pipeline.execution.jobs import merge_manifest, plan_evaluation, plan_run, record_missing, write_run_files
@@ -396,8 +395,7 @@ def test_stale_temporaries_are_found_by_name_not_by_pattern(tmp_path):
 
 
 def test_low_resolution_inputs_are_made_once_per_settings(tmp_path):
-    sys.path.insert(0, str(REPO / "jobs"))
-    from make_demo_shards import write_demo_shards
+    from pipeline.fixtures.demo_shards import write_demo_shards
     from pipeline.execution.enhancement import low_resolution_shards
 
     shards = write_demo_shards(str(tmp_path / "hr"), shards=2, per_shard=2, size=32)

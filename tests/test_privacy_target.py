@@ -2,14 +2,13 @@
 with a known response), the unmet policies, independence from batching, and the job with dlib
 in the loop on a local cluster."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
 from pipeline.io.shards import ShardReader
@@ -96,7 +95,7 @@ def test_the_judge_needs_a_different_person_and_a_face(tmp_path):
     from metrics.identity import load_recognizer
     from metrics.privacy_judge import PrivacyJudge
 
-    from test_face_regions import grace_hopper
+    from tests.helpers.faces import grace_hopper
 
     photo = grace_hopper()
     face = np.ascontiguousarray(photo[120:335, 180:360])
@@ -125,9 +124,8 @@ def test_privacy_target_settings_are_checked_and_hashed():
 
 
 def test_job_with_dlib_in_the_loop_on_a_local_cluster(ray_cluster, pixel_model_dir, tmp_path):
-    sys.path.insert(0, str(REPO / "jobs"))
-    import anonymize_celeba
-    from make_demo_shards import write_demo_shards
+    from jobs import anonymize_celeba
+    from pipeline.fixtures.demo_shards import write_demo_shards
 
     shards = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=3, size=32)
     argv = ["--input", *shards, "--output", str(tmp_path / "out"), "--model", pixel_model_dir, "--steps", "10",
@@ -163,7 +161,7 @@ def test_each_face_gets_its_own_t_and_an_unmet_face_keeps_its_image_unpublished(
     from pipeline.regions.detectors import load_detector
     from pipeline.engine.local import process_shard
 
-    from test_face_regions import faces_shard
+    from tests.helpers.faces import faces_shard
 
     shard, _ = faces_shard(tmp_path)
 

@@ -4,14 +4,13 @@ that still links everything for the owner."""
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
 from pipeline.io.pseudonyms import load_or_create_secret, pseudonym, secret_fingerprint
@@ -149,8 +148,7 @@ def test_key_ordered_writer_and_spool_keep_memory_to_the_index():
 
 
 def test_anonymize_reruns_with_one_secret_and_renames_with_another(ray_cluster, pixel_model_dir, tmp_path, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
-    import anonymize_celeba
+    from jobs import anonymize_celeba
 
     shard = identity_shard(tmp_path)
     argv = ["--input", shard, "--output", str(tmp_path / "out"), "--model", pixel_model_dir, "--t", "0.3",

@@ -10,13 +10,13 @@ import pytest
 from pipeline.errors import UserError
 import torch
 
-from conftest import png_bytes
+from tests.helpers.files import png_bytes
 from pipeline.diffusion.cold import as_restorer, cold_restore
 from pipeline.models.loading import load_model
 from pipeline.diffusion.degradations import build_degradation
 from pipeline.training.restorer import RestorerTrainer, latest_checkpoint, save_restorer
 from pipeline.io.shards import AtomicShardWriter, ShardReader
-from pipeline.models.tiny import tiny_unet
+from pipeline.models.architectures import pixel_unet
 
 SPEC = {"name": "blur", "T": 8, "kernel_size": 5, "schedule": "constant", "c": 1.0, "base": 0.0, "padding": "reflect"}
 
@@ -33,7 +33,7 @@ def toy_images(n=16, size=16, seed=0) -> torch.Tensor:
 
 
 def trainer(seed=0) -> RestorerTrainer:
-    return RestorerTrainer(tiny_unet(sample_size=16, widths=(16, 32), seed=seed), build_degradation(SPEC), lr=2e-3,
+    return RestorerTrainer(pixel_unet(sample_size=16, widths=(16, 32), seed=seed), build_degradation(SPEC), lr=2e-3,
                            warmup=5)
 
 
@@ -53,7 +53,7 @@ def test_training_lowers_the_l1_loss_and_the_restorer_beats_the_degraded_input()
 
 
 def test_training_draws_random_operator_parameters_per_step():
-    t = RestorerTrainer(tiny_unet(sample_size=16, widths=(16, 32)), build_degradation(
+    t = RestorerTrainer(pixel_unet(sample_size=16, widths=(16, 32)), build_degradation(
         {"name": "fade", "T": 5, "c": 0.6, "random_centre": True, "random_colour": True}), lr=2e-3, warmup=1)
     losses = run(t, toy_images(n=4), 2)
     assert all(np.isfinite(losses)) and t.step == 2
@@ -97,15 +97,15 @@ def test_ray_train_job_trains_then_resumes(ray_cluster, tmp_path):
             for i, img in enumerate(images):
                 w.write(f"img{i:03d}", {"png": png_bytes(img)})
     # A hostile shard among them (keys aimed outside, a link to the canary): skipped, nothing written outside.
-    from test_hostile_inputs import _member, hostile_tar
+    from tests.helpers.files import hostile_tar, member
 
     canary = tmp_path / "canary.txt"
     canary.write_text("untouched")
     escape = "../" * 16 + str(tmp_path).lstrip("/")
     img = png_bytes(np.zeros((16, 16, 3), np.uint8))
     shards.append(hostile_tar(tmp_path / "data" / "train-hostile.tar", [
-        _member(f"{escape}/canary.png", img), _member(f"{tmp_path}/abs.png", img),
-        _member("link.png", kind=tarfile.SYMTYPE, link=str(canary)), _member("ok.png", img)]))
+        member(f"{escape}/canary.png", img), member(f"{tmp_path}/abs.png", img),
+        member("link.png", kind=tarfile.SYMTYPE, link=str(canary)), member("ok.png", img)]))
     # Two data-parallel workers (DDP over gloo), one shard each.
     cfg = RestorationConfig(shards=tuple(shards), out=str(tmp_path / "run"), degradation=SPEC, resolution=16,
                             widths=(16, 32), steps=6, batch_size=8, checkpoint_every=3, lr=2e-3, num_workers=2)
@@ -174,7 +174,7 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
     rows = {p.name.split("-")[0]: pd.read_parquet(p / "rows") for p in (tmp_path / "out").iterdir() if p.is_dir()}
     # Random hole centres come from each key's seeded generator: outputs do not depend on batching.
     spec = {"name": "inpaint", "T": 6, "c": 0.5, "i0": 1.0, "random_centre": True}
-    holes = str(save_restorer(tmp_path / "holes", tiny_unet(sample_size=16, widths=(16, 32)), spec, 16))
+    holes = str(save_restorer(tmp_path / "holes", pixel_unet(sample_size=16, widths=(16, 32)), spec, 16))
     outputs = {}
     for batch in (2, 5):
         cfg = JobConfig.build(job="anonymize", s=(4,), **{**common, "model": holes, "method": "cold-inpaint",

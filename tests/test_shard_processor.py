@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.models.loading import load_model
 from pipeline.execution.jobs import plan_run

@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import png_bytes, write_tar
+from tests.helpers.files import png_bytes, write_tar
 from pipeline.io.shards import AtomicShardWriter, ShardReader, UnreadableShard, expand_shard_urls, split_member_name
 
 

@@ -17,25 +17,22 @@ import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.bench_jobs import full_job  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 from pipeline.diffusion.boomerang import boomerang  # noqa: E402
 from pipeline.io.images import fit_to_resolution, to_model_range, to_uint8  # noqa: E402
 from pipeline.models.loading import load_model  # noqa: E402
 from pipeline.diffusion.seeds import sample_generators  # noqa: E402
 from pipeline.io.shards import ShardReader  # noqa: E402
-from pipeline.models.tiny import ddpm_scheduler, save_pixel_model, tiny_unet  # noqa: E402
+from pipeline.models.architectures import ddpm_scheduler, pixel_unet, save_pixel_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,26 +78,6 @@ def bare_batched(model_dir: str, shards: list[str], t: float, steps: int, batch:
     return len(keys), time.perf_counter() - started
 
 
-def full_job(model_dir: str, shards: list[str], out: Path, batch: int, **settings) -> dict:
-    """The anonymize job in a fresh process (own Ray cluster), with the method's ``settings`` (e.g.
-    ``t=(0.5,), steps=20``; plain values only); returns timing and memory."""
-    code = (
-        "import json, resource, sys, time\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from pipeline.config.job import JobConfig\nfrom pipeline.execution.jobs import run_job\n"
-        "t0 = time.perf_counter()\n"
-        f"rows = run_job(JobConfig.build(job='anonymize', inputs=tuple({shards!r}), output={str(out)!r}, model={model_dir!r}, "
-        f"batch_size={batch}, seed=0, **{settings!r}))\n"
-        "wall = time.perf_counter() - t0\n"
-        "print(json.dumps({'wall': wall, 'images': sum(r['samples_ok'] for r in rows), "
-        "'shard_seconds': sum(r['seconds'] for r in rows), 'worker_peak_rss_mb': max(r['worker_peak_rss_mb'] for r in rows), "
-        "'stages': {k: sum(r[f'seconds_{k}'] or 0 for r in rows) for k in ('read', 'model', 'write', 'waiting')}, "
-        "'driver_peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench_out")
@@ -113,9 +90,9 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)      # every figure comes from this run
-    model_dir = str(save_pixel_model(tiny_unet(32), ddpm_scheduler(), out / "model"))
+    model_dir = str(save_pixel_model(pixel_unet(32), ddpm_scheduler(), out / "model"))
     shards = write_demo_shards(str(out / "input"), args.shards, args.per_shard)
-    params = sum(p.numel() for p in tiny_unet(32).parameters())
+    params = sum(p.numel() for p in pixel_unet(32).parameters())
 
     t0 = time.perf_counter()
     n_naive = naive_loop(model_dir, shards, args.t, args.steps, out / "naive", args.naive_images)
@@ -129,7 +106,7 @@ def main() -> None:
 
     # The CPU work around the model grows with the image: the same stages at 256 pixels (a
     # 256-pixel UNet of the same widths, few steps: the model's share is not the point here).
-    big_model = str(save_pixel_model(tiny_unet(256), ddpm_scheduler(), out / "model256"))
+    big_model = str(save_pixel_model(pixel_unet(256), ddpm_scheduler(), out / "model256"))
     big_shards = write_demo_shards(str(out / "input256"), 2, 32, size=320)
     big = full_job(big_model, big_shards, out / "job256", args.batch_size, t=(0.1,), steps=10)
 

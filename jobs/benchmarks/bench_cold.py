@@ -21,18 +21,15 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
 
 import torch  # noqa: E402
 
-from bench import full_job  # noqa: E402
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.bench_jobs import full_job  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 from pipeline.diffusion.cold import as_restorer, cold_local_sample  # noqa: E402
 from pipeline.io.images import to_model_range  # noqa: E402
 from pipeline.models.loading import load_model  # noqa: E402
@@ -40,7 +37,7 @@ from pipeline.training.restorer import save_restorer  # noqa: E402
 from pipeline.engine.sources import decode_samples  # noqa: E402
 from pipeline.transforms.base import DecodeSpec  # noqa: E402
 from pipeline.io.shards import ShardReader  # noqa: E402
-from pipeline.models.tiny import tiny_unet  # noqa: E402
+from pipeline.models.architectures import pixel_unet  # noqa: E402
 
 SETTINGS = {
     "CIFAR-10 blur, T=50, k=11": {"name": "blur", "T": 50, "kernel_size": 11, "schedule": "incremental", "c": 0.01,
@@ -111,7 +108,7 @@ def main() -> None:
               "images": args.images, "batch_size": args.batch_size, "settings": {}}
     rows = []
     for name, spec in SETTINGS.items():
-        restorer = save_restorer(out / f"restorer-T{spec['T']}", tiny_unet(32), spec, 32)
+        restorer = save_restorer(out / f"restorer-T{spec['T']}", pixel_unet(32), spec, 32)
         model = load_model(str(restorer), device=args.device, dtype="fp32")
         x = images_of(shards, 32).to(model.device)
         s = spec["T"]

@@ -4,7 +4,7 @@
 
 For each of google/ddpm-celebahq-256 (pixel, 256), CompVis/ldm-celebahq-256 (VQ latent, 256)
 and a Stable Diffusion v1.5 layout at 512 (text-conditioned latent), all with random weights in
-their repositories' own file layouts (``pipeline.models.hub_layouts``; speed and memory do not
+their repositories' own file layouts (``pipeline.fixtures.hub_layouts``; speed and memory do not
 depend on the weights' values), this runs the real command lines, each in a fresh process with
 its own local Ray cluster and one CPU worker:
 
@@ -35,13 +35,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
-sys.path.insert(0, str(REPO / "jobs" / "experiments"))
 
 import pandas as pd  # noqa: E402
 
-from pipeline.models.hub_layouts import HUB_LAYOUTS  # noqa: E402
+from pipeline.fixtures.hub_layouts import HUB_LAYOUTS  # noqa: E402
 
 MODELS = {"ddpm": "google/ddpm-celebahq-256", "ldm": "CompVis/ldm-celebahq-256", "sd": "runwayml/stable-diffusion-v1-5"}
 JOBS = ("anonymize", "anonymize-faces", "augment", "interpolate")
@@ -60,8 +57,8 @@ def build_model(name: str, models_dir: Path) -> Path:
 
 def make_inputs(out: Path, resolution: int, images: int, orl: Path | None) -> dict[str, list[str]]:
     """Face photos at the model's size, and scenes for --region faces at 640x480."""
-    from make_demo_shards import write_demo_shards
-    from wild_scenes import grace_hopper_scene, make_scenes, write_scene_shards
+    from pipeline.fixtures.demo_shards import write_demo_shards
+    from pipeline.fixtures.wild_scenes import grace_hopper_scene, make_scenes, write_scene_shards
 
     faces = write_demo_shards(str(out / f"faces-{resolution}"), 1, images, size=resolution)
     # ORL faces only: MTCNN finds them (0.98 recall in make eval-wild), the drawn synthetic ones mostly not

@@ -3,10 +3,12 @@
     python jobs/benchmarks/bench_gpu.py --out bench_out/gpu          # full size, on a GPU (make bench-gpu)
     python jobs/benchmarks/bench_gpu.py --out /tmp/gpu --tiny        # 32 px, 1/8 widths, on a CPU: 3 minutes,
                                                                      # most of them compiling (--compile-modes "" skips it)
+    PYTHONPATH=. python jobs/benchmarks/bench_gpu.py ...             # from a bare copy of the repository (the lent
+                                                                     # GPU machine has torch but not this package)
 
 The UNet has the published config of google/ddpm-celebahq-256 (113.7M parameters, 256 px) with
 random weights (speed does not depend on their values), saved in the hub's own layout
-(``pipeline.models.hub_layouts``) and loaded
+(``pipeline.fixtures.hub_layouts``) and loaded
 through ``pipeline.models.loading.load_model`` like a user's model: bf16 on a GPU, t = 0.4 and
 50 DDIM steps, so 20 UNet forwards per image. Rows, each timed after one warm-up batch (stated,
 not counted) with the device synchronised around the timed region:
@@ -34,13 +36,10 @@ import os
 import platform
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
 
 import torch  # noqa: E402
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
@@ -49,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from pipeline.diffusion.boomerang import as_eps_model, boomerang, boomerang_timesteps  # noqa: E402
 from pipeline.diffusion.seeds import sample_generators  # noqa: E402
 from pipeline.models.loading import DiffusionModel, load_model  # noqa: E402
-from pipeline.models.hub_layouts import (ddpm_celebahq_256_config, ddpm_celebahq_256_scheduler_config,  # noqa: E402
+from pipeline.fixtures.hub_layouts import (ddpm_celebahq_256_config, ddpm_celebahq_256_scheduler_config,  # noqa: E402
                                          save_ddpm_celebahq_256)
 
 NOMINAL_GFLOP_PER_FORWARD = 496        # the issue's figure for one 256 px forward
@@ -187,8 +186,7 @@ def job_unavailable_reason() -> str | None:
     except ImportError:
         return "skipped: ray not installed"
     try:
-        import bench  # noqa: F401
-        import make_demo_shards  # noqa: F401
+        import pipeline.fixtures.demo_shards  # noqa: F401
         import pipeline.execution.jobs  # noqa: F401
     except ImportError as exc:
         return f"skipped: {exc.name or exc} not installed"
@@ -198,8 +196,8 @@ def job_unavailable_reason() -> str | None:
 def job_rows(model_dir: Path, out: Path, images: int, batch: int, resolution: int, **settings) -> list[dict]:
     """The anonymize job on shards of synthetic faces at the model's resolution, in a fresh process,
     with the JobConfig ``settings`` of the bare rows (t, steps, dtype, threads)."""
-    from bench import full_job
-    from make_demo_shards import write_demo_shards
+    from pipeline.fixtures.bench_jobs import full_job
+    from pipeline.fixtures.demo_shards import write_demo_shards
 
     per_shard = max(1, min(128, images // 4))
     shards = write_demo_shards(str(out / "input"), -(-images // per_shard), per_shard, size=resolution)

@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
 
 import torch  # noqa: E402
 
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 from pipeline.io.images import to_model_range, to_uint8  # noqa: E402
 from pipeline.config.interpolation import DEFAULT_LAMS, InterpConfig  # noqa: E402
 from pipeline.execution.interpolation_job import locate_inversions, plan_pair_tasks  # noqa: E402
@@ -61,17 +59,17 @@ def official_pattern(model, cfg: InterpConfig, images: dict, pairs: list[tuple[s
     """Frames made one at a time, one method per run, inversions redone per pair and run."""
     frames = 0
     a_b = model.scheduler.alphas_cumprod
-    for method in cfg.methods:
+    for method in cfg.interpolation.methods:
         for key_a, key_b in pairs:
             with torch.inference_mode():
                 lat = {}
                 for key in (key_a, key_b):
-                    x0 = model.encode(to_model_range([images[key]]), sample_generators(cfg.seed, [key], [0]))
-                    inv = ddim_invert(model.eps_model(1, cfg.prompt), model.scheduler, x0, num_steps=cfg.steps,
-                                      n_invert=cfg.invert_steps)
+                    x0 = model.encode(to_model_range([images[key]]), sample_generators(cfg.run.seed, [key], [0]))
+                    inv = ddim_invert(model.eps_model(1, cfg.interpolation.prompt), model.scheduler, x0, num_steps=cfg.interpolation.steps,
+                                      n_invert=cfg.interpolation.invert_steps)
                     lat[key] = (inv.latents, x0)
                 abar = float(a_b[inv.t_end])
-                for lam in cfg.lam:
+                for lam in cfg.interpolation.lam:
                     eps = torch.randn_like(lat[key_a][0])
                     z, _ = start_latents(method, lat[key_a][0], lat[key_b][0], lat[key_a][1], lat[key_b][1],
                                          torch.tensor([lam]), a=abar ** 0.5, b=(1 - abar) ** 0.5, eps=eps, eps2=eps,
@@ -84,10 +82,10 @@ def official_pattern(model, cfg: InterpConfig, images: dict, pairs: list[tuple[s
 
 def _separate_guidance(model, cfg: InterpConfig):
     """Classifier-free guidance as the official code runs it: two batch-1 passes."""
-    if model.passes_per_eval(cfg.guidance_scale) == 1:
-        return model.eps_model(1, cfg.prompt)
-    cond, uncond = model.eps_model(1, cfg.prompt), model.eps_model(1, cfg.negative_prompt)
-    return lambda x, t: uncond(x, t) + cfg.guidance_scale * (cond(x, t) - uncond(x, t))
+    if model.passes_per_eval(cfg.interpolation.guidance_scale) == 1:
+        return model.eps_model(1, cfg.interpolation.prompt)
+    cond, uncond = model.eps_model(1, cfg.interpolation.prompt), model.eps_model(1, cfg.interpolation.negative_prompt)
+    return lambda x, t: uncond(x, t) + cfg.interpolation.guidance_scale * (cond(x, t) - uncond(x, t))
 
 
 def pipeline_worker(model, cfg: InterpConfig, inputs: list[str]) -> int:

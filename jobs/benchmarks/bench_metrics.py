@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def timed(fn, repeats: int = 1) -> float:
@@ -40,7 +39,7 @@ def main() -> int:
 
     from metrics.identity import FACENET_WEIGHTS, load_recognizer, save_random_facenet_weights, why_unavailable
     from metrics.inception import FID_WEIGHTS_FILE, inception_features, load_fid_inception, save_random_fid_weights
-    from pipeline.io.synthetic_faces import make_faces
+    from pipeline.fixtures.synthetic_faces import make_faces
 
     torch.set_num_threads(args.threads)
     home = Path(os.environ["TORCH_HOME"])

@@ -37,15 +37,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "jobs"))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from folder_to_shards import write_folder_shards  # noqa: E402
+from pipeline.io.folders import write_folder_shards  # noqa: E402
 
-from jobs.experiments.labelled_shards import Labelled, first_image_size, load_labelled, write_synthetic_shards  # noqa: E402
+from pipeline.fixtures.labelled_shards import Labelled, first_image_size, load_labelled, write_synthetic_shards  # noqa: E402
 from metrics.classifier import accuracy, train_classifier  # noqa: E402
 from pipeline.config.job import JobConfig  # noqa: E402
 from pipeline.io.shards import expand_shard_urls  # noqa: E402

@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
 
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 DEGRADATIONS = {
     "blur": {"name": "blur", "T": 50, "kernel_size": 11, "schedule": "incremental", "c": 0.01, "base": 0.34,

@@ -21,11 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
 
-from folder_to_shards import write_folder_shards  # noqa: E402
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.io.folders import write_folder_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 from metrics.suite import MetricSettings  # noqa: E402
 from pipeline.config.job import JobConfig  # noqa: E402

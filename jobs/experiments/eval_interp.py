@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
 
-from folder_to_shards import write_folder_shards  # noqa: E402
-from make_demo_shards import write_demo_shards  # noqa: E402
+from pipeline.io.folders import write_folder_shards  # noqa: E402
+from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 
 SHOWN = ["method", "frames_ok", "rms_nearest_mean", "rms_to_prev_mean", "step_max_over_mean", "latent_norm_ratio_mean",
          "beyond_boundary_share_mean", "saturated_share_mean", "brightness_mean", "lpips_nearest_mean", "fid", "kid_mean"]

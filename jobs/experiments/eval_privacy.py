@@ -44,7 +44,7 @@ def person_of(key: str) -> str:
 
 
 def gallery_photos(data: Path, train_photos: int = 5) -> tuple[list[np.ndarray], list[str]]:
-    from folder_to_shards import labelled_images
+    from pipeline.io.folders import labelled_images
     from pipeline.io.images import open_upright
 
     items = [it for it in labelled_images(data, train_photos) if it["split"] == "train"]
@@ -107,7 +107,7 @@ def main() -> int:
     ap.add_argument("--margin", type=float, default=0.0)
     ap.add_argument("--steps", type=int, default=50)
     args = ap.parse_args()
-    from folder_to_shards import write_folder_shards
+    from pipeline.io.folders import write_folder_shards
     from metrics.attacker import GalleryClassifier
     from metrics.identity import available_recognizers, load_recognizer
     from PIL import Image

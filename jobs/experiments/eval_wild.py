@@ -32,13 +32,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from wild_scenes import grace_hopper_scene, make_scenes, write_scene_shards  # noqa: E402
+from pipeline.fixtures.wild_scenes import grace_hopper_scene, make_scenes, write_scene_shards  # noqa: E402
 
 COVERAGE = 0.5
 
@@ -89,8 +87,8 @@ def measure(scenes, outputs: dict, faces: pd.DataFrame, cfg) -> tuple[list[dict]
             if r.action == "regenerated":
                 x, y, s = int(r.crop_x), int(r.crop_y), int(r.crop_side)
                 changed[y:y + s, x:x + s] = True
-                crop = square_crop(FaceBox(r.x0, r.y0, r.x1, r.y1), cfg.face_margin, *scene.pixels.shape[1::-1])
-                mask = feather_mask(crop, FaceBox(r.x0, r.y0, r.x1, r.y1), cfg.face_feather * min(r.x1 - r.x0, r.y1 - r.y0))
+                crop = square_crop(FaceBox(r.x0, r.y0, r.x1, r.y1), cfg.regions.face_margin, *scene.pixels.shape[1::-1])
+                mask = feather_mask(crop, FaceBox(r.x0, r.y0, r.x1, r.y1), cfg.regions.face_feather * min(r.x1 - r.x0, r.y1 - r.y0))
                 band = np.zeros_like(changed)
                 band[y:y + s, x:x + s] = (mask > 0) & (mask < 0.2)
                 seams.append(gradient_energy(out, band) / max(gradient_energy(scene.pixels, band), 1e-9))
@@ -100,7 +98,7 @@ def measure(scenes, outputs: dict, faces: pd.DataFrame, cfg) -> tuple[list[dict]
         outside_changed.append(psnr_where(scene.pixels, out, ~changed))
         grown = np.ones_like(changed)
         for f in scene.faces:
-            crop = square_crop(FaceBox(*f.box), cfg.face_margin, *scene.pixels.shape[1::-1])
+            crop = square_crop(FaceBox(*f.box), cfg.regions.face_margin, *scene.pixels.shape[1::-1])
             grown[crop.y:crop.y + crop.side, crop.x:crop.x + crop.side] = False
         outside_true.append(psnr_where(scene.pixels, out, grown))
         for f in scene.faces:
@@ -153,7 +151,7 @@ def main() -> int:
     from pipeline.execution.jobs import resolve_config, run_job
     from pipeline.io.images import prepare_image
     from pipeline.io.shards import ShardReader
-    from wild_report import write_report
+    from pipeline.reports.wild import write_report
 
     out = Path(args.out)
     scenes = make_scenes(args.scenes, args.orl) + [grace_hopper_scene()]

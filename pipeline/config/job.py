@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import fsspec
-
 from metrics.registry import MetricSettings
 from pipeline.config.job_sections import (AugmentSettings, PrivacyTargetSettings, PublicationSettings,
                                           RegionSettings)
@@ -178,25 +176,6 @@ class JobConfig(HashedConfig):
     def levels(self) -> tuple:
         """What one output is made at: t values (Boomerang) or severities (cold methods)."""
         return self.method_plugin.levels(self.method_settings)
-
-
-def load_run_config(run_dir: str) -> HashedConfig:
-    """The configuration any run directory was made with (its ``config.json``): a JobConfig for
-    anonymize/augment runs, an InterpConfig for interpolation runs. Files written before the
-    settings had sections hold the same flat names (and other methods' settings, dropped here)."""
-    from pipeline.config.interpolation import InterpConfig
-
-    fs, path = fsspec.core.url_to_fs(posixpath.join(run_dir, "config.json"))
-    if not fs.exists(path):
-        raise UserError(f"{run_dir}: no config.json; is this a run directory (<output>/<job>-<hash12>)?")
-    saved = json.loads(fs.cat_file(path))["config"]
-    metrics = saved.pop("metrics", None)
-    metrics = MetricSettings.build(**metrics) if metrics else None
-    if saved.get("job") == "interpolate":
-        return InterpConfig.build(**{k: v for k, v in saved.items() if k in InterpConfig.setting_names()})
-    job, method = saved.pop("job"), saved.pop("method", "boomerang")
-    known = {name for klass in JobConfig.section_classes(method).values() for name in klass.names()}
-    return JobConfig.build(job, method, metrics, **{k: v for k, v in saved.items() if k in known})
 
 
 def model_fingerprint(model_dir: Path) -> str:

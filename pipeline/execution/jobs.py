@@ -245,7 +245,7 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
     """Score a finished run's outputs on the cluster (only shards not scored yet); returns the eval dir."""
 
     from metrics.suite import check_available
-    from pipeline.config.job import load_run_config
+    from pipeline.config.runs import load_run_config
 
     cfg = load_run_config(run_dir)
     check_available(settings)

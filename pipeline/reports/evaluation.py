@@ -17,7 +17,7 @@ import pandas as pd
 from metrics.registry import MetricSettings
 from pipeline.reports.faces import run_faces
 from pipeline.reports.html import faces_section, render_report, series_label
-from pipeline.config.job import load_run_config
+from pipeline.config.runs import load_run_config
 from pipeline.transforms.scoring import read_npz
 from pipeline.io.records import finished_files, write_parquet_atomic
 from pipeline.io.images import find_image_field, prepare_image
@@ -129,11 +129,11 @@ def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarr
     resolution = _decoded(first).shape[0]
     cfg = load_run_config(run_dirs[0])
     sources: dict[str, np.ndarray] = {}
-    for url in cfg.inputs:
+    for url in cfg.run.inputs:
         for sample in ShardReader(url):
             if len(sources) < n:
                 try:
-                    sources[sample.key] = _decoded(sample, resolution, cfg.image_field)
+                    sources[sample.key] = _decoded(sample, resolution, cfg.images.image_field)
                 except Exception:   # a bad input has no output to show
                     continue
         if len(sources) >= n:
@@ -169,7 +169,7 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
     sections = []
     for r in run_dirs:
         cfg = load_run_config(r)
-        if getattr(cfg, "region", "full") == "faces":          # interpolation configs have no regions
+        if getattr(cfg, "regions", None) is not None and cfg.regions.region == "faces":   # interpolation runs have none
             face_rows, faces = run_faces(r, cfg)
             sections.append(faces_section(r, contact_sheet(face_rows) if face_rows else None, faces))
     metric_sections = [section for metric, _ in MetricSettings.build(**described_all["settings"]).active()

@@ -37,13 +37,13 @@ def run_faces(run_dir: str, cfg, limit: int = 8) -> tuple[list[tuple[str, list[n
     if not len(faces):
         return [], faces
     shown = faces[(faces.action == "regenerated") & (faces.status == "ok") & (faces.variant.fillna(0) == 0)].head(limit)
-    sources = _images(cfg.inputs, set(shown.source_key), cfg.image_field)
+    sources = _images(cfg.run.inputs, set(shown.source_key), cfg.images.image_field)
     outputs = _images(expand_shard_urls(posixpath.join(run_dir, "shards")), set(shown.key), None)
     rows, rms = [], {}
     for face in shown.itertuples():
         if face.source_key in sources and face.key in outputs:
             rows.append((f"{str(face.source_key)[:10]} #{face.face}",
-                         face_triplet(sources[face.source_key], outputs[face.key], face, cfg.face_feather)))
+                         face_triplet(sources[face.source_key], outputs[face.key], face, cfg.regions.face_feather)))
             rms[face.Index] = box_rms(sources[face.source_key], outputs[face.key], face)
     faces = faces.assign(rms_in_box=pd.Series(rms, dtype="float64"))
     return rows, faces

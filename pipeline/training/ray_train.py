@@ -45,7 +45,7 @@ def train_loop(config: dict) -> None:
 
     from pipeline.diffusion.degradations import build_degradation
     from pipeline.training.restorer import RestorerTrainer, loss_curve_png, save_restorer
-    from pipeline.models.tiny import tiny_unet
+    from pipeline.models.architectures import pixel_unet
     from pipeline.training.data import shuffled_batches, stream_images
 
     config = dict(config)
@@ -55,7 +55,7 @@ def train_loop(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)                                  # the same initial weights on every rank
     degrade = build_degradation(cfg.degradation)
-    unet = tiny_unet(sample_size=cfg.resolution, widths=cfg.widths, seed=cfg.seed)
+    unet = pixel_unet(sample_size=cfg.resolution, widths=cfg.widths, seed=cfg.seed)
     trainer = RestorerTrainer(unet, degrade, lr=cfg.lr, ema_decay=cfg.ema_decay)
     out = Path(cfg.out)
     trainer.unet = ray.train.torch.prepare_model(unet)          # to the worker's device; DDP when world > 1

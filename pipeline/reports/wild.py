@@ -22,7 +22,7 @@ def write_report(path, scenes, outputs: dict, faces: pd.DataFrame, summary: dict
     for face in faces[faces.action == "regenerated"].head(2 * n).itertuples():
         if face.source_key in outputs:
             triplets.append((f"{face.source_key[-6:]} #{face.face}",
-                             face_triplet(sources[face.source_key], outputs[face.source_key], face, cfg.face_feather)))
+                             face_triplet(sources[face.source_key], outputs[face.source_key], face, cfg.regions.face_feather)))
     parts = ["<h1>Faces in the wild: --region faces</h1>",
              f"<p>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'grace_hopper'}, default=str))}</p>",
              "<h2>Scenes</h2>", f"<img src='{image_uri(contact_sheet(scene_rows, cell=160))}'>"]
