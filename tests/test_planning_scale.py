@@ -36,7 +36,7 @@ from pipeline.steps.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
 LATENCY = 0.03                 # seconds per request: a small-object request on S3 or GCS, same region
-FIXED = 16                     # driver requests that do not grow with shards: lock 5, run files 3, checkpoint 1 + 3 (+1 per 5 MiB part)
+FIXED = 16                     # driver requests that do not grow with shards: lock 5, run files 3, checkpoint 1 + 1 (+1 per 5 MiB part), withdrawals none
 SIZES = [b"\0" * (1000 + 7 * i) for i in range(97)]     # input shards' bytes (sizes differ; never read here)
 
 

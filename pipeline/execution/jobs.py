@@ -39,7 +39,7 @@ from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UNREADABLE_SHARD, UserError
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
 from pipeline.io.listing import MISSING
-from pipeline.io.records import MANIFEST_SCHEMA
+from pipeline.io.records import MANIFEST_SCHEMA, write_bytes_atomic
 from pipeline.execution.run_lock import RunLock
 from pipeline.steps.completion import SCORING_COUNTS, failed_task_row, write_failed_row
 from pipeline.io.shards import expand_shard_urls, shard_name
@@ -124,8 +124,7 @@ def plan_run(cfg: JobConfig) -> RunPlan:
 def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
     fs, path = fsspec.core.url_to_fs(plan.run_dir)
     fs.makedirs(path, exist_ok=True)
-    with fs.open(posixpath.join(path, "config.json"), "w") as f:
-        f.write(cfg.to_json())
+    write_bytes_atomic(cfg.to_json().encode(), posixpath.join(plan.run_dir, "config.json"))
     entry = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "pending": len(plan.pending),
              "skipped": len(plan.skipped), "missing": len(plan.missing), "argv": sys.argv}
     log_path = posixpath.join(path, "runs.jsonl")
@@ -133,8 +132,7 @@ def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
         previous = fs.cat_file(log_path).decode()
     except FileNotFoundError:
         previous = ""
-    with fs.open(log_path, "w") as f:
-        f.write(previous + json.dumps(entry) + "\n")
+    write_bytes_atomic((previous + json.dumps(entry) + "\n").encode(), posixpath.join(plan.run_dir, "runs.jsonl"))
 
 
 def merge_manifest(checkpoint: Checkpoint, tasks: list, this_run: list[dict] = ()) -> list[dict]:
