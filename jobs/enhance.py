@@ -51,13 +51,22 @@ def low_resolution_shards(inputs: list[str], out: str, resolution: int, factor: 
     from pipeline.steps.completion import run_to_completion
     from pipeline.steps.planning import plan_inputs, task_rows
     from pipeline.steps.tasks import ShardTask
+    from pipeline.steps.withdrawal import withdraw
 
     if resolution % factor:
         raise ValueError(f"--factor {factor} must divide the resolution {resolution}")
     kinds = ("reference", upsample, "nearest")
     settings = hashlib.sha256(json.dumps([resolution, factor, upsample, image_field]).encode()).hexdigest()
     plan = plan_inputs(inputs, posixpath.join(out, "manifest"), config_hash=settings)
-    tasks = [ShardTask.for_shard(out, url, size) for url, size in plan.pending]
+    if plan.missing:
+        raise UserError(f"{len(plan.missing)} input shard(s) not found, e.g. {plan.missing[0]}")
+    # What was made from inputs that are gone goes (every upsampling's files: other settings too).
+    withdrawn = withdraw(plan.checkpoint, plan.gone, lambda url: [
+        posixpath.join(out, kind, posixpath.basename(ShardTask.for_shard(out, url).output_url))
+        for kind in ("reference", *sorted(UPSAMPLERS), "nearest")])
+    if withdrawn.failed:
+        raise UserError(f"could not withdraw the low-resolution inputs of {withdrawn.failed[0][0]}: {withdrawn.failed[0][1]}")
+    tasks = [ShardTask.for_shard(out, s.url, s.size, s.version) for s in plan.pending]
     rows = []
     for task in tasks:
         name = posixpath.basename(task.output_url)
@@ -65,7 +74,7 @@ def low_resolution_shards(inputs: list[str], out: str, resolution: int, factor: 
         body = partial(_write_versions, task.input_url, dict(zip(kinds, outputs)), resolution, factor, upsample, image_field)
         rows.append(run_to_completion(task, MANIFEST_SCHEMA, outputs, body, {
             "input_shard": task.input_url, "output_shard": outputs[0], "input_bytes": task.input_bytes,
-            "config_hash": settings}))
+            "input_version": task.input_version, "config_hash": settings}))
     save_checkpoint(plan.checkpoint.updated(task_rows(tasks, rows)))
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:

@@ -70,7 +70,8 @@ def config_from_args(args: argparse.Namespace) -> InterpConfig:
         max_member_bytes=args.max_member_bytes, max_pixels=args.max_pixels,
         pairs_per_shard=args.pairs_per_shard, fid=args.fid, lpips=args.lpips, inception_weights=args.inception_weights,
         batch_size=args.batch_size, num_gpus=args.num_gpus, num_cpu_workers=args.num_cpu_workers,
-        cpu_threads=args.cpu_threads, address=args.address, device=args.device, gpu_wait=args.gpu_wait)
+        cpu_threads=args.cpu_threads, address=args.address, device=args.device, gpu_wait=args.gpu_wait,
+        keep_orphans=args.keep_orphans)
 
 
 @user_errors_exit_2

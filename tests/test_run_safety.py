@@ -238,3 +238,11 @@ def _has_token(process) -> bool:
         return TOKEN_VARIABLE in process.environ()
     except Exception:
         return False
+
+
+def test_a_wrong_input_path_is_a_one_line_error_and_writes_nothing(pixel_model_dir, tmp_path):
+    result = _cli("--input", str(tmp_path / "no-such-dir" / "faces-{000000..000009}.tar"), "--output",
+                  str(tmp_path / "out"), "--model", pixel_model_dir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "none of the 10 input shard(s) exists" in result.stderr
+    assert not (tmp_path / "out").exists() and "Started a local Ray" not in result.stderr

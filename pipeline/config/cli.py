@@ -174,6 +174,9 @@ def add_io_flags(ap: argparse.ArgumentParser) -> None:
                     help="shards: brace patterns, lists, directories or fsspec URLs (s3://, gs://, file://)")
     ap.add_argument("--output", required=True, help="output root (local path or fsspec URL); runs go in subdirectories")
     ap.add_argument("--model", required=True, help="hub id (e.g. google/ddpm-celebahq-256) or a local model directory")
+    ap.add_argument("--keep-orphans", action="store_true",
+                    help="keep the outputs, rows and manifest rows of input shards that no longer exist (default: "
+                         "withdraw them in this run, as an erasure request needs; they are reported either way)")
 
 
 def add_prompt_flags(ap: argparse.ArgumentParser, default_guidance: float) -> None:
@@ -254,7 +257,7 @@ def config_from_args(job: str, args: argparse.Namespace, **extra) -> JobConfig:
         dtype=args.dtype, min_side=args.min_side, image_field=args.image_field, max_member_bytes=args.max_member_bytes,
         max_pixels=args.max_pixels, batch_size=args.batch_size,
         num_gpus=args.num_gpus, num_cpu_workers=args.num_cpu_workers, cpu_threads=args.cpu_threads,
-        address=args.address, device=args.device, gpu_wait=args.gpu_wait,
+        address=args.address, device=args.device, gpu_wait=args.gpu_wait, keep_orphans=args.keep_orphans,
         metrics=metric_settings_from_args(args) if args.metrics else None, **region_from_args(args), **extra)
 
 

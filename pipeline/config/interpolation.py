@@ -46,7 +46,7 @@ class InterpConfig(HashedConfig, ImageSettings, ExecutionSettings):
     job: str = "interpolate"
 
     execution_fields = ("inputs", "output", "pairs_file", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads",
-                        "address", "device", "inception_weights", "gpu_wait")
+                        "address", "device", "inception_weights", "gpu_wait", "keep_orphans")
 
     def __post_init__(self) -> None:
         if self.pairs not in PAIR_SOURCES:

@@ -34,7 +34,7 @@ JOBS = ("anonymize", "augment")
 
 # Fields that do not affect outputs, so they are left out of the hash.
 EXECUTION_FIELDS = ("inputs", "output", "batch_size", "num_gpus", "num_cpu_workers", "cpu_threads", "address",
-                    "device", "metrics", "key_secret", "boxes_file", "gpu_wait")
+                    "device", "metrics", "key_secret", "boxes_file", "gpu_wait", "keep_orphans")
 # --region faces settings: hashed only for region runs, so whole-image runs keep their directories.
 REGION_FIELDS = ("detector", "boxes_field", "boxes_fingerprint", "face_margin", "face_feather", "min_face", "no_face")
 # --privacy-target settings: hashed only when it is on.
@@ -115,6 +115,7 @@ class ExecutionSettings:
     address: str | None = None
     device: str = "auto"
     gpu_wait: float = 900.0                # seconds to wait for the first GPU worker (autoscaling)
+    keep_orphans: bool = False             # keep what was made from inputs that are gone (default: withdraw it)
 
     def worker_options(self) -> dict:
         """What the execution layer's ``WorkerPool`` takes from a configuration."""

@@ -30,14 +30,15 @@ class InversionTask:
     manifest_url: str
     input_bytes: int | None = None
     wanted: frozenset[str] | None = None     # keys some pair uses (None: every image)
+    input_version: str | None = None         # io.listing.content_version of the input when planned
 
     @classmethod
     def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None,
-                  wanted: frozenset[str] | None = None) -> "InversionTask":
+                  wanted: frozenset[str] | None = None, input_version: str | None = None) -> "InversionTask":
         stem, inv = shard_stem(input_url), posixpath.join(run_dir, "inversions")
         return cls(input_url, posixpath.join(inv, "cache", stem), posixpath.join(inv, "rows", f"{stem}.parquet"),
                    posixpath.join(inv, "features", f"{stem}.npz"), posixpath.join(inv, "manifest", f"{stem}.parquet"),
-                   input_bytes, wanted)
+                   input_bytes, wanted, input_version)
 
     def cache_url(self, key: str) -> str:
         """Named by a hash of the key: a key is data from the shard, never a path."""

@@ -94,7 +94,7 @@ class InterpolationProcessor:
 
     def process(self, task, progress: Callable[[int], None] = lambda n: None) -> dict:
         base = {"input_shard": task.input_url, "config_hash": self.config_hash, "worker": self.worker,
-                "input_bytes": getattr(task, "input_bytes", None)}
+                "input_bytes": getattr(task, "input_bytes", None), "input_version": getattr(task, "input_version", None)}
         if isinstance(task, InversionTask):
             return run_to_completion(task, MANIFEST_SCHEMA, (task.rows_url, task.features_url),
                                      lambda: self.invert_shard(task, progress), {**base, "output_shard": task.cache_dir})

@@ -43,6 +43,7 @@ EVAL_MANIFEST_SCHEMA = pa.schema([
     ("error_kind", pa.string()),
     ("outputs_scored", pa.int64()),
     ("outputs_error", pa.int64()),
+    ("input_version", pa.string()),    # the job row's input_version: the outputs scored were made from it
     ("seconds", pa.float64()),
     ("finished_at", pa.string()),
     ("worker", pa.string()),
@@ -59,15 +60,16 @@ class EvalTask:
     features_url: str
     manifest_url: str
     job_rows_url: str = ""
+    input_version: str | None = None     # the job's manifest row's: which content its outputs were made from
 
     @classmethod
-    def for_shard(cls, eval_dir: str, input_url: str, output_url: str) -> "EvalTask":
+    def for_shard(cls, eval_dir: str, input_url: str, output_url: str, input_version: str | None = None) -> "EvalTask":
         stem = shard_name(output_url).removesuffix(".tar")
         run_dir = posixpath.dirname(eval_dir.rstrip("/"))
         return cls(input_url, output_url, posixpath.join(eval_dir, "rows", f"{stem}.parquet"),
                    posixpath.join(eval_dir, "features", f"{stem}.npz"),
                    posixpath.join(eval_dir, "manifest", f"{stem}.parquet"),
-                   posixpath.join(run_dir, "rows", f"{stem}.parquet"))
+                   posixpath.join(run_dir, "rows", f"{stem}.parquet"), input_version)
 
 
 def read_npz(url: str) -> dict[str, np.ndarray]:
@@ -124,7 +126,8 @@ class ShardScorer:
                 body()
             return self.write()
         return run_to_completion(task, EVAL_MANIFEST_SCHEMA, (task.rows_url, task.features_url), complete,
-                                 {"input_shard": task.input_url, "output_shard": task.output_url, "worker": worker},
+                                 {"input_shard": task.input_url, "output_shard": task.output_url, "worker": worker,
+                                  "input_version": task.input_version},
                                  counts=SCORING_COUNTS)
 
 

@@ -15,14 +15,16 @@ class ShardTask:
     rows_url: str
     manifest_url: str
     input_bytes: int | None = None
+    input_version: str | None = None       # io.listing.content_version of the input when planned
 
     @classmethod
-    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None,
+                  input_version: str | None = None) -> "ShardTask":
         name = shard_name(input_url)
         stem = next((name[: -len(sfx)] for sfx in SHARD_SUFFIXES if name.endswith(sfx)), name)
         # Outputs are plain tars whatever the input's compression.
         return cls(input_url, posixpath.join(run_dir, "shards", f"{stem}.tar"), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
-                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
+                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes, input_version)
 
     @property
     def faces_url(self) -> str:

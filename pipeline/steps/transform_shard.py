@@ -88,7 +88,7 @@ class ShardProcessor:
 
     def process(self, task: ShardTask, progress: Callable[[int], None] = lambda n: None) -> dict:
         base = {"input_shard": task.input_url, "output_shard": task.output_url, "config_hash": self.config_hash,
-                "input_bytes": task.input_bytes, "worker": self.worker}
+                "input_bytes": task.input_bytes, "input_version": task.input_version, "worker": self.worker}
         outputs = (task.output_url, task.rows_url) + ((task.faces_url,) if self.regions else ())
         return run_to_completion(task, MANIFEST_SCHEMA, outputs, lambda: self._transform(task, progress), base)
 
@@ -97,7 +97,8 @@ class ShardProcessor:
         scorer = None
         if self.suite is not None:
             eval_dir = posixpath.join(self.cfg.run_dir, self.suite.settings.eval_dir_name())
-            scorer = ShardScorer(self.suite, EvalTask.for_shard(eval_dir, task.input_url, task.output_url))
+            scorer = ShardScorer(self.suite, EvalTask.for_shard(eval_dir, task.input_url, task.output_url,
+                                                                task.input_version))
         self.face_rows: list[dict] = []
         rows, samples_in, samples_ok, reader_error = self._process_samples(task, progress, scorer)
         write_parquet_atomic(rows_table(rows, ROW_SCHEMA), task.rows_url)
