@@ -217,8 +217,10 @@ def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver(
         wide = [(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()) for c in listening
                 if c.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
         assert not wide, f"listening beyond loopback: {wide}"
-        # Include the workers Ray parented elsewhere: everything that inherited the cluster's token.
-        cluster |= {p.pid for p in psutil.process_iter() if _has_token(p)}
+        # Include the workers Ray parented elsewhere: everything that inherited this cluster's token
+        # (the value, not just the variable: other private clusters may run on this machine).
+        token = next(t for t in map(_token, cluster) if t)
+        cluster |= {p.pid for p in psutil.process_iter() if _token(p.pid) == token}
     finally:
         driver.send_signal(signal.SIGKILL)              # the driver alone, not its process group
         driver.wait()
@@ -231,13 +233,15 @@ def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver(
     assert not survivors, f"still running 20 s after the driver was killed: {survivors}"
 
 
-def _has_token(process) -> bool:
+def _token(pid: int) -> str | None:
+    import psutil
+
     from pipeline.execution.private_cluster import TOKEN_VARIABLE
 
     try:
-        return TOKEN_VARIABLE in process.environ()
+        return psutil.Process(pid).environ().get(TOKEN_VARIABLE)
     except Exception:
-        return False
+        return None
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------------
