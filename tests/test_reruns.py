@@ -190,3 +190,13 @@ def test_erased_edited_and_deleted_inputs_on_s3(ray_cluster, pixel_model_dir, s3
     assert sum(noop.values()) <= 20 and noop["PUT"] <= 3, noop
     assert sum(first.values()) <= 25 + 6 * 3, first
     print(f"\nS3 requests: first run of 3 shards {dict(first)}; no-op {dict(noop)}; rerun {dict(rerun)}")
+
+
+def test_local_inputs_are_recorded_by_absolute_path(tmp_path, monkeypatch):
+    """A later run from another working directory must find the same inputs, not call them gone."""
+    from pipeline.execution.jobs import expand_inputs
+
+    monkeypatch.chdir(tmp_path)
+    write_shard("in/faces-000000.tar", {"k": image(1)})
+    assert expand_inputs(["in/faces-{000000..000001}.tar", "s3://bucket/x.tar"]) == \
+        (f"{tmp_path}/in/faces-000000.tar", f"{tmp_path}/in/faces-000001.tar", "s3://bucket/x.tar")

@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import posixpath
 import sys
 from collections import Counter
@@ -99,8 +100,10 @@ def publication_secret(cfg: JobConfig) -> bytes | None:
 
 
 def expand_inputs(inputs) -> tuple[str, ...]:
-    """The input shard URLs; outputs are named after them, so base names must be unique."""
-    shards = tuple(expand_shard_urls(list(inputs)))
+    """The input shard URLs, local paths made absolute (manifests name each input by them, and a
+    later run from another directory must find the same inputs, not call them gone); outputs are
+    named after them, so base names must be unique."""
+    shards = tuple(u if "://" in u or "::" in u else os.path.abspath(u) for u in expand_shard_urls(list(inputs)))
     if not shards:
         raise UserError(f"--input {list(inputs)} matches no shards")
     counts = Counter(shard_name(u) for u in shards)
