@@ -161,9 +161,9 @@ def run_interpolation(cfg: InterpConfig) -> list[dict]:
     cfg = resolve_interp_config(cfg)
     if cfg.fid or cfg.lpips:
         check_metric_weights(cfg)
-    entries = list_inputs(cfg.inputs)
+    states = list_inputs(cfg.inputs)
     with RunLock(cfg.run_dir):
-        return _run_stages(cfg, entries)
+        return _run_stages(cfg, states)
 
 
 def inversion_files(run_dir: str):
@@ -175,12 +175,12 @@ def inversion_files(run_dir: str):
     return files
 
 
-def _run_stages(cfg: InterpConfig, entries: dict | None = None) -> list[dict]:
+def _run_stages(cfg: InterpConfig, states: dict | None = None) -> list[dict]:
     run_dir = cfg.run_dir
     wanted = None
     if cfg.pairs == "file":
         wanted = frozenset(k for pair in read_pairs_file(cfg.pairs_file) for k in pair)
-    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"), entries=entries)
+    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"), states=states)
     inversions = [InversionTask.for_shard(run_dir, s.url, s.size, wanted, s.version) for s in plan.pending]
     # Inputs that are gone lose their inversions here; the groups that used their images get
     # other hashes below and are decoded again without them.

@@ -39,7 +39,7 @@ from pipeline.execution.shard_workers import EvalWorker, ShardWorker
 from pipeline.config.job import JobConfig, model_fingerprint
 from pipeline.errors import UserError
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
-from pipeline.io.listing import object_entries
+from pipeline.io.listing import object_states
 from pipeline.io.records import MANIFEST_SCHEMA, write_bytes_atomic
 from pipeline.execution.run_lock import RunLock
 from pipeline.steps.completion import SCORING_COUNTS
@@ -114,19 +114,19 @@ def expand_inputs(inputs) -> tuple[str, ...]:
     return shards
 
 
-def list_inputs(inputs) -> dict[str, dict | None]:
-    """Each input's listing entry (``io.listing.object_entries``), taken before the run
+def list_inputs(inputs) -> dict[str, tuple | None]:
+    """Each input's size and content version (``io.listing.object_states``), taken before the run
     directory is touched: when none of the inputs exists (a wrong path or pattern, storage not
     mounted) nothing could be told apart from a deleted dataset, so the run stops here with a
     user error, before its lock, its files or Ray."""
-    entries = object_entries(inputs)
-    if inputs and all(entry is None for entry in entries.values()):
+    states = object_states(inputs)
+    if inputs and all(state is None for state in states.values()):
         raise UserError(f"--input: none of the {len(inputs)} input shard(s) exists (e.g. {inputs[0]}); check the "
                         f"path or pattern (nothing was written)")
-    return entries
+    return states
 
 
-def plan_run(cfg: JobConfig, entries: dict | None = None) -> RunPlan:
+def plan_run(cfg: JobConfig, states: dict | None = None) -> RunPlan:
     """Which shards still need work: those with no manifest row, a ``failed`` one, or one made
     from other content (an edited, replaced or completed input: its content version changed).
     ``ok`` and ``truncated`` shards of unchanged inputs are final. Inputs named that do not
@@ -134,7 +134,7 @@ def plan_run(cfg: JobConfig, entries: dict | None = None) -> RunPlan:
     exist are ``gone`` (to withdraw). Costs listing pages and changed manifest files, not a
     request per shard (``pipeline.steps.planning``)."""
     run_dir = cfg.run_dir
-    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"), entries=entries)
+    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"), states=states)
     tasks = [ShardTask.for_shard(run_dir, s.url, s.size, s.version) for s in plan.pending]
     return RunPlan(run_dir, tasks, plan.skipped, plan.missing, plan.checkpoint, plan.gone, plan.changed)
 
@@ -277,9 +277,9 @@ def run_job(cfg: JobConfig) -> list[dict]:
         from metrics.suite import MetricSettings, check_available
 
         check_available(MetricSettings(recognizers=cfg.loop_recognizers, fid=False, fidelity=False))
-    entries = list_inputs(cfg.inputs)
+    states = list_inputs(cfg.inputs)
     with RunLock(cfg.run_dir):
-        plan = plan_run(cfg, entries)
+        plan = plan_run(cfg, states)
         withdrawal = withdraw_gone(plan, cfg.keep_orphans)
         unpublish_changed(plan.pending, plan.changed)
         write_run_files(cfg, plan, withdrawal)

@@ -131,6 +131,16 @@ def object_sizes(urls: Iterable[str]) -> dict[str, int | None]:
     return {url: entry_size(entry) for url, entry in object_entries(urls).items()}
 
 
+def object_state(entry: dict | None) -> tuple[int | None, str | None] | None:
+    """(size, content version) of an object, None if it does not exist: what a plan keeps of an
+    entry (a listing entry holds a dozen fields; 100,000 of them are tens of MiB)."""
+    return None if entry is None else (entry_size(entry), content_version(entry))
+
+
+def object_states(urls: Iterable[str]) -> dict[str, tuple[int | None, str | None] | None]:
+    return {url: object_state(entry) for url, entry in object_entries(urls).items()}
+
+
 def content_version(entry: dict | None) -> str | None:
     """A short digest that changes whenever the object's content changes: of its ETag (S3,
     Azure) or generation (GCS) and size where the store gives one, else of its modification

@@ -30,7 +30,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.listing import content_version, entry_size, entry_version, list_directory, object_entries, one_entry
+from pipeline.io.listing import entry_version, list_directory, object_entries, object_state, object_states, one_entry
 from pipeline.io.records import MANIFEST_SCHEMA, rows_table, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class InputPlan:
 
 
 def plan_inputs(inputs, marker_dir: str, schema: pa.Schema = MANIFEST_SCHEMA,
-                config_hash: str | None = None, entries: dict[str, dict | None] | None = None) -> InputPlan:
+                config_hash: str | None = None, states: dict[str, tuple | None] | None = None) -> InputPlan:
     """Input shards still to process: no manifest row, a ``failed`` one, one made from other
     content (its ``input_version`` differs from the listing's ``content_version``: an edited,
     replaced or completed input; a row without a version, written before versions were kept,
@@ -220,10 +220,11 @@ def plan_inputs(inputs, marker_dir: str, schema: pa.Schema = MANIFEST_SCHEMA,
     ``gone``: inputs of the checkpoint's rows that no longer exist, today's inputs or not (a
     run directory may be fed different ``--input`` on different nights: an input merely not
     named today is left alone). Existence comes from listings, one request per page: today's
-    (``entries``, from ``io.listing.object_entries`` if not given) and one of the checkpoint's
+    (``states``, from ``io.listing.object_states`` if not given) and one of the checkpoint's
     other inputs where there are any; each input found gone is asked once more on its own, so
     a listing that lags behind writes never withdraws an input that exists."""
-    entries = dict(object_entries(inputs) if entries is None else entries)
+    states = object_states(inputs) if states is None else states
+    found_again: dict[str, tuple] = {}       # said gone by a listing, there when asked on its own
     checkpoint = Checkpoint.load(marker_dir, schema)
     done = checkpoint.latest("input_shard", "status", "input_version", "config_hash")
     named = set(inputs)
@@ -233,7 +234,7 @@ def plan_inputs(inputs, marker_dir: str, schema: pa.Schema = MANIFEST_SCHEMA,
     except Exception as exc:                 # a filesystem this machine cannot reach: nothing is known gone
         log.warning("could not list earlier inputs (%s); none of them is withdrawn", exc)
         other_entries = {}
-    candidates = [u for u in inputs if entries.get(u) is None and u in done]
+    candidates = [u for u in inputs if states.get(u) is None and u in done]
     candidates += [u for u in others if u in other_entries and other_entries[u] is None]
     gone = []
     for url in candidates:
@@ -241,21 +242,21 @@ def plan_inputs(inputs, marker_dir: str, schema: pa.Schema = MANIFEST_SCHEMA,
         if entry is None:
             gone.append(url)
         elif url in named:
-            entries[url] = entry
+            found_again[url] = object_state(entry)
     gone_set = set(gone)
     pending, skipped, missing, changed = [], [], [], set()
     for url in inputs:
-        entry = entries.get(url)
-        if entry is None:
+        state = states.get(url) or found_again.get(url)
+        if state is None:
             if url not in gone_set:
                 missing.append(url)
             continue
-        version = content_version(entry)
+        size, version = state
         status, version_then, hash_then = done.get(url, (None, None, None))
         if status in FINAL and version is not None and version_then == version and config_hash in (None, hash_then):
             skipped.append(url)
             continue
-        pending.append(InputState(url, entry_size(entry), version))
+        pending.append(InputState(url, size, version))
         if status in FINAL and version_then is not None and version_then != version:
             changed.add(url)
     return InputPlan(pending, skipped, missing, gone, changed, checkpoint)
