@@ -119,19 +119,24 @@ def check_regenerated(run_dir: str, before: dict[str, bytes], rows: list[dict]) 
 
 
 def test_erased_edited_and_deleted_inputs_on_a_local_disk(ray_cluster, pixel_model_dir, tmp_path, capsys):
+    from metrics.suite import MetricSettings
+
     root, out = str(tmp_path / "in"), str(tmp_path / "out")
     for i, images in originals().items():
         write_shard(shard_url(root, i), images)
-    cfg = job(pixel_model_dir, [root], out)                 # a directory: today's shards, whatever they are
+    # A directory: today's shards, whatever they are; scored in the same pass (an eval-*/ directory).
+    scores = MetricSettings(recognizers=(), fid=False, fidelity=True)
+    cfg = job(pixel_model_dir, [root], out, metrics=scores)
     assert exit_code(run_job(cfg)) == 0
     run_dir = resolve_config(cfg).run_dir
+    eval_dir = posixpath.join(run_dir, scores.eval_dir_name())
     before = published(run_dir)
-    assert len(before) == 15
+    assert len(before) == 15 and len(names(posixpath.join(eval_dir, "rows"))) == 3
     erase_edit_delete(root)
 
     # --keep-orphans: the deleted shard's outputs stay (reported); the changed shards are redone.
     capsys.readouterr()
-    rows = run_job(job(pixel_model_dir, [root], out, keep_orphans=True))
+    rows = run_job(job(pixel_model_dir, [root], out, keep_orphans=True, metrics=scores))
     err = capsys.readouterr().err
     assert "gone: 1 input(s) no longer exist; their outputs are kept (--keep-orphans)" in err
     assert sorted(published(run_dir)) == ["a0", "a1", "a3", "a4", "b0", "b1", "b2", "b3", "b4", *KEYS[2]]
@@ -143,6 +148,8 @@ def test_erased_edited_and_deleted_inputs_on_a_local_disk(ray_cluster, pixel_mod
     assert "withdrawn: 1 shards, 5 samples" in err
     check_regenerated(run_dir, before, rows)
     assert names(posixpath.join(run_dir, "shards")) == ["faces-000000.tar", "faces-000001.tar"]
+    for kind in ("rows", "manifest"):                       # its scores went with it
+        assert names(posixpath.join(eval_dir, kind)) == ["faces-000000.parquet", "faces-000001.parquet"]
     log = runs_log(run_dir)
     assert [(e["pending"], e["changed"], e["withdrawn"], e["gone_kept"]) for e in log] == \
         [(3, 0, 0, 0), (2, 2, 0, 1), (0, 0, 1, 0)]
