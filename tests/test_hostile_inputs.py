@@ -359,11 +359,15 @@ def test_unreadable_inputs_fail_the_run_and_are_redone(ray_cluster, pixel_model_
     cfg = _job_cfg({"inputs": inputs, "model": pixel_model_dir}, tmp_path / "out")
     manifest = {Path(r["input_shard"]).name: r for r in run_job(cfg)}
     assert manifest["good.tar"]["status"] == "ok" and exit_code(list(manifest.values())) == 1
-    for name in ("missing.tar", "empty.tar", "text.tar"):
+    for name in ("empty.tar", "text.tar"):
         assert manifest[name]["status"] == "failed" and manifest[name]["error_kind"] == "unreadable_shard"
+    # A shard that does not exist (and never did here) is reported, not recorded: no failed row
+    # that would fail every later run.
+    assert "missing.tar" not in manifest
     err = capsys.readouterr().err
-    assert all(f"failed: {tmp_path / n}" in err for n in ("missing.tar", "empty.tar", "text.tar"))
-    assert "input shard not found" in err and "not a readable tar" in err
+    assert all(f"failed: {tmp_path / n}" in err for n in ("empty.tar", "text.tar"))
+    assert f"1 input(s) not found (nothing recorded; a later run processes them once they exist): " \
+           f"{tmp_path / 'missing.tar'}" in err and "not a readable tar" in err
     run_job(cfg)                                                  # failed shards are redone, the good one is not
     runs = (next((tmp_path / "out").iterdir()) / "runs.jsonl").read_text().splitlines()
     assert [(json.loads(r)["pending"], json.loads(r)["skipped"], json.loads(r)["missing"]) for r in runs] == \

@@ -165,3 +165,31 @@ def test_pair_sources(tmp_path):
 def test_config_rejects_bad_settings(kw, message):
     with pytest.raises(ValueError, match=message):
         make_cfg("m", ["x.tar"], "out", **kw)
+
+
+def test_a_deleted_input_shard_takes_its_inversions_and_frames_with_it(ray_cluster, pixel_model_dir, tmp_path, capsys):
+    """Erasure through interpolation: the inversions cached from a deleted shard are withdrawn,
+    and every group whose pairs used one of its images is decoded again without them, in the
+    same run: no frame of a deleted image stays published."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_tar(inputs / "s0.tar", [("a.png", face(1)), ("b.png", face(2))])
+    write_tar(inputs / "s1.tar", [("c.png", face(3)), ("d.png", face(4)), ("e.png", face(5))])
+    cfg = make_cfg(pixel_model_dir, [str(inputs)], tmp_path / "out", methods=("slerp",), lam=(0.0, 0.5))
+    run_interpolation(cfg)
+    run_dir = only_run_dir(tmp_path / "out")
+    rows = pd.read_parquet(run_dir / "rows")
+    assert sorted(set(zip(rows.key_a, rows.key_b))) == [("a", "b"), ("c", "d")]      # consecutive, per shard
+    assert (run_dir / "inversions" / "cache" / "s1").is_dir()
+
+    (inputs / "s1.tar").unlink()
+    capsys.readouterr()
+    manifest = run_interpolation(cfg)
+    assert "withdrawn: 1 shards, 3 samples" in capsys.readouterr().err
+    assert {r["status"] for r in manifest} == {"ok"}
+    rows = pd.read_parquet(run_dir / "rows")
+    assert sorted(set(zip(rows.key_a, rows.key_b))) == [("a", "b")]
+    assert sorted(frames(run_dir)) == ["pair000000_slerp_l0000", "pair000000_slerp_l0500"]
+    assert not (run_dir / "inversions" / "cache" / "s1").exists()
+    assert sorted(p.name for p in (run_dir / "inversions" / "manifest").iterdir()) == ["s0.parquet"]
+    assert set(pd.read_parquet(run_dir / "inversions" / "rows").input_shard) == {str(inputs / "s0.tar")}

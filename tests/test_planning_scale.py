@@ -7,6 +7,7 @@ The default tier runs 10,000 shards; ``-m slow`` runs the 100,000 of the issue a
 figures the README quotes."""
 import datetime as dt
 import io
+import dataclasses
 import math
 import os
 import posixpath
@@ -24,9 +25,9 @@ from tests.helpers import simulated_store
 from tests.helpers.simulated_store import SimulatedObjectStore
 
 from pipeline.config.job import JobConfig
-from pipeline.execution.jobs import merge_manifest, plan_evaluation, plan_run, record_missing, write_run_files
+from pipeline.execution.jobs import merge_manifest, plan_evaluation, plan_run, withdraw_gone, write_run_files
 from pipeline.execution.run_lock import RunLock
-from pipeline.io.listing import MISSING, object_sizes
+from pipeline.io.listing import MISSING, content_version, object_sizes
 from pipeline.io.records import read_parquet_dir, rows_table, write_parquet_atomic
 from pipeline.io.schemas import MANIFEST_SCHEMA
 from pipeline.io.shards import expand_shard_urls, temporary_path
@@ -36,7 +37,7 @@ from pipeline.engine.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
 LATENCY = 0.03                 # seconds per request: a small-object request on S3 or GCS, same region
-FIXED = 16                     # driver requests that do not grow with shards: lock 5, run files 3, checkpoint 1 + 3 (+1 per 5 MiB part)
+FIXED = 16                     # driver requests that do not grow with shards: lock 5, run files 3, checkpoint 1 + 1 (+1 per 5 MiB part), withdrawals none
 SIZES = [b"\0" * (1000 + 7 * i) for i in range(97)]     # input shards' bytes (sizes differ; never read here)
 
 
@@ -79,6 +80,7 @@ def finished_row(task: ShardTask, status: str = "ok", worker: str = "node-3:gpu0
             "error_kind": "generation_failed" if status == "failed" else None,
             "samples_in": 1000, "samples_ok": 1000 if status == "ok" else 0, "samples_error": 0,
             "outputs_ok": 1000 if status == "ok" else 0, "outputs_error": 0, "input_bytes": task.input_bytes,
+            "input_version": task.input_version,
             "config_hash": "9f2c4e1a77b0d3e5", "seconds": 412.5, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "worker": worker, "worker_peak_rss_mb": 5120.0}
 
@@ -90,13 +92,19 @@ def finished_run(store, n: int, failed: int = 0) -> tuple[list[ShardTask], list[
     cfg = nightly_config(n)
     run_dir, tasks = cfg.run_dir, []
     for i in range(n):
-        store.put_object(shard_url(i), SIZES[i % len(SIZES)])
-        tasks.append(ShardTask.for_shard(run_dir, shard_url(i), len(SIZES[i % len(SIZES)])))
+        tasks.append(input_task(store, run_dir, i))
     rows = [finished_row(t, "failed" if i >= n - failed else "ok") for i, t in enumerate(tasks)]
     for task, data in zip(tasks, marker_files(rows)):
         store.put_object(task.manifest_url, data)
     merged(cfg, tasks, rows)
     return tasks, rows
+
+
+def input_task(store, run_dir: str, i: int) -> ShardTask:
+    """Input shard i uploaded, and its task as the planner makes it (size and content version)."""
+    store.put_object(shard_url(i), SIZES[i % len(SIZES)])
+    entry = store._entry(store._strip_protocol(shard_url(i)))
+    return ShardTask.for_shard(run_dir, shard_url(i), entry["size"], content_version(entry))
 
 
 def merged(cfg: JobConfig, tasks: list, rows: list[dict]) -> None:
@@ -113,8 +121,9 @@ def rerun(store, cfg: JobConfig) -> dict:
     with store.counting() as driver, RunLock(cfg.run_dir, settle_seconds=0):
         with store.counting() as planned:
             plan = plan_run(cfg)
-            write_run_files(cfg, plan)
-        this_run = [record_missing(t, MANIFEST_SCHEMA, {"output_shard": t.output_url}) for t in plan.missing]
+            withdrawal = withdraw_gone(plan)
+            write_run_files(cfg, plan, withdrawal)
+        this_run = []
         worker_wall = time.perf_counter()
         with store.counting() as workers:
             for task in plan.pending:
@@ -122,7 +131,7 @@ def rerun(store, cfg: JobConfig) -> dict:
                                                                                        "samples_ok": 1000, "outputs_ok": 1000},
                                                   finished_row(task)))
         worker_wall = time.perf_counter() - worker_wall
-        rows = merge_manifest(plan.checkpoint, plan.missing + plan.pending, this_run)
+        rows = merge_manifest(plan.checkpoint, plan.pending, this_run)
     driver = driver - workers
     assert sum(driver.values()) + sum(workers.values()) == sum(store.requests.values()) - before
     return {"plan": plan, "rows": rows, "driver": driver, "planned": planned, "workers": workers,
@@ -225,14 +234,13 @@ def test_checkpoint_equals_reading_every_file_and_reads_only_what_changed(store,
     finished_run(store, n, failed=5)
     cfg = nightly_config(n)
     run_dir, manifest = cfg.run_dir, posixpath.join(cfg.run_dir, "manifest")
-    tasks = {i: ShardTask.for_shard(run_dir, shard_url(i), len(SIZES[i % len(SIZES)])) for i in range(n + 3)}
+    tasks = {i: input_task(store, run_dir, i) for i in range(n + 3)}
     # Since the checkpoint: a crashed run redid 2 failed shards and processed 3 new ones (manifest
     # files, no merge); a shard was redone in the same second with a same-sized file (only the ETag
     # tells); a manifest file was removed by hand.
     for i in (56, 57):
         store.put_object(tasks[i].manifest_url, marker_bytes(finished_row(tasks[i], "ok", worker="node-1:gpu0")))
     for i in range(n, n + 3):
-        store.put_object(shard_url(i), SIZES[i % len(SIZES)])
         store.put_object(tasks[i].manifest_url, marker_bytes(finished_row(tasks[i])))
     old = store.objects[store._strip_protocol(tasks[10].manifest_url)]
     store.put_object(tasks[10].manifest_url, marker_bytes(finished_row(tasks[10], "ok", worker="node-7:gpu1")), when=old[2])
@@ -250,7 +258,7 @@ def test_checkpoint_equals_reading_every_file_and_reads_only_what_changed(store,
     assert truth[shard_url(10)]["worker"] == "node-7:gpu1" and shard_url(20) not in truth
 
     plan = plan_inputs(cfg.inputs + (shard_url(n), shard_url(n + 1), shard_url(n + 2)), manifest)
-    assert [u for u, _ in plan.pending] == [shard_url(i) for i in (20, 55, 58, 59)]
+    assert [u for u, _, _ in plan.pending] == [shard_url(i) for i in (20, 55, 58, 59)]
     # The plan's rows become the checkpoint, written once; the next load reads no manifest file.
     checkpoint.save()
     with store.counting() as requests:
@@ -263,7 +271,7 @@ def test_a_listing_that_lags_behind_writes_only_ever_causes_work_to_be_redone(st
     n = 40
     finished_run(store, n, failed=2)
     cfg = nightly_config(n)
-    redone = ShardTask.for_shard(cfg.run_dir, shard_url(39), len(SIZES[39 % len(SIZES)]))
+    redone = input_task(store, cfg.run_dir, 39)
     new_input = shard_url(n)
     grown = cfg.replace(inputs=cfg.inputs + (new_input,))
     with store.lagging_listings():
@@ -272,9 +280,9 @@ def test_a_listing_that_lags_behind_writes_only_ever_causes_work_to_be_redone(st
         store.put_object(new_input, SIZES[0])
         plan = plan_run(grown)
     # 39 is redone (its listing still shows the failed file), the new input is not seen yet
-    # (recorded failed, done next run): never is unfinished work skipped.
+    # (not found: nothing recorded, done next run): never is unfinished work skipped.
     assert [t.input_url for t in plan.pending] == [shard_url(38), shard_url(39)]
-    assert [t.input_url for t in plan.missing] == [new_input]
+    assert plan.missing == [new_input] and plan.gone == []
     # Once listings catch up, the same plan is exact.
     plan = plan_run(grown)
     assert [t.input_url for t in plan.pending] == [shard_url(38), new_input] and shard_url(39) in plan.skipped
@@ -343,14 +351,13 @@ def test_evaluation_plans_from_both_checkpoints(store):
     from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA
 
     n = 50
-    finished_run(store, n, failed=3)
+    tasks, _ = finished_run(store, n, failed=3)
     run_dir = nightly_config(n).run_dir
     settings = MetricSettings.build(recognizers=(), fid=False, fidelity=True)
     eval_dir = posixpath.join(run_dir, settings.eval_dir_name())
-    scored = [EvalTask.for_shard(eval_dir, shard_url(i), ShardTask.for_shard(run_dir, shard_url(i)).output_url)
-              for i in range(40)]
+    scored = [EvalTask.for_shard(eval_dir, t.input_url, t.output_url, t.input_version) for t in tasks[:40]]
     rows = [{"input_shard": t.input_url, "output_shard": t.output_url, "status": "ok", "outputs_scored": 1000,
-             "outputs_error": 0} for t in scored]
+             "outputs_error": 0, "input_version": t.input_version} for t in scored]
     for task, row in zip(scored, rows):
         write_parquet_atomic(rows_table([row], EVAL_MANIFEST_SCHEMA), task.manifest_url)
     Checkpoint.empty(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA).updated(task_rows(scored, rows)).save()
@@ -359,6 +366,14 @@ def test_evaluation_plans_from_both_checkpoints(store):
         plan = plan_evaluation(run_dir, settings)
     assert [t.input_url for t in plan.pending] == [shard_url(i) for i in range(40, 47)]    # 47-49 failed
     assert len(plan.skipped) == 40 and requests == {"list": 2, "get": 2}
+
+    # Shard 5's input was edited (one image, same size) and the job redid it: as many outputs as
+    # before, but not the images that were scored. They are scored again.
+    edited = dataclasses.replace(tasks[5], input_version="0123456789abcdef")
+    store.put_object(edited.manifest_url, marker_bytes(finished_row(edited)))
+    plan = plan_evaluation(run_dir, settings)
+    assert [t.input_url for t in plan.pending] == [shard_url(i) for i in (5, *range(40, 47))]
+    assert plan.pending[0].input_version == "0123456789abcdef"
 
 
 def test_interpolation_inversions_are_located_from_checkpoints(store):
@@ -405,3 +420,32 @@ def test_low_resolution_inputs_are_made_once_per_settings(tmp_path):
     assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps        # nothing made again
     low_resolution_shards(shards, str(tmp_path / "lr"), 16, 2, "bicubic")     # other settings: remade
     assert all(os.stat(p).st_mtime_ns != t for p, t in stamps.items() if "/bicubic/" in p)
+
+
+def test_gone_inputs_are_told_apart_from_inputs_not_named_today(store):
+    """A run directory may be fed shards 0-19 one night and 20-39 the next: an input merely not
+    named today is left alone; one that no longer exists is gone (withdrawn by the driver),
+    whether named today or not. A listing that lags behind writes never makes an input gone."""
+    n = 40
+    tasks, _ = finished_run(store, n)
+    cfg = nightly_config(n)
+    tonight = cfg.replace(inputs=cfg.inputs[20:])
+    with store.counting() as requests:
+        plan = plan_run(tonight)
+    assert plan.gone == [] and plan.pending == [] and len(plan.skipped) == 20
+    assert requests == {"list": 3, "get": 1}          # tonight's inputs, the earlier ones, the manifests
+
+    for i in (3, 25):                                  # erasure: one shard of each night deleted
+        store.rm_file(shard_url(i))
+    store.rm_file(shard_url(7))                        # deleted and uploaded again: the listing lags behind
+    with store.lagging_listings():
+        store.put_object(shard_url(7), SIZES[7 % len(SIZES)])
+        plan = plan_run(tonight)
+    assert plan.gone == [shard_url(25), shard_url(3)] and plan.missing == [] and len(plan.skipped) == 19
+    withdrawal = withdraw_gone(plan)
+    assert withdrawal.withdrawn == [shard_url(25), shard_url(3)] and withdrawal.samples == 2000
+    assert not store.exists(tasks[3].manifest_url) and not store.exists(tasks[25].manifest_url)
+    assert store.exists(tasks[7].manifest_url) and store.exists(tasks[8].manifest_url)
+    plan.checkpoint.save()
+    again = plan_run(tonight)
+    assert again.gone == [] and again.missing == [shard_url(25)] and len(again.checkpoint.rows()) == n - 2

@@ -220,8 +220,10 @@ def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver(
         wide = [(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()) for c in listening
                 if c.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
         assert not wide, f"listening beyond loopback: {wide}"
-        # Include the workers Ray parented elsewhere: everything that inherited the cluster's token.
-        cluster |= {p.pid for p in psutil.process_iter() if _has_token(p)}
+        # Include the workers Ray parented elsewhere: everything that inherited this cluster's token
+        # (the value, not just the variable: other private clusters may run on this machine).
+        token = next(t for t in map(_token, cluster) if t)
+        cluster |= {p.pid for p in psutil.process_iter() if _token(p.pid) == token}
     finally:
         driver.send_signal(signal.SIGKILL)              # the driver alone, not its process group
         driver.wait()
@@ -234,10 +236,74 @@ def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver(
     assert not survivors, f"still running 60 s after the driver was killed: {survivors}"
 
 
-def _has_token(process) -> bool:
+def _token(pid: int) -> str | None:
+    import psutil
+
     from pipeline.execution.private_cluster import TOKEN_VARIABLE
 
     try:
-        return TOKEN_VARIABLE in process.environ()
+        return psutil.Process(pid).environ().get(TOKEN_VARIABLE)
     except Exception:
-        return False
+        return None
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------
+
+def test_sigint_stops_the_run_in_one_line_and_the_rerun_completes_every_sample_once(ray_cluster, pixel_model_dir,
+                                                                                    tmp_path):
+    """SIGINT mid-run: exit 130, one line and no traceback, the lock released, the private
+    cluster gone; the rerun finishes the rest. The driver is started with SIGINT ignored, as a
+    shell script's background job (``job &``) is: Python then never raises KeyboardInterrupt,
+    which is how ``kill -INT`` used to leave a driver running."""
+    import psutil
+    import pandas as pd
+
+    from pipeline.io.shards import ShardReader
+
+    inputs = write_demo_shards(str(tmp_path / "in"), shards=4, per_shard=4)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "jobs" / "anonymize_celeba.py"), "--input", *inputs, "--output", str(out),
+           "--model", pixel_model_dir, "--t", "0.5", "--steps", "20", "--batch-size", "2", "--seed", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not list(out.glob("*/manifest/*.parquet")):
+            time.sleep(0.2)
+        cluster = _cluster_processes(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        stderr = proc.communicate(timeout=90)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = list(out.glob("*/manifest/*.parquet"))
+    assert 1 <= len(finished) < 4, "the interrupt should land mid-run"
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted: finished shards are kept; rerun the same command to resume"
+    deadline = time.time() + 20
+    while time.time() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                         for p in cluster):
+        time.sleep(0.5)
+    assert cluster and not [p for p in cluster if psutil.pid_exists(p)
+                            and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    run_dir = next(out.iterdir())
+    with RunLock(str(run_dir)):                      # released
+        pass
+    from jobs.anonymize_celeba import main as anonymize
+
+    assert anonymize(cmd[2:]) == 0                   # the same command, on the session's cluster
+    keys = [s.key for p in sorted((run_dir / "shards").glob("*.tar")) for s in ShardReader(str(p))]
+    rows = pd.read_parquet(run_dir / "rows")
+    assert sorted(rows.source_key) == sorted(s.key for p in inputs for s in ShardReader(p))
+    assert len(keys) == len(set(keys)) == 16 and sorted(keys) == sorted(rows.key)
+    assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+
+
+def test_a_wrong_input_path_is_a_one_line_error_and_writes_nothing(pixel_model_dir, tmp_path):
+    result = _cli("--input", str(tmp_path / "no-such-dir" / "faces-{000000..000009}.tar"), "--output",
+                  str(tmp_path / "out"), "--model", pixel_model_dir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "none of the 10 input shard(s) exists" in result.stderr
+    assert not (tmp_path / "out").exists() and "Started a local Ray" not in result.stderr

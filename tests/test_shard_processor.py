@@ -40,7 +40,7 @@ def test_anonymize_never_copies_other_images_of_the_sample(pixel_model_dir, mode
 def test_generation_failure_marks_the_shard_failed_so_it_is_redone(pixel_model_dir, model, tmp_path, monkeypatch):
     shard = write_tar(tmp_path / "s.tar", [(f"k{i}.png", png_bytes(np.zeros((16, 16, 3), np.uint8))) for i in range(3)])
     cfg = make_cfg(pixel_model_dir, shard, tmp_path / "out")
-    task = ShardTask.for_shard(cfg.run_dir, shard, input_bytes=(tmp_path / "s.tar").stat().st_size)
+    (task,) = plan_run(cfg).pending                 # with the input's size and content version
     transform = anonymize_transform(cfg, model)
 
     def out_of_memory(*args, **kwargs):

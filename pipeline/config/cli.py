@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 
 from metrics.registry import MetricSettings, registered_metrics
@@ -32,11 +33,20 @@ def add_debug_flag(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--debug", action="store_true", help="show the traceback of a user error (a bad flag, path or model)")
 
 
+INTERRUPTED = 130          # the shell's code for a command ended by SIGINT (128 + 2)
+FORCE_AFTER = 60.0         # seconds the cleanup after an interrupt may take before the process ends anyway
+
+
 def user_errors_exit_2(main):
     """Wrap a job's ``main(argv)``: a ``UserError`` (what is wrong and what to do) prints one
-    line and returns 2 without a traceback, unless ``--debug`` is among the arguments."""
+    line and returns 2 without a traceback, unless ``--debug`` is among the arguments. Ctrl-C
+    (SIGINT) stops the job cleanly: the run's lock is released and its workers and private
+    cluster end as the exception unwinds, then one line and exit status 130; a second SIGINT,
+    or a cleanup that hangs for a minute, ends the process at once (a private cluster's
+    watchdog still removes its processes)."""
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
+        restore = _catch_interrupts()
         try:
             return main(argv)
         except UserError as exc:
@@ -44,7 +54,46 @@ def user_errors_exit_2(main):
                 raise
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr,
+                  flush=True)
+            if argv is None:                   # the program's own entry: its exit must not hang
+                _end_after(FORCE_AFTER)
+            return INTERRUPTED
+        finally:
+            restore()
     return wrapper
+
+
+def _catch_interrupts():
+    """SIGINT raises KeyboardInterrupt once, then ends the process. Installed whatever the
+    inherited disposition: a shell script starting the job in the background (``job &``) has
+    SIGINT ignored, and Python then never raises KeyboardInterrupt, so ``kill -INT`` did
+    nothing. Returns what puts the previous handler back (only the main thread may set one)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    interrupts = []
+
+    def handler(signum, frame):
+        interrupts.append(signum)
+        if len(interrupts) == 1:
+            raise KeyboardInterrupt
+        os.write(2, b"interrupted again: stopping now\n")
+        os._exit(INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def _end_after(seconds: float) -> None:
+    import threading
+
+    timer = threading.Timer(seconds, os._exit, (INTERRUPTED,))
+    timer.daemon = True
+    timer.start()
 
 
 # The sections each job kind shows as flags (the others keep their defaults: anonymize makes one

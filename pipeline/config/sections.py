@@ -76,6 +76,9 @@ class ExecutionSettings(Settings):
                                   "(default: RAY_ADDRESS, as set by `ray job submit`, else a private local cluster)",
                                   hash=NEVER)
     device: str = setting("auto", "where the model runs", choices=DEVICES, hash=NEVER)
+    keep_orphans: bool = setting(False, "keep what was made from inputs that are gone (default: withdraw it: the "
+                                        "output shards, rows, faces, scores and manifest rows of a deleted input)",
+                                 action="store_true", hash=NEVER)
 
     def check(self, job) -> None:
         for name in ("batch_size", "num_cpu_workers"):

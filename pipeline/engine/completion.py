@@ -1,7 +1,7 @@
 """The completion-marker protocol every step follows, written once.
 
-A task's outputs (shard, rows, features, ...) are written first, each under a temporary name
-renamed when complete; its manifest row is written last and is the task's completion marker:
+A task's outputs (shard, rows, features, ...) are written first, each published only when
+complete (``pipeline.io.storage``); its manifest row is written last and is the task's completion marker:
 a task without one is redone by the next run. An exception in the task (storage, model, an
 unreadable input) removes what it wrote and leaves a ``failed`` row, so the next run redoes
 it too. No Ray.
@@ -21,7 +21,7 @@ import fsspec
 from pipeline.errors import UnreadableShard, failure_kind
 from pipeline.io.records import rows_table, write_parquet_atomic
 from pipeline.io.listing import list_directory
-from pipeline.io.shards import temporary_prefix
+from pipeline.io.storage import temporary_prefix, writes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,13 @@ def remove_stale_temporaries(*urls: str) -> None:
     """Delete partial files a killed run left for these files (``.<name>.tmp-<uuid>``). Runs
     only under the run directory's lock, so no live run's temporaries are touched. Found by
     name prefix (one small listing on object stores, not the whole directory), never by a glob
-    pattern: a name from a shard is data, and ``[`` or ``*`` in it would match other files."""
+    pattern: a name from a shard is data, and ``[`` or ``*`` in it would match other files.
+    Stores whose uploads are atomic get no temporaries (outputs are written to their final
+    names), so nothing is listed there."""
     for url in urls:
         fs, path = fsspec.core.url_to_fs(url)
+        if writes_atomically(fs):
+            continue
         directory, name = posixpath.split(path)
         for leftover in list_directory(fs, directory, temporary_prefix(name)):
             fs.rm(leftover)

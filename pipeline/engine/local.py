@@ -45,7 +45,7 @@ def process_shard(cfg, model, task, *, transform=None, secret: bytes | None = No
         from pipeline.transforms.scoring import Scoring
 
         eval_task = EvalTask.for_shard(posixpath.join(cfg.run_dir, suite.settings.eval_dir_name()), task.input_url,
-                                       task.output_url)
+                                       task.output_url, task.input_version)
         scoring = InPassScoring(Scoring(suite), eval_task, eval_task.files(None), worker)
     return run(task, transform, progress=progress, scoring=scoring, key_ordered=cfg.pseudonymized,
                max_member_bytes=cfg.images.max_member_bytes, config_hash=cfg.config_hash(), worker=worker)

@@ -40,15 +40,17 @@ class ShardTask:
     rows_url: str
     manifest_url: str
     input_bytes: int | None = None
+    input_version: str | None = None       # io.listing.content_version of the input when planned
     manifest_schema: ClassVar = MANIFEST_SCHEMA
     counts: ClassVar = SHARD_COUNTS
 
     @classmethod
-    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None) -> "ShardTask":
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None,
+                  input_version: str | None = None) -> "ShardTask":
         stem = shard_stem(input_url)
         # Outputs are plain tars whatever the input's compression.
         return cls(input_url, posixpath.join(run_dir, "shards", f"{stem}.tar"), posixpath.join(run_dir, "rows", f"{stem}.parquet"),
-                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes)
+                   posixpath.join(run_dir, "manifest", f"{stem}.parquet"), input_bytes, input_version)
 
     @property
     def faces_url(self) -> str:
@@ -69,7 +71,7 @@ class ShardTask:
 
     def manifest_base(self, **context) -> dict:
         return {"input_shard": self.input_url, "output_shard": self.output_url, "input_bytes": self.input_bytes,
-                **context}
+                "input_version": self.input_version, **context}
 
     def row_base(self) -> dict:
         return {"input_shard": self.input_url, "output_shard": self.output_url}
@@ -85,17 +87,18 @@ class EvalTask:
     features_url: str
     manifest_url: str
     job_rows_url: str = ""
+    input_version: str | None = None     # the job's manifest row's: which content its outputs were made from
     manifest_schema: ClassVar = EVAL_MANIFEST_SCHEMA
     counts: ClassVar = SCORING_COUNTS
 
     @classmethod
-    def for_shard(cls, eval_dir: str, input_url: str, output_url: str) -> "EvalTask":
+    def for_shard(cls, eval_dir: str, input_url: str, output_url: str, input_version: str | None = None) -> "EvalTask":
         stem = shard_name(output_url).removesuffix(".tar")
         run_dir = posixpath.dirname(eval_dir.rstrip("/"))
         return cls(input_url, output_url, posixpath.join(eval_dir, "rows", f"{stem}.parquet"),
                    posixpath.join(eval_dir, "features", f"{stem}.npz"),
                    posixpath.join(eval_dir, "manifest", f"{stem}.parquet"),
-                   posixpath.join(run_dir, "rows", f"{stem}.parquet"))
+                   posixpath.join(run_dir, "rows", f"{stem}.parquet"), input_version)
 
     def source(self, transform, image_field: str | None = None, **_):
         from pipeline.engine.sources import ScoringSource
@@ -108,7 +111,8 @@ class EvalTask:
         return TaskFiles(self.rows_url, files={"features": self.features_url})
 
     def manifest_base(self, **context) -> dict:
-        return {"input_shard": self.input_url, "output_shard": self.output_url, **context}
+        return {"input_shard": self.input_url, "output_shard": self.output_url, "input_version": self.input_version,
+                **context}
 
     def row_base(self) -> dict:
         return {}
@@ -123,16 +127,17 @@ class InversionTask:
     manifest_url: str
     input_bytes: int | None = None
     wanted: frozenset[str] | None = None     # keys some pair uses (None: every image)
+    input_version: str | None = None         # io.listing.content_version of the input when planned
     manifest_schema: ClassVar = MANIFEST_SCHEMA
     counts: ClassVar = SHARD_COUNTS
 
     @classmethod
     def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None,
-                  wanted: frozenset[str] | None = None) -> "InversionTask":
+                  wanted: frozenset[str] | None = None, input_version: str | None = None) -> "InversionTask":
         stem, inv = shard_stem(input_url), posixpath.join(run_dir, "inversions")
         return cls(input_url, posixpath.join(inv, "cache", stem), posixpath.join(inv, "rows", f"{stem}.parquet"),
                    posixpath.join(inv, "features", f"{stem}.npz"), posixpath.join(inv, "manifest", f"{stem}.parquet"),
-                   input_bytes, wanted)
+                   input_bytes, wanted, input_version)
 
     def cache_url(self, key: str) -> str:
         """Named by a hash of the key: a key is data from the shard, never a path."""
@@ -150,7 +155,7 @@ class InversionTask:
 
     def manifest_base(self, **context) -> dict:
         return {"input_shard": self.input_url, "output_shard": self.cache_dir, "input_bytes": self.input_bytes,
-                **context}
+                "input_version": self.input_version, **context}
 
     def row_base(self) -> dict:
         return {"input_shard": self.input_url}

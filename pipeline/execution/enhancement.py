@@ -56,10 +56,20 @@ def low_resolution_shards(inputs: list[str], out: str, resolution: int, factor: 
     from pipeline.steps.planning import plan_inputs, task_rows
     from pipeline.transforms.enhancement import LowResolutionVersions
 
+    from pipeline.steps.withdrawal import withdraw
+
     transform = LowResolutionVersions(resolution, factor, upsample, image_field)
     settings = hashlib.sha256(json.dumps([resolution, factor, upsample, image_field]).encode()).hexdigest()
     plan = plan_inputs(inputs, posixpath.join(out, "manifest"), config_hash=settings)
-    tasks = [ShardTask.for_shard(out, url, size) for url, size in plan.pending]
+    if plan.missing:
+        raise UserError(f"{len(plan.missing)} input shard(s) not found, e.g. {plan.missing[0]}")
+    # What was made from inputs that are gone goes (every upsampling's files: other settings too).
+    withdrawn = withdraw(plan.checkpoint, plan.gone, lambda url: [
+        posixpath.join(out, kind, posixpath.basename(ShardTask.for_shard(out, url).output_url))
+        for kind in ("reference", *sorted(UPSAMPLERS), "nearest")])
+    if withdrawn.failed:
+        raise UserError(f"could not withdraw the low-resolution inputs of {withdrawn.failed[0][0]}: {withdrawn.failed[0][1]}")
+    tasks = [ShardTask.for_shard(out, s.url, s.size, s.version) for s in plan.pending]
     rows = []
     for task in tasks:
         name = posixpath.basename(task.output_url)

@@ -10,9 +10,11 @@ Two stages over the same workers (each loads the model once):
    spanning shards are gathered: only the small cached tensors travel, never the input shards),
    and a worker decodes the group's frames into ``shards/pairs-<n>.tar``.
 
-Reruns: stage 1 skips shards whose inversions are finished and whose size is unchanged;
+Reruns: stage 1 skips shards whose inversions are finished and whose content is unchanged
+(``planning.plan_inputs``), and withdraws the inversions of input shards that are gone;
 stage 2 skips groups whose manifest is ``ok`` and whose pairs and inversions are the same
-(``pairs_hash``).
+(``pairs_hash``). A group whose pairs used an image of a shard redone or withdrawn has another
+hash: its old frames are removed and it is decoded again in the same run, without them.
 """
 from __future__ import annotations
 
@@ -29,14 +31,14 @@ from pipeline.config.interpolation import InterpConfig
 from pipeline.engine.tasks import InversionTask, PairTask
 from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
                             random_pairs, read_pairs_file, resolve_refs)
-from pipeline.io.listing import MISSING
 from pipeline.io.schemas import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
 from pipeline.methods.boomerang import check_steps
-from pipeline.execution.jobs import (RunPlan, expand_inputs, merge_manifest, print_summary, record_missing,
-                                     save_checkpoint, write_run_files)
+from pipeline.execution.jobs import (RunPlan, expand_inputs, list_inputs, merge_manifest, missing_note, print_summary,
+                                     save_checkpoint, withdrawal_failures, write_run_files)
 from pipeline.engine.completion import remove_outputs
 from pipeline.steps.planning import FINAL, Checkpoint, plan_inputs, task_rows
+from pipeline.steps.withdrawal import TREE, remove, withdraw
 
 
 def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
@@ -167,25 +169,38 @@ def run_interpolation(cfg: InterpConfig) -> list[dict]:
     cfg = resolve_interp_config(cfg)
     if cfg.fid or cfg.lpips:
         check_metric_weights(cfg)
+    states = list_inputs(cfg.inputs)
     with RunLock(cfg.run_dir):
-        return _run_stages(cfg)
+        return _run_stages(cfg, states)
 
 
-def _run_stages(cfg: InterpConfig) -> list[dict]:
+def inversion_files(run_dir: str):
+    """What stage 1 made from one input shard, published last to first: its cached inversions
+    (a directory), rows and features (``steps.withdrawal`` deletes its manifest file after)."""
+    def files(url: str) -> list[str]:
+        task = InversionTask.for_shard(run_dir, url)
+        return [task.cache_dir.rstrip("/") + TREE, task.rows_url, task.features_url]
+    return files
+
+
+def _run_stages(cfg: InterpConfig, states: dict | None = None) -> list[dict]:
     run_dir = cfg.run_dir
     wanted = None
     if cfg.pairs == "file":
         wanted = frozenset(k for pair in read_pairs_file(cfg.pairs_file) for k in pair)
-    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"))
-    inversions = [InversionTask.for_shard(run_dir, url, size, wanted) for url, size in plan.pending]
-    missing = [t for t in inversions if t.input_bytes == MISSING]
-    inversions = [t for t in inversions if t.input_bytes != MISSING]
-    write_run_files(cfg, RunPlan(run_dir, inversions, plan.skipped, missing))
+    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"), states=states)
+    inversions = [InversionTask.for_shard(run_dir, s.url, s.size, wanted, s.version) for s in plan.pending]
+    # Inputs that are gone lose their inversions here; the groups that used their images get
+    # other hashes below and are decoded again without them.
+    withdrawal = withdraw(plan.checkpoint, plan.gone, inversion_files(run_dir), cfg.keep_orphans)
+    absent = set(plan.missing) | (set() if cfg.keep_orphans else set(plan.gone))
+    present = [url for url in cfg.inputs if url not in absent]
+    write_run_files(cfg, RunPlan(run_dir, inversions, plan.skipped, plan.missing, plan.checkpoint, plan.gone,
+                                 plan.changed), withdrawal)
     print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(plan.skipped)} already inverted"
-          + (f", {len(missing)} missing" if missing else ""), file=sys.stderr, flush=True)
+          + (f", {len(plan.missing)} not found" if plan.missing else "")
+          + (f", {len(plan.gone)} gone" if plan.gone else ""), file=sys.stderr, flush=True)
     config_hash = cfg.config_hash()           # hashing copies the config, inputs included: once, not per shard
-    inverted = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.cache_dir, "config_hash": config_hash})
-                for task in missing]
     # Every GPU (or --num-cpu-workers): the frame stage's task count is not known yet.
     pool = WorkerPool(InterpWorker, (cfg,), **cfg.worker_options(), n_tasks=1 << 30)
 
@@ -193,15 +208,19 @@ def _run_stages(cfg: InterpConfig) -> list[dict]:
         return pool.run(tasks, schema, failed_extra={"config_hash": config_hash}, units=units)
 
     with pool:
-        inverted += run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
-        manifests = save_checkpoint(plan.checkpoint.updated(task_rows(missing + inversions, inverted)))
-        located, keys_by_shard, failed = locate_inversions(run_dir, cfg.inputs, manifests)
+        inverted = run_stage(inversions, MANIFEST_SCHEMA, ("shards inverted", "images"))
+        manifests = save_checkpoint(plan.checkpoint.updated(task_rows(inversions, inverted)))
+        located, keys_by_shard, failed = locate_inversions(run_dir, present, manifests)
         done = Checkpoint.load(posixpath.join(run_dir, "manifest"), PAIR_MANIFEST_SCHEMA)
+        made_before = set(done.latest("input_shard", "status"))
         pair_tasks, n_done = plan_pair_tasks(cfg, located, keys_by_shard, failed, done)
+        for task in pair_tasks:            # frames of other pairs or images: not published while redone
+            if task.name in made_before:
+                remove(task.output_url)
         print(f"\n{len(pair_tasks)} group(s) of pairs to interpolate, {n_done} already done", file=sys.stderr, flush=True)
         this_run = run_stage(pair_tasks, PAIR_MANIFEST_SCHEMA, ("groups", "pairs"))
-    rows = merge_manifest(done, pair_tasks, this_run)
-    print_summary(rows, run_dir, unit="pairs")
+    rows = merge_manifest(done, pair_tasks, this_run) + withdrawal_failures(withdrawal)
+    print_summary(rows, run_dir, unit="pairs", notes=missing_note(plan.missing) + withdrawal.summary_lines())
     if failed:
         print(f"inversion failed for shard(s) {', '.join(failed)}: their pairs are error rows; rerun to redo them",
               file=sys.stderr, flush=True)

@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import posixpath
 import sys
 from collections import Counter
@@ -36,16 +37,17 @@ import fsspec
 from pipeline.execution.cluster import WorkerPool
 from pipeline.execution.shard_workers import EvalWorker, ShardWorker
 from pipeline.config.job import JobConfig, model_fingerprint
-from pipeline.errors import UNREADABLE_SHARD, UserError
+from pipeline.errors import UserError
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
-from pipeline.io.listing import MISSING
+from pipeline.io.listing import object_states
 from pipeline.io.records import write_bytes_atomic
 from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
-from pipeline.engine.completion import SCORING_COUNTS, failed_task_row, write_failed_row
+from pipeline.engine.completion import SCORING_COUNTS
 from pipeline.io.shards import expand_shard_urls, shard_name
 from pipeline.steps.planning import FINAL, Checkpoint, checkpoint_url, plan_inputs, task_rows
 from pipeline.engine.tasks import EvalTask, ShardTask
+from pipeline.steps.withdrawal import Withdrawal, forget_in_stored, remove, withdraw
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,10 @@ class RunPlan:
     run_dir: str
     pending: list[ShardTask]
     skipped: list[str]
-    missing: list = dataclasses.field(default_factory=list)    # tasks whose input does not exist (failed, not dispatched)
+    missing: list[str] = dataclasses.field(default_factory=list)   # inputs named that do not exist and never did here: no rows
     checkpoint: Checkpoint | None = None      # the finished work it was planned from; updated by merge_manifest
+    gone: list[str] = dataclasses.field(default_factory=list)      # inputs processed before that no longer exist
+    changed: set[str] = dataclasses.field(default_factory=set)     # pending because their content changed
 
 
 def resolve_config(cfg: JobConfig) -> JobConfig:
@@ -97,8 +101,10 @@ def publication_secret(cfg: JobConfig) -> bytes | None:
 
 
 def expand_inputs(inputs) -> tuple[str, ...]:
-    """The input shard URLs; outputs are named after them, so base names must be unique."""
-    shards = tuple(expand_shard_urls(list(inputs)))
+    """The input shard URLs, local paths made absolute (manifests name each input by them, and a
+    later run from another directory must find the same inputs, not call them gone); outputs are
+    named after them, so base names must be unique."""
+    shards = tuple(u if "://" in u or "::" in u else os.path.abspath(u) for u in expand_shard_urls(list(inputs)))
     if not shards:
         raise UserError(f"--input {list(inputs)} matches no shards")
     counts = Counter(shard_name(u) for u in shards)
@@ -109,33 +115,108 @@ def expand_inputs(inputs) -> tuple[str, ...]:
     return shards
 
 
-def plan_run(cfg: JobConfig) -> RunPlan:
-    """Which shards still need work: those with no manifest row, a ``failed`` one, or a
-    different input size since they were processed (the input was replaced or its upload
-    completed). ``ok`` and ``truncated`` shards of unchanged inputs are final. Inputs that do
-    not exist are ``missing``: failed without a worker ever being asked. Costs listing pages
-    and changed manifest files, not a request per shard (``pipeline.steps.planning``)."""
+def list_inputs(inputs) -> dict[str, tuple | None]:
+    """Each input's size and content version (``io.listing.object_states``), taken before the run
+    directory is touched: when none of the inputs exists (a wrong path or pattern, storage not
+    mounted) nothing could be told apart from a deleted dataset, so the run stops here with a
+    user error, before its lock, its files or Ray."""
+    states = object_states(inputs)
+    if inputs and all(state is None for state in states.values()):
+        raise UserError(f"--input: none of the {len(inputs)} input shard(s) exists (e.g. {inputs[0]}); check the "
+                        f"path or pattern (nothing was written)")
+    return states
+
+
+def plan_run(cfg: JobConfig, states: dict | None = None) -> RunPlan:
+    """Which shards still need work: those with no manifest row, a ``failed`` one, or one made
+    from other content (an edited, replaced or completed input: its content version changed).
+    ``ok`` and ``truncated`` shards of unchanged inputs are final. Inputs named that do not
+    exist are ``missing`` (nothing is recorded for them); inputs processed before that no longer
+    exist are ``gone`` (to withdraw). Costs listing pages and changed manifest files, not a
+    request per shard (``pipeline.steps.planning``)."""
     run_dir = cfg.run_dir
-    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"))
-    tasks = [ShardTask.for_shard(run_dir, url, size) for url, size in plan.pending]
-    return RunPlan(run_dir, [t for t in tasks if t.input_bytes != MISSING],
-                   plan.skipped, [t for t in tasks if t.input_bytes == MISSING], plan.checkpoint)
+    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "manifest"), states=states)
+    tasks = [ShardTask.for_shard(run_dir, s.url, s.size, s.version) for s in plan.pending]
+    return RunPlan(run_dir, tasks, plan.skipped, plan.missing, plan.checkpoint, plan.gone, plan.changed)
 
 
-def write_run_files(cfg: JobConfig, plan: RunPlan) -> None:
+def withdraw_gone(plan: RunPlan, keep: bool = False) -> Withdrawal:
+    """Withdraw what was made from each ``gone`` input (``steps.withdrawal``): its output shard,
+    rows, face rows, the scores of every evaluation of it, then its manifest file; ``keep``
+    (--keep-orphans) only reports them."""
+    if not plan.gone:
+        return Withdrawal()
+    eval_dirs = [] if keep else evaluation_dirs(plan.run_dir)
+
+    def files(url: str) -> list[str]:
+        task = ShardTask.for_shard(plan.run_dir, url)
+        out = [task.output_url, task.rows_url, task.faces_url]
+        for eval_dir in eval_dirs:
+            scored = EvalTask.for_shard(eval_dir, url, task.output_url)
+            out += [scored.rows_url, scored.features_url, scored.manifest_url]
+        return out
+
+    result = withdraw(plan.checkpoint, plan.gone, files, keep)
+    names = [posixpath.basename(ShardTask.for_shard(plan.run_dir, url).manifest_url) for url in result.withdrawn]
+    for eval_dir in eval_dirs:
+        forget_in_stored(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA, names)
+    return result
+
+
+def evaluation_dirs(run_dir: str) -> list[str]:
+    """The run's ``eval-<hash8>/`` directories (one listing of the run directory)."""
+    from pipeline.io.listing import list_directory
+
+    fs, path = fsspec.core.url_to_fs(run_dir)
+    return sorted(posixpath.join(run_dir, posixpath.basename(p)) for p, e in list_directory(fs, path).items()
+                  if e.get("type") == "directory" and posixpath.basename(p).startswith("eval-"))
+
+
+def unpublish_changed(tasks: list, changed: set[str]) -> None:
+    """The published output of an input whose content changed was made from content that no
+    longer exists (a sample erased, an image edited): it is removed before the shard is redone,
+    so it is not published while the redo waits or if the redo fails."""
+    for task in tasks:
+        if task.input_url in changed:
+            remove(task.output_url)
+
+
+def missing_note(missing: list[str]) -> list[str]:
+    if not missing:
+        return []
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return [f"{len(missing)} input(s) not found (nothing recorded; a later run processes them once they exist): "
+            f"{', '.join(missing[:3])}{more}"]
+
+
+def rows_of_inputs(rows: list[dict], inputs) -> list[dict]:
+    """The merged rows of these inputs: what this run reports and its exit status is computed
+    from (rows of other inputs kept in the run directory from other nights are not its business)."""
+    wanted = set(inputs)
+    return [r for r in rows if r["input_shard"] in wanted]
+
+
+def withdrawal_failures(withdrawal: Withdrawal) -> list[dict]:
+    """A failed withdrawal fails the run (exit 1): rows for the exit status and the caller."""
+    from pipeline.errors import WRITE_FAILED
+
+    return [{"input_shard": url, "status": "failed", "error": f"withdrawing its outputs failed: {why}",
+             "error_kind": WRITE_FAILED} for url, why in withdrawal.failed]
+
+
+def write_run_files(cfg: JobConfig, plan: RunPlan, withdrawal: Withdrawal | None = None) -> None:
     fs, path = fsspec.core.url_to_fs(plan.run_dir)
     fs.makedirs(path, exist_ok=True)
-    with fs.open(posixpath.join(path, "config.json"), "w") as f:
-        f.write(cfg.to_json())
+    write_bytes_atomic(cfg.to_json().encode(), posixpath.join(plan.run_dir, "config.json"))
     entry = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "pending": len(plan.pending),
-             "skipped": len(plan.skipped), "missing": len(plan.missing), "argv": sys.argv}
+             "skipped": len(plan.skipped), "missing": len(plan.missing), "changed": len(plan.changed),
+             **(withdrawal or Withdrawal()).log_entry(), "argv": sys.argv}
     log_path = posixpath.join(path, "runs.jsonl")
     try:
         previous = fs.cat_file(log_path).decode()
     except FileNotFoundError:
         previous = ""
-    with fs.open(log_path, "w") as f:
-        f.write(previous + json.dumps(entry) + "\n")
+    write_bytes_atomic((previous + json.dumps(entry) + "\n").encode(), posixpath.join(plan.run_dir, "runs.jsonl"))
 
 
 def merge_manifest(checkpoint: Checkpoint, tasks: list, this_run: list[dict] = ()) -> list[dict]:
@@ -157,9 +238,11 @@ def save_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     return checkpoint
 
 
-def print_summary(rows: list[dict], run_dir: str, unit: str = "samples", show_failed: int = 10) -> None:
+def print_summary(rows: list[dict], run_dir: str, unit: str = "samples", show_failed: int = 10,
+                  notes: list[str] = ()) -> None:
     """The run's last lines: counts by status, then each failed shard and why (a scheduler's
-    log shows what to look at without opening the manifest)."""
+    log shows what to look at without opening the manifest), then ``notes`` (inputs not found,
+    withdrawals)."""
     by_status: dict[str, int] = {}
     for row in rows:
         by_status[row["status"]] = by_status.get(row["status"], 0) + 1
@@ -175,10 +258,14 @@ def print_summary(rows: list[dict], run_dir: str, unit: str = "samples", show_fa
               file=sys.stderr, flush=True)
     if failed:
         print(f"{len(failed)} shard(s) failed: rerun the same command to redo them", file=sys.stderr, flush=True)
+    for note in notes:
+        print(note, file=sys.stderr, flush=True)
 
 
 def run_job(cfg: JobConfig) -> list[dict]:
-    """Process every pending shard of ``cfg``; returns the run's merged manifest rows."""
+    """Process every pending shard of ``cfg`` and withdraw what was made from inputs that are
+    gone; returns the merged manifest rows of ``cfg``'s inputs (plus a failed row per input
+    whose withdrawal failed)."""
 
     cfg = resolve_config(cfg)
     if cfg.metrics is not None and cfg.metrics.enabled():
@@ -189,26 +276,24 @@ def run_job(cfg: JobConfig) -> list[dict]:
         from metrics.suite import MetricSettings, check_available
 
         check_available(MetricSettings.build(recognizers=cfg.loop_recognizers, fid=False, fidelity=False))
+    states = list_inputs(cfg.inputs)
     with RunLock(cfg.run_dir):
-        plan = plan_run(cfg)
-        write_run_files(cfg, plan)
+        plan = plan_run(cfg, states)
+        withdrawal = withdraw_gone(plan, cfg.keep_orphans)
+        unpublish_changed(plan.pending, plan.changed)
+        write_run_files(cfg, plan, withdrawal)
         print(f"run directory {plan.run_dir}: {len(plan.pending)} shard(s) to process, {len(plan.skipped)} already done"
-              + (f", {len(plan.missing)} missing" if plan.missing else ""), file=sys.stderr, flush=True)
+              + (f", {len(plan.missing)} not found" if plan.missing else "")
+              + (f", {len(plan.gone)} gone" if plan.gone else ""), file=sys.stderr, flush=True)
         if cfg.metrics is not None and cfg.metrics.enabled():
             write_eval_settings(posixpath.join(plan.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
         config_hash = cfg.config_hash()       # hashing copies the config, inputs included: once, not per shard
-        this_run = [record_missing(task, MANIFEST_SCHEMA, {"output_shard": task.output_url, "config_hash": config_hash})
-                    for task in plan.missing]
         with WorkerPool(ShardWorker, (cfg, cfg.method_plugin, publication_secret(cfg)), **cfg.worker_options()) as pool:
-            this_run += pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash})
-        rows = merge_manifest(plan.checkpoint, plan.missing + plan.pending, this_run)
-    print_summary(rows, plan.run_dir)
+            this_run = pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash})
+        rows = rows_of_inputs(merge_manifest(plan.checkpoint, plan.pending, this_run), cfg.inputs)
+    rows += withdrawal_failures(withdrawal)
+    print_summary(rows, plan.run_dir, notes=missing_note(plan.missing) + withdrawal.summary_lines())
     return rows
-
-
-def record_missing(task, schema, extra: dict) -> dict:
-    """The failed row of an input shard that does not exist, written like any failed row."""
-    return write_failed_row(task, failed_task_row(task, "input shard not found", UNREADABLE_SHARD, **extra), schema)
 
 
 @dataclass
@@ -221,22 +306,24 @@ class EvalPlan:
 
 def plan_evaluation(run_dir: str, settings) -> EvalPlan:
     """Output shards of a run still to score: finished shards (``ok``/``truncated``) with no
-    ``ok`` evaluation, or one that scored a different number of outputs (the shard was
-    regenerated since). Both sides are read from their checkpoints (``pipeline.steps.planning``)."""
+    ``ok`` evaluation, or one that scored another number of outputs or outputs made from other
+    content (the job's row has another ``input_version``: the shard was regenerated from an
+    edited input since, so the scores describe images that no longer exist). Both sides are
+    read from their checkpoints (``pipeline.steps.planning``)."""
     eval_dir = posixpath.join(run_dir, settings.eval_dir_name())
     checkpoint = Checkpoint.load(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA)
-    scored = checkpoint.latest("output_shard", "status", "outputs_scored", "outputs_error")
+    scored = checkpoint.latest("output_shard", "status", "outputs_scored", "outputs_error", "input_version")
     made = Checkpoint.load(posixpath.join(run_dir, "manifest"), MANIFEST_SCHEMA)
     pending, skipped = [], []
-    for input_shard, (output_shard, status, outputs_ok) in made.latest("input_shard", "output_shard", "status",
-                                                                       "outputs_ok").items():
+    for input_shard, (output_shard, status, outputs_ok, version) in made.latest(
+            "input_shard", "output_shard", "status", "outputs_ok", "input_version").items():
         if status not in FINAL:
             continue
         prev = scored.get(output_shard)
-        if prev and prev[0] == "ok" and prev[1] + prev[2] == outputs_ok:
+        if prev and prev[0] == "ok" and prev[1] + prev[2] == outputs_ok and prev[3] == version:
             skipped.append(output_shard)
         else:
-            pending.append(EvalTask.for_shard(eval_dir, input_shard, output_shard))
+            pending.append(EvalTask.for_shard(eval_dir, input_shard, output_shard, version))
     return EvalPlan(eval_dir, pending, skipped, checkpoint)
 
 

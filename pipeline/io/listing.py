@@ -22,6 +22,13 @@ LIST_AT = 16          # wanted names per directory from which one listing replac
 # Listing fields that change whenever an object is rewritten (S3, GCS, Azure, local, memory).
 _CHANGE_FIELDS = ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "last_modified", "updated",
                   "created", "ino")
+# What names an object's content where the store gives it, the same in a listing and in a HEAD
+# (first found wins): GCS's generation, S3's and Azure's ETag, an MD5.
+_CONTENT_FIELDS = ("generation", "ETag", "etag", "md5Hash")
+# Else what a rewrite in place changes: local and NFS files (``mtime``, ``created``: the inode
+# change time on Linux, which no tool can set back; ``ino``: a file replaced by a rename), and
+# the modification times other stores list.
+_REWRITE_FIELDS = ("mtime", "created", "ino", "LastModified", "last_modified", "updated")
 
 
 def by_filesystem(urls: Iterable[str]) -> Iterator[tuple[fsspec.AbstractFileSystem, list[tuple[str, str]]]]:
@@ -87,8 +94,18 @@ def object_entries(urls: Iterable[str]) -> dict[str, dict | None]:
                 except Exception:
                     listed = None
             for url, path in members:
-                out[url] = listed.get(path) if listed is not None else _one_entry(fs, path)
+                entry = listed.get(path) if listed is not None else _one_entry(fs, path)
+                if listed is not None and entry is not None and entry.get("islink"):
+                    entry = _one_entry(fs, path)        # local: the target's times and size, not the link's
+                out[url] = entry
     return out
+
+
+def one_entry(url: str) -> dict | None:
+    """What a direct request (a HEAD) says of one object, as ``object_entries`` does."""
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache(fs._parent(path))
+    return _one_entry(fs, path)
 
 
 def _one_entry(fs, path: str) -> dict | None:
@@ -112,6 +129,30 @@ def entry_size(entry: dict | None) -> int | None:
 
 def object_sizes(urls: Iterable[str]) -> dict[str, int | None]:
     return {url: entry_size(entry) for url, entry in object_entries(urls).items()}
+
+
+def object_state(entry: dict | None) -> tuple[int | None, str | None] | None:
+    """(size, content version) of an object, None if it does not exist: what a plan keeps of an
+    entry (a listing entry holds a dozen fields; 100,000 of them are tens of MiB)."""
+    return None if entry is None else (entry_size(entry), content_version(entry))
+
+
+def object_states(urls: Iterable[str]) -> dict[str, tuple[int | None, str | None] | None]:
+    return {url: object_state(entry) for url, entry in object_entries(urls).items()}
+
+
+def content_version(entry: dict | None) -> str | None:
+    """A short digest that changes whenever the object's content changes: of its ETag (S3,
+    Azure) or generation (GCS) and size where the store gives one, else of its modification
+    time, inode change time, inode and size (local disks, NFS), else of its size alone. None
+    when there is no object, or storage would not say (a directory, an error). Unlike
+    ``entry_version`` it reads the same from a listing and from a HEAD, and the same upload of
+    the same bytes to S3 keeps its version."""
+    if entry is None or "error" in entry or entry.get("type") == "directory":
+        return None
+    content = next(([f"{k}={entry[k]}"] for k in _CONTENT_FIELDS if entry.get(k) is not None), None)
+    fields = content or [f"{k}={entry[k]}" for k in _REWRITE_FIELDS if entry.get(k) is not None]
+    return hashlib.blake2b(";".join([*fields, f"size={entry.get('size')}"]).encode(), digest_size=8).hexdigest()
 
 
 def entry_version(entry: dict) -> str | None:

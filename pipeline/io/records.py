@@ -1,5 +1,5 @@
-"""Writing and reading rows as Parquet files (schemas: ``pipeline.io.schemas``). Files are
-written under a temporary name and renamed, like shards."""
+"""Writing and reading rows as Parquet files (schemas: ``pipeline.io.schemas``). Files appear
+only when complete, like shards (``pipeline.io.storage``)."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.shards import temporary_path
+from pipeline.io.storage import write_bytes
 
 
 def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
@@ -17,13 +17,10 @@ def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def write_bytes_atomic(data: bytes, url: str) -> None:
-    """Write under a hidden temporary name, then rename: readers never see a partial file."""
+    """Readers never see a partial file: one upload to the final name on object stores, a
+    hidden temporary renamed elsewhere (removed if the write fails: ``pipeline.io.storage``)."""
     fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = temporary_path(path)
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    write_bytes(fs, path, data)
 
 
 def write_parquet_atomic(table: pa.Table, url: str) -> None:

@@ -86,6 +86,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("outputs_ok", pa.int64()),
     ("outputs_error", pa.int64()),
     ("input_bytes", pa.int64()),       # size of the input shard when it was processed
+    ("input_version", pa.string()),    # its content version then (io.listing.content_version): a change redoes it
     ("config_hash", pa.string()),
     ("seconds", pa.float64()),
     ("finished_at", pa.string()),
@@ -111,6 +112,7 @@ EVAL_MANIFEST_SCHEMA = pa.schema([
     ("error_kind", pa.string()),
     ("outputs_scored", pa.int64()),
     ("outputs_error", pa.int64()),
+    ("input_version", pa.string()),    # the job row's input_version: the outputs scored were made from it
     ("seconds", pa.float64()),
     ("finished_at", pa.string()),
     ("worker", pa.string()),

@@ -6,8 +6,9 @@ the base name), and never interprets field bytes: decoding is the caller's busin
 limited to images. A truncated or corrupt tar ends the iteration and is reported through
 ``ShardReader.error`` rather than raised, so the samples read before it are still processed.
 
-The writer writes under a temporary name and renames only after the tar is closed, so an
-interrupted run never leaves a half shard under the final name. Member metadata is fixed
+The writer publishes a shard only when it is complete (``pipeline.io.storage``: one upload
+on object stores, a temporary renamed elsewhere), so an interrupted run never leaves a half
+shard under the final name. Member metadata is fixed
 (mtime 0, uid/gid 0, mode 0o644), so equal samples give byte-identical shards.
 """
 from __future__ import annotations
@@ -16,7 +17,6 @@ import io
 import lzma
 import posixpath
 import tarfile
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -27,6 +27,7 @@ import fsspec
 from pipeline.errors import TOO_LARGE, UNSAFE_KEY, UNSAFE_MEMBER, UnreadableShard  # noqa: F401 (re-exported)
 from pipeline.io.listing import object_entries
 from pipeline.io.sample_keys import printable_key, unsafe_name_reason
+from pipeline.io.storage import AtomicFile, temporary_path, temporary_prefix  # noqa: F401 (re-exported)
 from pipeline.io.tar_stream import HEADER_BUDGET, BoundedReader, SourceError, decompressed, open_source
 
 
@@ -76,18 +77,6 @@ def _with_directories_expanded(urls: list[str]) -> list[str]:
         else:
             out.append(url)
     return out
-
-
-def temporary_path(path: str) -> str:
-    """A hidden sibling (``dir/.name.tmp-<uuid>``): dataset readers such as pyarrow skip
-    names starting with a dot, so a killed run's partial file never pollutes a table."""
-    directory, name = posixpath.split(path)
-    return posixpath.join(directory, f"{temporary_prefix(name)}{uuid.uuid4().hex}")
-
-
-def temporary_prefix(name: str) -> str:
-    """What the temporaries of the file ``name`` start with."""
-    return f".{name}.tmp-"
 
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -204,19 +193,17 @@ class ShardReader:
 
 
 class AtomicShardWriter:
-    """Write samples to ``url`` through a temporary file renamed on ``close``."""
+    """Write samples to ``url``, published on ``close`` as a whole (``pipeline.io.storage``:
+    straight to the final name where the store's uploads are atomic, else through a temporary
+    renamed on close); ``abort`` publishes nothing."""
 
     def __init__(self, url: str):
         self.url = url
         self.fs, self.path = fsspec.core.url_to_fs(url)
-        parent = posixpath.dirname(self.path)
-        if parent:
-            self.fs.makedirs(parent, exist_ok=True)
-        self.tmp_path = temporary_path(self.path)
-        self._file = self.fs.open(self.tmp_path, "wb")
+        self._out = AtomicFile(self.fs, self.path)
         # PAX holds names of any length and any UTF-8 (USTAR stops at 100 characters); it adds
         # a header only where a name needs one, so short names give the same bytes as before.
-        self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8")
+        self._tar = tarfile.open(fileobj=self._out.file, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8")
         self.count = 0
 
     def write(self, key: str, fields: dict[str, bytes]) -> None:
@@ -241,17 +228,19 @@ class AtomicShardWriter:
         self.count += 1
 
     def close(self) -> None:
-        self._tar.close()
-        self._file.close()
-        self.fs.mv(self.tmp_path, self.path)
+        try:
+            self._tar.close()
+        except BaseException:
+            self._out.abort()
+            raise
+        self._out.commit()
 
     def abort(self) -> None:
         try:
-            self._tar.close()
-            self._file.close()
-        finally:
-            if self.fs.exists(self.tmp_path):
-                self.fs.rm(self.tmp_path)
+            self._tar.close()          # into the discarded file: nothing is published
+        except Exception:
+            pass
+        self._out.abort()
 
     def __enter__(self) -> "AtomicShardWriter":
         return self

@@ -12,7 +12,7 @@ because its version changed), at O(listing pages + changed files) requests.
 
 After a run the driver updates the checkpoint with the rows its tasks returned (no file is read
 again for them: they are what the files hold, or what storage failed to take) and writes it
-once. Input sizes come from listings too (``io.listing.object_sizes``).
+once. Inputs' existence and content versions come from listings too (``plan_inputs``).
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ import posixpath
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.listing import MISSING, entry_version, list_directory, object_sizes
+from pipeline.io.listing import entry_version, list_directory, object_entries, object_state, object_states, one_entry
 from pipeline.io.records import rows_table, write_parquet_atomic
 from pipeline.io.schemas import MANIFEST_SCHEMA
 
@@ -169,6 +170,15 @@ class Checkpoint:
         values = [self.table.column(c).to_pylist() for c in (key, *columns)]
         return {row[0]: row[1:] for row in zip(*values)}
 
+    def files_of(self, key: str = "input_shard") -> dict:
+        """``row[key] -> the name of the file its latest row came from``."""
+        values, out, start = self.table.column(key).to_pylist(), {}, 0
+        for name, count in zip(self.names, self.counts):
+            for value in values[start:start + count]:
+                out[value] = name
+            start += count
+        return out
+
     def rows(self, key: str = "input_shard") -> list[dict]:
         """One row per key, in key order: the merged manifest."""
         keys = self.table.column(key).to_pylist()
@@ -184,27 +194,70 @@ def task_rows(tasks, rows) -> dict[str, list[dict]]:
     return {file_of[row["input_shard"]]: [row] for row in rows}
 
 
+class InputState(NamedTuple):
+    url: str
+    size: int | None           # None: storage would not say (the worker finds out what is wrong)
+    version: str | None        # ``io.listing.content_version``: recorded in the task's manifest row
+
+
 @dataclass
 class InputPlan:
-    pending: list[tuple[str, int | None]]     # input URL and size (``MISSING``: it does not exist)
+    pending: list[InputState]
     skipped: list[str]
+    missing: list[str]         # named now, not there, never processed: nothing to do, no row written
+    gone: list[str]            # processed before (a row in the checkpoint), not there now: to withdraw
+    changed: set[str]          # pending because their content changed since their final row
     checkpoint: Checkpoint
 
 
 def plan_inputs(inputs, marker_dir: str, schema: pa.Schema = MANIFEST_SCHEMA,
-                config_hash: str | None = None) -> InputPlan:
-    """Input shards still to process: no manifest row, a ``failed`` one, one for a different
-    input size (the input was replaced or its upload completed) or, when ``config_hash`` is
-    given, for other settings. ``ok`` and ``truncated`` rows of unchanged inputs are final."""
-    sizes = object_sizes(inputs)
+                config_hash: str | None = None, states: dict[str, tuple | None] | None = None) -> InputPlan:
+    """Input shards still to process: no manifest row, a ``failed`` one, one made from other
+    content (its ``input_version`` differs from the listing's ``content_version``: an edited,
+    replaced or completed input; a row without a version, written before versions were kept,
+    is redone once) or, when ``config_hash`` is given, with other settings. ``ok`` and
+    ``truncated`` rows of unchanged inputs are final.
+
+    ``gone``: inputs of the checkpoint's rows that no longer exist, today's inputs or not (a
+    run directory may be fed different ``--input`` on different nights: an input merely not
+    named today is left alone). Existence comes from listings, one request per page: today's
+    (``states``, from ``io.listing.object_states`` if not given) and one of the checkpoint's
+    other inputs where there are any; each input found gone is asked once more on its own, so
+    a listing that lags behind writes never withdraws an input that exists."""
+    states = object_states(inputs) if states is None else states
+    found_again: dict[str, tuple] = {}       # said gone by a listing, there when asked on its own
     checkpoint = Checkpoint.load(marker_dir, schema)
-    done = checkpoint.latest("input_shard", "status", "input_bytes", "config_hash")
-    pending, skipped = [], []
+    done = checkpoint.latest("input_shard", "status", "input_version", "config_hash")
+    named = set(inputs)
+    others = [u for u in done if u is not None and u not in named]
+    try:
+        other_entries = object_entries(others) if others else {}
+    except Exception as exc:                 # a filesystem this machine cannot reach: nothing is known gone
+        log.warning("could not list earlier inputs (%s); none of them is withdrawn", exc)
+        other_entries = {}
+    candidates = [u for u in inputs if states.get(u) is None and u in done]
+    candidates += [u for u in others if u in other_entries and other_entries[u] is None]
+    gone = []
+    for url in candidates:
+        entry = one_entry(url)
+        if entry is None:
+            gone.append(url)
+        elif url in named:
+            found_again[url] = object_state(entry)
+    gone_set = set(gone)
+    pending, skipped, missing, changed = [], [], [], set()
     for url in inputs:
-        size = sizes[url]
-        status, size_then, hash_then = done.get(url, (None, None, None))
-        if status in FINAL and size_then == size and size != MISSING and config_hash in (None, hash_then):
+        state = states.get(url) or found_again.get(url)
+        if state is None:
+            if url not in gone_set:
+                missing.append(url)
+            continue
+        size, version = state
+        status, version_then, hash_then = done.get(url, (None, None, None))
+        if status in FINAL and version is not None and version_then == version and config_hash in (None, hash_then):
             skipped.append(url)
-        else:
-            pending.append((url, size))
-    return InputPlan(pending, skipped, checkpoint)
+            continue
+        pending.append(InputState(url, size, version))
+        if status in FINAL and version_then is not None and version_then != version:
+            changed.add(url)
+    return InputPlan(pending, skipped, missing, gone, changed, checkpoint)

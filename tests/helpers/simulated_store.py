@@ -11,7 +11,9 @@ It follows S3's request model as s3fs drives it:
 * ``info`` is a HEAD, and for a missing key one more LIST of one key (is it a prefix?), as s3fs
   does; both are skipped where the parent's cached listing has the answer (s3fs's ``dircache``);
 * ``cat_file`` is one GET; ``open`` for reading a HEAD then one GET per block; a write is one PUT
-  when the file is closed (one per 5 MiB part beyond); ``mv`` a server-side COPY plus a DELETE;
+  when the file is closed (one per 5 MiB part beyond), atomic as S3's (``atomic_put``: outputs
+  are written to their final names, ``pipeline.io.storage``); ``mv`` a server-side COPY plus a
+  DELETE;
 * listing entries carry ``size``, ``ETag`` (MD5 of the bytes) and ``LastModified`` at one-second
   resolution, as S3's do;
 * listings are cached per instance and kept until invalidated or written under, as s3fs keeps
@@ -42,6 +44,7 @@ class SimulatedObjectStore(AbstractFileSystem):
     protocol = "simstore"
     root_marker = ""
     latency = 0.03                           # seconds charged per request
+    atomic_put = True                        # an upload appears whole when complete, as on S3
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
