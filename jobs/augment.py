@@ -14,7 +14,7 @@ import sys
 
 
 from pipeline.config.cli import exit_code, job_config_from_argv, user_errors_exit_2  # noqa: E402
-from pipeline.execution.jobs import run_job  # noqa: E402
+from pipeline.execution.drivers.anonymize import run_job  # noqa: E402
 
 
 @user_errors_exit_2

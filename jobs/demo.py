@@ -20,7 +20,7 @@ from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 from pipeline.config.job import JobConfig  # noqa: E402
 from pipeline.reports.contact_sheet import (contact_sheet, first_images, mean_pixel_distance,  # noqa: E402
                                            outputs_by_source, run_images)
-from pipeline.execution.jobs import run_job  # noqa: E402
+from pipeline.execution.drivers.anonymize import run_job  # noqa: E402
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.config.cli import section_argv, user_errors_exit_2
-from pipeline.execution.enhancement import EnhanceSettings, run_enhancement
+from pipeline.execution.drivers.enhancement import EnhanceSettings, run_enhancement
 
 
 @user_errors_exit_2

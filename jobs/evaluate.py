@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.io.feature_files import load_reference_npz
     from pipeline.reports.evaluation import write_report
-    from pipeline.execution.jobs import run_evaluation
+    from pipeline.execution.drivers.evaluation import run_evaluation
 
     settings = metric_settings_from_args(args)
     for run_dir in args.runs:

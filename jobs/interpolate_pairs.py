@@ -23,7 +23,7 @@ from pipeline.config.interpolation import InterpConfig  # noqa: E402
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.execution.interpolation_job import run_interpolation
+    from pipeline.execution.drivers.interpolation import run_interpolation
 
     return exit_code(run_interpolation(config_from_argv(InterpConfig, argv, __doc__)))
 

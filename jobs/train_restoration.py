@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {args.out} is relative inside a Ray job: give an absolute path on shared storage")
     import ray
 
-    from pipeline.execution.cluster import connect
+    from pipeline.execution.pool import connect
     from pipeline.io.shards import expand_shard_urls
     from pipeline.training.ray_train import RestorationConfig, train_restorer
 

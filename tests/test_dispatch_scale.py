@@ -6,7 +6,7 @@ import time
 import pytest
 import ray as ray_module
 
-from pipeline.execution.cluster import WorkerPool
+from pipeline.execution.pool import WorkerPool
 from tests.helpers.echo import SCHEMA, EchoWorker, Task
 
 

@@ -13,7 +13,7 @@ from pipeline.models.architectures import pixel_unet
 
 REPO = Path(__file__).resolve().parents[1]
 from jobs import enhance  # noqa: E402
-from pipeline.execution.enhancement import low_resolution_shards  # noqa: E402
+from pipeline.execution.drivers.enhancement import low_resolution_shards  # noqa: E402
 from pipeline.reports.enhancement import read_images  # noqa: E402
 from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 

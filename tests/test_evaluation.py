@@ -15,7 +15,8 @@ from metrics.summaries import distribution_metrics
 from metrics.weights import WeightsUnavailableError
 from pipeline.config.job import JobConfig
 from pipeline.reports.evaluation import write_report
-from pipeline.execution.jobs import resolve_config, run_evaluation, run_job
+from pipeline.execution.drivers.anonymize import resolve_config, run_job
+from pipeline.execution.drivers.evaluation import run_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402

@@ -60,7 +60,7 @@ def face_shard(path: Path, n: int, size: int) -> str:
 
 @pytest.mark.slow
 def test_ddpm_celebahq_256_anonymizes_real_size_images(ray_cluster, tmp_path):
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
 
     model_dir = save_ddpm_celebahq_256(tmp_path / "ddpm-celebahq-256")
     assert sorted(p.name for p in model_dir.iterdir()) == [

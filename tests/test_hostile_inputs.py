@@ -293,7 +293,7 @@ def _job_cfg(hostile, output, **kw):
 
 
 def test_anonymize_and_augment_over_hostile_shards(ray_cluster, hostile, sandbox, tmp_path):
-    from pipeline.execution.jobs import run_job
+    from pipeline.execution.drivers.anonymize import run_job
 
     for job in ("anonymize", "augment"):
         extra = {"variants": 2, "t": (0.2, 0.4)} if job == "augment" else {}
@@ -315,7 +315,7 @@ def test_anonymize_and_augment_over_hostile_shards(ray_cluster, hostile, sandbox
 
 def test_interpolation_never_names_a_file_after_a_key(ray_cluster, hostile, sandbox):
     from pipeline.config.interpolation import InterpConfig
-    from pipeline.execution.interpolation_job import run_interpolation
+    from pipeline.execution.drivers.interpolation import run_interpolation
 
     cfg = InterpConfig.build(inputs=tuple(hostile["inputs"]), output=str(sandbox), model=hostile["model"],
                        methods=("slerp",), lam=(0.5,), steps=6, invert_steps=3, batch_size=4, pairs="random",
@@ -331,7 +331,8 @@ def test_interpolation_never_names_a_file_after_a_key(ray_cluster, hostile, sand
 
 def test_scoring_and_enhancement_over_hostile_shards(ray_cluster, hostile, sandbox, tmp_path):
     from metrics.suite import MetricSettings
-    from pipeline.execution.jobs import run_evaluation, run_job
+    from pipeline.execution.drivers.evaluation import run_evaluation
+    from pipeline.execution.drivers.anonymize import run_job
 
     run_job(_job_cfg(hostile, sandbox))
     run_dir = next(sandbox.glob("anonymize-*"))
@@ -350,7 +351,7 @@ def test_scoring_and_enhancement_over_hostile_shards(ray_cluster, hostile, sandb
 
 def test_unreadable_inputs_fail_the_run_and_are_redone(ray_cluster, pixel_model_dir, tmp_path, capsys):
     from pipeline.config.cli import exit_code
-    from pipeline.execution.jobs import run_job
+    from pipeline.execution.drivers.anonymize import run_job
 
     good = hostile_tar(tmp_path / "good.tar", [member("a.png", _face(1))])
     (tmp_path / "empty.tar").write_bytes(b"")

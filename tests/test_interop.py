@@ -14,8 +14,8 @@ import webdataset as wds
 
 from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
-from pipeline.execution.jobs import run_job
-from pipeline.execution.workers import WORKER_CACHE
+from pipeline.execution.drivers.anonymize import run_job
+from pipeline.execution.worker_plan import WORKER_CACHE
 from pipeline.io.shards import ShardReader
 
 REPO = Path(__file__).resolve().parents[1]

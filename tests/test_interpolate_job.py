@@ -13,7 +13,7 @@ from tests.helpers.files import png_bytes, write_tar
 from metrics.inception import save_random_fid_weights
 from pipeline.config.interpolation import InterpConfig
 from pipeline.reports.interpolation import write_interp_report
-from pipeline.execution.interpolation_job import run_interpolation
+from pipeline.execution.drivers.interpolation import run_interpolation
 from pipeline.io.pairs import consecutive_pairs, random_pairs, read_pairs_file, write_pairs_file
 from pipeline.io.shards import ShardReader
 from pipeline.fixtures.tiny_models import save_text_latent_model

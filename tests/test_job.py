@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
-from pipeline.execution.jobs import run_job
+from pipeline.execution.drivers.anonymize import run_job
 from pipeline.io.shards import ShardReader
 
 REPO = Path(__file__).resolve().parents[1]

@@ -72,7 +72,7 @@ def test_a_registered_method_runs_through_the_whole_job(ray_cluster, pixel_model
     import sys
 
     from pipeline.fixtures.demo_shards import write_demo_shards
-    from pipeline.execution.jobs import run_job
+    from pipeline.execution.drivers.anonymize import run_job
 
     # The driver ships the method object to the workers; this module is not importable there,
     # so it travels by value (a user's method module would be on the workers' path instead).

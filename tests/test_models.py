@@ -115,7 +115,7 @@ def test_retrained_weights_change_the_run_directory(pixel_model_dir, tmp_path):
     """A model retrained in place must not mix its outputs with the old model's."""
     from pathlib import Path
 
-    from pipeline.execution.jobs import resolve_config
+    from pipeline.execution.drivers.anonymize import resolve_config
     from tests.helpers.files import write_tar
 
     shard = write_tar(tmp_path / "s.tar", [])

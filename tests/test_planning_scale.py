@@ -25,14 +25,16 @@ from tests.helpers import simulated_store
 from tests.helpers.simulated_store import SimulatedObjectStore
 
 from pipeline.config.job import JobConfig
-from pipeline.execution.jobs import merge_manifest, plan_evaluation, plan_run, withdraw_gone, write_run_files
+from pipeline.execution.drivers.common import merge_manifest, write_run_files
+from pipeline.execution.drivers.evaluation import plan_evaluation
+from pipeline.execution.drivers.anonymize import plan_run, withdraw_gone
 from pipeline.execution.run_lock import RunLock
 from pipeline.io.listing import MISSING, content_version, object_sizes
 from pipeline.io.records import read_parquet_dir, rows_table, write_parquet_atomic
 from pipeline.io.schemas import MANIFEST_SCHEMA
 from pipeline.io.shards import expand_shard_urls, temporary_path
 from pipeline.engine.completion import remove_stale_temporaries, run_to_completion
-from pipeline.steps.planning import Checkpoint, checkpoint_url, plan_inputs, task_rows
+from pipeline.execution.planning import Checkpoint, checkpoint_url, plan_inputs, task_rows
 from pipeline.engine.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +259,7 @@ def test_checkpoint_equals_reading_every_file_and_reads_only_what_changed(store,
     assert {r["input_shard"]: r for r in checkpoint.rows()} == truth
     assert truth[shard_url(10)]["worker"] == "node-7:gpu1" and shard_url(20) not in truth
 
-    plan = plan_inputs(cfg.inputs + (shard_url(n), shard_url(n + 1), shard_url(n + 2)), manifest)
+    plan = plan_inputs(cfg.run.inputs + (shard_url(n), shard_url(n + 1), shard_url(n + 2)), manifest)
     assert [u for u, _, _ in plan.pending] == [shard_url(i) for i in (20, 55, 58, 59)]
     # The plan's rows become the checkpoint, written once; the next load reads no manifest file.
     checkpoint.save()
@@ -273,7 +275,7 @@ def test_a_listing_that_lags_behind_writes_only_ever_causes_work_to_be_redone(st
     cfg = nightly_config(n)
     redone = input_task(store, cfg.run_dir, 39)
     new_input = shard_url(n)
-    grown = cfg.replace(inputs=cfg.inputs + (new_input,))
+    grown = cfg.replace(inputs=cfg.run.inputs + (new_input,))
     with store.lagging_listings():
         # Written after the listings' view: shard 39's redo (a crashed run) and a new input.
         store.put_object(redone.manifest_url, marker_bytes(finished_row(redone)))
@@ -377,7 +379,7 @@ def test_evaluation_plans_from_both_checkpoints(store):
 
 
 def test_interpolation_inversions_are_located_from_checkpoints(store):
-    from pipeline.execution.interpolation_job import locate_inversions
+    from pipeline.execution.drivers.interpolation import locate_inversions
     from pipeline.io.schemas import INVERSION_ROW_SCHEMA
     from pipeline.engine.tasks import InversionTask
 
@@ -411,7 +413,7 @@ def test_stale_temporaries_are_found_by_name_not_by_pattern(tmp_path):
 
 def test_low_resolution_inputs_are_made_once_per_settings(tmp_path):
     from pipeline.fixtures.demo_shards import write_demo_shards
-    from pipeline.execution.enhancement import low_resolution_shards
+    from pipeline.execution.drivers.enhancement import low_resolution_shards
 
     shards = write_demo_shards(str(tmp_path / "hr"), shards=2, per_shard=2, size=32)
     made = low_resolution_shards(shards, str(tmp_path / "lr"), resolution=16, factor=4, upsample="bicubic")
@@ -429,7 +431,7 @@ def test_gone_inputs_are_told_apart_from_inputs_not_named_today(store):
     n = 40
     tasks, _ = finished_run(store, n)
     cfg = nightly_config(n)
-    tonight = cfg.replace(inputs=cfg.inputs[20:])
+    tonight = cfg.replace(inputs=cfg.run.inputs[20:])
     with store.counting() as requests:
         plan = plan_run(tonight)
     assert plan.gone == [] and plan.pending == [] and len(plan.skipped) == 20

@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline.config.cli import exit_code
 from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
-from pipeline.execution.jobs import resolve_config, run_job
+from pipeline.execution.drivers.anonymize import resolve_config, run_job
 from pipeline.io.shards import AtomicShardWriter, ShardReader
 
 KEYS = {0: ["a0", "a1", "a2", "a3", "a4"], 1: ["b0", "b1", "b2", "b3", "b4"], 2: ["c0", "c1", "c2", "c3", "c4"]}
@@ -201,7 +201,7 @@ def test_erased_edited_and_deleted_inputs_on_s3(ray_cluster, pixel_model_dir, s3
 
 def test_local_inputs_are_recorded_by_absolute_path(tmp_path, monkeypatch):
     """A later run from another working directory must find the same inputs, not call them gone."""
-    from pipeline.execution.jobs import expand_inputs
+    from pipeline.execution.drivers.common import expand_inputs
 
     monkeypatch.chdir(tmp_path)
     write_shard("in/faces-000000.tar", {"k": image(1)})

@@ -152,7 +152,7 @@ def test_cold_local_sampling_runs_in_the_anonymize_and_augment_jobs(ray_cluster,
 
     from pipeline.config.job import JobConfig
     from metrics.suite import MetricSettings
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
     from pipeline.reports.evaluation import summarize_run
 
     restorer = str(save_restorer(tmp_path / "restorer", trainer().ema, SPEC, 16))

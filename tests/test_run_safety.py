@@ -62,7 +62,7 @@ def test_object_store_leases_refuse_live_holders_and_take_over_expired_ones():
 
 def test_run_job_refuses_a_locked_run_directory_before_any_work(pixel_model_dir, tmp_path):
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
 
     inputs = write_demo_shards(str(tmp_path / "in"), shards=1, per_shard=2)
     cfg = JobConfig.build(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
@@ -131,7 +131,7 @@ def test_model_that_fails_in_the_worker_stops_the_run_in_one_line(ray_cluster, p
     import shutil
 
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import run_job
+    from pipeline.execution.drivers.anonymize import run_job
 
     model = tmp_path / "model"
     shutil.copytree(pixel_model_dir, model)
@@ -153,7 +153,7 @@ def test_unwritable_rows_and_manifests_fail_each_shard_and_the_run_goes_on(ray_c
     driver writes after: the driver keeps them in memory, every shard is attempted, exit 1."""
     from pipeline.config.cli import exit_code
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
 
     inputs = write_demo_shards(str(tmp_path / "in"), shards=3, per_shard=2)
     cfg = JobConfig.build(job="anonymize", inputs=tuple(inputs), output=str(tmp_path / "out"), model=pixel_model_dir, steps=4)
@@ -178,7 +178,7 @@ def test_unwritable_rows_and_manifests_fail_each_shard_and_the_run_goes_on(ray_c
 _PRIVATE_DRIVER = """
 import os, sys, time
 import ray
-from pipeline.execution.cluster import connect
+from pipeline.execution.pool import connect
 connect(ray, None)
 @ray.remote
 class Probe:

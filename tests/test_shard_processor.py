@@ -6,7 +6,7 @@ import pytest
 from tests.helpers.files import png_bytes, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.models.loading import load_model
-from pipeline.execution.jobs import plan_run
+from pipeline.execution.drivers.anonymize import plan_run
 from pipeline.engine.local import anonymize_transform, process_shard
 from pipeline.io.shards import ShardReader
 from pipeline.engine.tasks import ShardTask
@@ -79,7 +79,7 @@ def test_config_rejects_settings_that_would_collide_or_do_nothing(kw, message, t
 
 
 def test_steps_beyond_the_training_schedule_fail_before_any_work(pixel_model_dir, tmp_path):
-    from pipeline.execution.jobs import resolve_config
+    from pipeline.execution.drivers.anonymize import resolve_config
 
     shard = write_tar(tmp_path / "s.tar", [])
     with pytest.raises(ValueError, match="exceeds the model's 1000 training timesteps"):

@@ -3,7 +3,7 @@ and take the next run's setup; a worker that Ray restarts after a crash rebuilds
 setup, never the one it was first created with."""
 
 
-from pipeline.execution.cluster import WorkerPool
+from pipeline.execution.pool import WorkerPool
 from tests.helpers.echo import SCHEMA, EchoWorker, Task
 
 def pool(value: int) -> WorkerPool:

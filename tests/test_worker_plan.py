@@ -3,7 +3,7 @@ workers only on a cluster this driver started that has no GPU, or with --num-gpu
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.execution.workers import plan_workers
+from pipeline.execution.worker_plan import plan_workers
 
 
 def plan(**kw):

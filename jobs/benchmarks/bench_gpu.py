@@ -187,7 +187,7 @@ def job_unavailable_reason() -> str | None:
         return "skipped: ray not installed"
     try:
         import pipeline.fixtures.demo_shards  # noqa: F401
-        import pipeline.execution.jobs  # noqa: F401
+        import pipeline.execution.drivers  # noqa: F401
     except ImportError as exc:
         return f"skipped: {exc.name or exc} not installed"
     return None

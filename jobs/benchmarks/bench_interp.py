@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from pipeline.fixtures.demo_shards import write_demo_shards  # noqa: E402
 from pipeline.io.images import to_model_range, to_uint8  # noqa: E402
 from pipeline.config.interpolation import DEFAULT_LAMS, InterpConfig  # noqa: E402
-from pipeline.execution.interpolation_job import locate_inversions, plan_pair_tasks  # noqa: E402
+from pipeline.execution.drivers.interpolation import locate_inversions, plan_pair_tasks  # noqa: E402
 from pipeline.engine.tasks import InversionTask  # noqa: E402
 from pipeline.diffusion.interpolation import METHODS, ddim_decode, ddim_invert, start_latents  # noqa: E402
 from pipeline.models.loading import load_model  # noqa: E402

@@ -55,7 +55,7 @@ def run_augment(train: list[str], args: argparse.Namespace) -> tuple[str, list[s
     """The repository's augment job on the training shards; returns (run dir, the output shards
     of exactly these inputs, seconds). The run directory's hash leaves the inputs out, so an
     OUT reused with other data may hold other shards too: only the manifest's are read."""
-    from pipeline.execution.jobs import run_job   # imports Ray; kept out of module import time
+    from pipeline.execution.drivers.anonymize import run_job  # imports Ray; kept out of module import time
 
     started = time.time()
     cfg = JobConfig.build(job="augment", inputs=tuple(train), output=posixpath.join(args.out, "runs"), model=args.model,

@@ -46,7 +46,7 @@ def evaluate(restorer_dir: str, shards: list[str], severities: list[int], out: s
     from metrics.suite import MetricSettings
     from pipeline.config.cli import exit_code
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
     from pipeline.reports.evaluation import summarize_run
 
     settings = MetricSettings.build(fid=False, fidelity=True)

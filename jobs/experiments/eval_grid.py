@@ -73,7 +73,7 @@ def main() -> int:
 
     from pipeline.config.cli import print_results
     from pipeline.reports.evaluation import write_report
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
 
     if args.data:
         if not args.model:

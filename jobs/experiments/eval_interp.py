@@ -45,7 +45,7 @@ def main() -> int:
     from pipeline.config.cli import print_results
     from pipeline.config.interpolation import InterpConfig
     from pipeline.reports.interpolation import write_interp_report
-    from pipeline.execution.interpolation_job import resolve_interp_config, run_interpolation
+    from pipeline.execution.drivers.interpolation import resolve_interp_config, run_interpolation
     from pipeline.io.pairs import random_pairs, write_pairs_file
     from pipeline.io.shards import ShardReader
 

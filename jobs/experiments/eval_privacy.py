@@ -113,7 +113,7 @@ def main() -> int:
     from PIL import Image
     from metrics.privacy_judge import MtcnnFaceCheck
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
     from pipeline.io.images import prepare_image
     from pipeline.io.shards import ShardReader
     from privacy_report import write_report

@@ -148,7 +148,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
     from pipeline.io.images import prepare_image
     from pipeline.io.shards import ShardReader
     from pipeline.reports.wild import write_report

@@ -48,16 +48,6 @@ class HashedConfig:
     def sections(self) -> list[Settings]:
         return [getattr(self, name) for name in self.section_names]
 
-    def __getattr__(self, name: str):
-        # TRANSITIONAL (issue 22): flat reads (cfg.t) while the engine moves to section reads.
-        if name.startswith("__") or name in ("section_names", "top_level"):
-            raise AttributeError(name)
-        for section_name in type(self).section_names:
-            section = self.__dict__.get(section_name)
-            if section is not None and name in {f.name for f in dataclasses.fields(section)}:
-                return getattr(section, name)
-        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
-
     def output_settings(self) -> dict:
         """The settings that determine the outputs (hashed): each section's contribution, less
         what another section makes irrelevant (the privacy target's search replaces --t)."""

@@ -97,8 +97,8 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
     from ray.train.torch import TorchTrainer
 
     from pipeline.training.restorer import checkpoint_step
-    from pipeline.execution.cluster import connect
-    from pipeline.execution.workers import WORKER_CACHE
+    from pipeline.execution.pool import connect
+    from pipeline.execution.worker_plan import WORKER_CACHE
 
     # Ray Train runs the loop in its own working directory: local paths must be absolute.
     cfg = replace(cfg, out=str(Path(cfg.out).resolve()),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.execution.workers import Worker
+from pipeline.execution.actors import Worker
 
 SCHEMA = pa.schema([("input_shard", pa.string()), ("output_shard", pa.string()), ("status", pa.string()),
                     ("error", pa.string()), ("error_kind", pa.string()), ("value", pa.int64()), ("pid", pa.int64()),

@@ -1,6 +1,6 @@
 """The execution layer on Ray: connecting (or starting a private loopback-only cluster),
 starting workers that load their model once (and keep it for the driver's next run), and
-feeding them tasks. With the drivers beside it (``jobs``, ``interpolation_job``) and the Ray
+feeding them tasks. With the drivers beside it (``pipeline.execution.drivers``) and the Ray
 Train trainer, the only modules that import Ray.
 
 Failure handling lives here once for every job kind:
@@ -24,10 +24,12 @@ import time
 
 from pipeline.errors import WORKER_FAILED, WRITE_FAILED
 from pipeline.execution.progress import Progress
-from pipeline.execution.workers import WORKER_CACHE, settle_started, start_workers
+from pipeline.execution.worker_plan import WORKER_CACHE, settle_started, start_workers
 from pipeline.engine.completion import SHARD_COUNTS, failed_task_row, write_failed_row
 
+
 log = logging.getLogger(__name__)
+
 
 MAX_ATTEMPTS = 3                   # tries of a task whose worker is lost (a crash, a node gone)
 

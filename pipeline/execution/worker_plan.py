@@ -1,107 +1,20 @@
-"""The workers of a run: the actor body every job kind's worker extends, how many start and
-with what resources, and the driver's cache that keeps them between runs (an evaluation grid,
-a benchmark or a test session pays for process start and imports once)."""
+"""How many workers of which kind a run asks for, and the driver's cache that keeps them between
+runs (an evaluation grid, a benchmark or a test session pays for process start and imports
+once): GPU workers beyond the cluster's GPUs stay pending as the autoscaler's demand."""
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 
-import ray
-
-from pipeline.config.job import DEFAULT_MAX_GPU_WORKERS
+from pipeline.config.sections import DEFAULT_MAX_GPU_WORKERS
 from pipeline.errors import UserError
+from pipeline.execution.actors import PoolState
+
 
 log = logging.getLogger(__name__)
-
-
-class PoolState:
-    """A tiny actor per kind of worker: what the workers are set up with now (so a worker Ray
-    restarts after a crash rebuilds the current run's setup, not the one it was created for)
-    and the progress count they report to. Workers stay single-threaded: a threaded actor ran
-    the model about 1.6x slower here."""
-
-    def __init__(self):
-        self.samples = 0
-        self.generation = 0
-        self.args: tuple = ()
-
-    def configure(self, args: tuple) -> int:
-        self.generation += 1
-        self.args = args
-        return self.generation
-
-    def setup_args(self) -> tuple[int, tuple]:
-        return self.generation, self.args
-
-    def add(self, n: int) -> None:
-        self.samples += n
-
-    def reset(self) -> None:
-        self.samples = 0
-
-    def total(self) -> int:
-        return self.samples
-
-
-def init_worker_torch(cpu_threads: int | None) -> None:
-    import torch
-
-    logging.basicConfig(level=logging.INFO)
-    if cpu_threads:
-        torch.set_num_threads(cpu_threads)
-
-
-class Worker:
-    """Ray actor body: ``setup(*args)`` builds what the worker keeps (model, metric networks)
-    once per configuration; ``process(task)`` handles one task. Constructed as
-    ``Worker(state, cpu_threads)``: the setup arguments come from the ``PoolState`` actor, and
-    ``ready()`` picks up a new configuration, so one worker process serves run after run of a
-    driver (an evaluation grid, a benchmark, a test session) without restarting."""
-
-    def __init__(self, state, cpu_threads: int | None):
-        self.state = state
-        self.generation: int | None = None
-        self.setup_error: str | None = None
-        init_worker_torch(cpu_threads)
-        self.refresh()
-
-    def refresh(self) -> None:
-        import ray
-
-        generation, args = ray.get(self.state.setup_args.remote())
-        if generation == self.generation:
-            return
-        self.generation, self.setup_error = generation, None
-        try:
-            self.setup(*args)
-        except Exception as exc:
-            log.debug("worker setup failed:\n%s", traceback.format_exc())
-            self.setup_error = f"{type(exc).__name__}: {exc}"
-
-    def setup(self, *args) -> None:
-        raise NotImplementedError
-
-    def kept(self, key: tuple, build):
-        """``build()``, unless the previous configuration built the same ``key`` (the same model
-        for the next t of a grid): the last one is kept, nothing more."""
-        if getattr(self, "_kept", (None, None))[0] != key:
-            self._kept = (None, None)          # free the old one before building the new
-            self._kept = (key, build())
-        return self._kept[1]
-
-    # Asked again while Ray restarts the worker (a crash, a lost node), until it is back or dead.
-    @ray.method(max_task_retries=-1)
-    def ready(self) -> str | None:
-        """None when the worker can take tasks of the current configuration, else why not."""
-        self.refresh()
-        return self.setup_error
-
-    def report(self, n: int) -> None:
-        self.state.add.remote(n)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Callable
 
 import fsspec
 
-from pipeline.steps.planning import Checkpoint
+from pipeline.execution.planning import Checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The pair-interpolation driver: both stages through ``pipeline.execution.cluster``, under the run
+"""The pair-interpolation driver: both stages through ``pipeline.execution.pool``, under the run
 directory's lock.
 
 Two stages over the same workers (each loads the model once):
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-import socket
 import sys
 
 from pipeline.errors import UserError
 
-from pipeline.execution.cluster import WorkerPool
-from pipeline.execution.workers import Worker
+from pipeline.execution.pool import WorkerPool
+from pipeline.execution.actors import InterpWorker
 from pipeline.config.interpolation import InterpConfig
 from pipeline.engine.tasks import InversionTask, PairTask
 from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, group_pairs, number_pairs, pairs_hash,
@@ -34,11 +33,11 @@ from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, gr
 from pipeline.io.schemas import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
 from pipeline.methods.boomerang import check_steps
-from pipeline.execution.jobs import (RunPlan, expand_inputs, list_inputs, merge_manifest, missing_note, print_summary,
+from pipeline.execution.drivers.common import (RunPlan, expand_inputs, list_inputs, merge_manifest, missing_note, print_summary,
                                      save_checkpoint, withdrawal_failures, write_run_files)
 from pipeline.engine.completion import remove_outputs
-from pipeline.steps.planning import FINAL, Checkpoint, plan_inputs, task_rows
-from pipeline.steps.withdrawal import TREE, remove, withdraw
+from pipeline.execution.planning import FINAL, Checkpoint, plan_inputs, task_rows
+from pipeline.execution.withdrawal import TREE, remove, withdraw
 
 
 def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
@@ -46,50 +45,20 @@ def resolve_interp_config(cfg: InterpConfig) -> InterpConfig:
     from pipeline.config.job import model_fingerprint
     from pipeline.models.source import check_model_dir, resolve_model_dir
 
-    model_dir = resolve_model_dir(cfg.model)
+    model_dir = resolve_model_dir(cfg.run.model)
     if check_model_dir(model_dir) == "cold":
-        raise UserError(f"--model {cfg.model} is a Cold Diffusion restorer; interpolation needs a diffusion model")
-    check_steps(cfg.steps, model_dir)
-    fingerprint = file_fingerprint(cfg.pairs_file) if cfg.pairs_file else ""
-    return cfg.replace(inputs=expand_inputs(cfg.inputs), model_fingerprint=model_fingerprint(model_dir),
+        raise UserError(f"--model {cfg.run.model} is a Cold Diffusion restorer; interpolation needs a diffusion model")
+    check_steps(cfg.interpolation.steps, model_dir)
+    fingerprint = file_fingerprint(cfg.pairing.pairs_file) if cfg.pairing.pairs_file else ""
+    return cfg.replace(inputs=expand_inputs(cfg.run.inputs), model_fingerprint=model_fingerprint(model_dir),
                        pairs_fingerprint=fingerprint)
-
-
-class InterpWorker(Worker):
-    """The model and the metric networks, loaded once, for both stages."""
-
-    def setup(self, cfg: InterpConfig) -> None:
-        from pipeline.models.loading import load_model
-        from pipeline.transforms.frames import Frames
-        from pipeline.transforms.inversion import Inversion
-
-        model = load_model(cfg.run.model, sampler="ddim", device=cfg.execution.device, dtype=cfg.images.dtype,
-                           resolution=cfg.images.resolution)
-        inception = lpips = None
-        if cfg.frame_metrics.fid:
-            from metrics.inception import load_fid_inception
-
-            inception = load_fid_inception(cfg.frame_metrics.inception_weights, device=model.device)
-        if cfg.frame_metrics.lpips:
-            from metrics.fidelity import load_lpips
-
-            lpips = load_lpips(device=model.device)
-        self.stages = {InversionTask: Inversion(cfg, model, inception), PairTask: Frames(cfg, model, inception, lpips)}
-        self.context = {"config_hash": cfg.config_hash(), "worker": f"{socket.gethostname()}:{model.device}"}
-        self.max_member_bytes = cfg.images.max_member_bytes
-
-    def process(self, task) -> dict:
-        from pipeline.engine.loop import run
-
-        return run(task, self.stages[type(task)], progress=self.report, max_member_bytes=self.max_member_bytes,
-                   **self.context)
 
 
 def check_metric_weights(cfg: InterpConfig) -> None:
     """A missing metric weights file fails here, before any work."""
     from metrics.suite import MetricSettings, check_available
 
-    check_available(MetricSettings.build(fid=cfg.fid, fidelity=False, lpips=cfg.lpips, inception_weights=cfg.inception_weights))
+    check_available(MetricSettings.build(fid=cfg.frame_metrics.fid, fidelity=False, lpips=cfg.frame_metrics.lpips, inception_weights=cfg.frame_metrics.inception_weights))
 
 
 def locate_inversions(run_dir: str, inputs, manifests: Checkpoint | None = None
@@ -123,12 +92,12 @@ def plan_pair_tasks(cfg: InterpConfig, located, keys_by_shard, failed: list[str]
     """Every group of pairs as a task, and how many of them are already done (``done``: the
     frames stage's checkpoint, loaded here if not given; groups past the count are removed
     from storage and from it)."""
-    if cfg.pairs == "file":
-        raw = read_pairs_file(cfg.pairs_file)
-    elif cfg.pairs == "consecutive":
+    if cfg.pairing.pairs == "file":
+        raw = read_pairs_file(cfg.pairing.pairs_file)
+    elif cfg.pairing.pairs == "consecutive":
         raw = consecutive_pairs(keys_by_shard)
     else:
-        raw = random_pairs([k for keys in keys_by_shard.values() for k in keys], cfg.num_pairs, cfg.seed)
+        raw = random_pairs([k for keys in keys_by_shard.values() for k in keys], cfg.pairing.num_pairs, cfg.run.seed)
     pairs = number_pairs(raw)
     refs = resolve_refs(pairs, located)
     if failed:
@@ -139,7 +108,7 @@ def plan_pair_tasks(cfg: InterpConfig, located, keys_by_shard, failed: list[str]
         done = Checkpoint.load(posixpath.join(run_dir, "manifest"), PAIR_MANIFEST_SCHEMA)
     finished = done.latest("input_shard", "status", "pairs_hash")
     tasks, n_done = [], 0
-    groups = group_pairs(pairs, cfg.pairs_per_shard)
+    groups = group_pairs(pairs, cfg.pairing.pairs_per_shard)
     for i, group in enumerate(groups):
         group_refs = sorted({refs[k] for p in group for k in (p.key_a, p.key_b)}, key=lambda r: r.key)
         task = PairTask.for_group(run_dir, i, group, group_refs, pairs_hash(group, refs))
@@ -167,16 +136,16 @@ def run_interpolation(cfg: InterpConfig) -> list[dict]:
     """Both stages for every pending shard and group; returns the frames stage's manifest rows
     plus a ``failed`` row per input shard whose inversion failed."""
     cfg = resolve_interp_config(cfg)
-    if cfg.fid or cfg.lpips:
+    if cfg.frame_metrics.fid or cfg.frame_metrics.lpips:
         check_metric_weights(cfg)
-    states = list_inputs(cfg.inputs)
+    states = list_inputs(cfg.run.inputs)
     with RunLock(cfg.run_dir):
         return _run_stages(cfg, states)
 
 
 def inversion_files(run_dir: str):
     """What stage 1 made from one input shard, published last to first: its cached inversions
-    (a directory), rows and features (``steps.withdrawal`` deletes its manifest file after)."""
+    (a directory), rows and features (``pipeline.execution.withdrawal`` deletes its manifest file after)."""
     def files(url: str) -> list[str]:
         task = InversionTask.for_shard(run_dir, url)
         return [task.cache_dir.rstrip("/") + TREE, task.rows_url, task.features_url]
@@ -186,15 +155,15 @@ def inversion_files(run_dir: str):
 def _run_stages(cfg: InterpConfig, states: dict | None = None) -> list[dict]:
     run_dir = cfg.run_dir
     wanted = None
-    if cfg.pairs == "file":
-        wanted = frozenset(k for pair in read_pairs_file(cfg.pairs_file) for k in pair)
-    plan = plan_inputs(cfg.inputs, posixpath.join(run_dir, "inversions", "manifest"), states=states)
+    if cfg.pairing.pairs == "file":
+        wanted = frozenset(k for pair in read_pairs_file(cfg.pairing.pairs_file) for k in pair)
+    plan = plan_inputs(cfg.run.inputs, posixpath.join(run_dir, "inversions", "manifest"), states=states)
     inversions = [InversionTask.for_shard(run_dir, s.url, s.size, wanted, s.version) for s in plan.pending]
     # Inputs that are gone lose their inversions here; the groups that used their images get
     # other hashes below and are decoded again without them.
-    withdrawal = withdraw(plan.checkpoint, plan.gone, inversion_files(run_dir), cfg.keep_orphans)
-    absent = set(plan.missing) | (set() if cfg.keep_orphans else set(plan.gone))
-    present = [url for url in cfg.inputs if url not in absent]
+    withdrawal = withdraw(plan.checkpoint, plan.gone, inversion_files(run_dir), cfg.execution.keep_orphans)
+    absent = set(plan.missing) | (set() if cfg.execution.keep_orphans else set(plan.gone))
+    present = [url for url in cfg.run.inputs if url not in absent]
     write_run_files(cfg, RunPlan(run_dir, inversions, plan.skipped, plan.missing, plan.checkpoint, plan.gone,
                                  plan.changed), withdrawal)
     print(f"run directory {run_dir}: {len(inversions)} shard(s) to invert, {len(plan.skipped)} already inverted"

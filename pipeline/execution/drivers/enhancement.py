@@ -47,16 +47,16 @@ def low_resolution_shards(inputs: list[str], out: str, resolution: int, factor: 
                           image_field: str | None = None) -> dict[str, list[str]]:
     """Per input shard: the references at ``resolution`` and their low-resolution versions
     upsampled back with ``upsample`` and with nearest, each kind a shard under ``out/<kind>/``.
-    Planned like every job (``pipeline.steps.planning``): a rerun makes only the shards that are
+    Planned like every job (``pipeline.execution.planning``): a rerun makes only the shards that are
     new, whose input changed, or that were made with other settings; each input's completion
     marker is ``out/manifest/<stem>.parquet``."""
     from pipeline.engine.loop import TarSink, TaskFiles, run_task
     from pipeline.engine.tasks import ShardTask
-    from pipeline.execution.jobs import save_checkpoint
-    from pipeline.steps.planning import plan_inputs, task_rows
+    from pipeline.execution.drivers.common import save_checkpoint
+    from pipeline.execution.planning import plan_inputs, task_rows
     from pipeline.transforms.enhancement import LowResolutionVersions
 
-    from pipeline.steps.withdrawal import withdraw
+    from pipeline.execution.withdrawal import withdraw
 
     transform = LowResolutionVersions(resolution, factor, upsample, image_field)
     settings = hashlib.sha256(json.dumps([resolution, factor, upsample, image_field]).encode()).hexdigest()
@@ -93,7 +93,7 @@ def run_enhancement(s: EnhanceSettings) -> int:
     from metrics.inception import load_fid_inception, why_fid_unavailable
     from pipeline.config.cli import exit_code, print_results
     from pipeline.config.job import JobConfig
-    from pipeline.execution.jobs import resolve_config, run_job
+    from pipeline.execution.drivers.anonymize import resolve_config, run_job
     from pipeline.io.records import finished_files
     from pipeline.io.shards import expand_shard_urls
     from pipeline.models.loading import load_model
