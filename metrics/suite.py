@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 RECOGNIZERS = ("facenet", "facenet-casia", "dlib")
+# What --privacy-target's loop may also use: "structure", the weight-free global-structure judge
+# (metrics.structure.StructureRecognizer), which compares an output with its own source only.
+LOOP_RECOGNIZERS = RECOGNIZERS + ("structure",)
+DEFAULT_LOOP_RECOGNIZERS = ("dlib", "structure")
 # Per recognizer, with their column types (the Parquet schema: pipeline.io.records.metric_row_schema).
 IDENTITY_FIELDS = (("face_in_source", "bool"), ("face_in_output", "bool"), ("l2", "float64"),
                    ("cosine", "float64"), ("reidentified", "bool"), ("reason", "string"))

@@ -97,3 +97,74 @@ def test_eigenfaces_with_mtcnn_crops_small_outputs_the_way_an_attacker_sees_them
     assert np.mean(found) > 0.8 and crops.shape == (25, 32, 32)
     r = EigenfaceRecognizer(face_box="detect").fit(gallery, ids)
     assert identification(r.embed(gallery), ids, r.embed(probes), ids)["rank1"] >= 0.8
+
+
+# --------------------------------------------------------------------------- the loop's ensemble
+
+@needs_orl
+def test_the_structure_judge_in_the_loop_separates_a_copy_from_another_person():
+    from metrics.privacy_judge import PrivacyJudge, load_loop_recognizer
+
+    photos = orl(people=3, size=32)
+    source = photos["s1"][0]
+    judge = PrivacyJudge([load_loop_recognizer("structure")], margin=0.0, face_check=None)
+    emb = judge.embed_sources([source, source, source])
+    same, other_photo, other_person = judge.judge(emb, [source, photos["s1"][1], photos["s3"][0]])
+    assert not same.passed and same.distances["structure"] == 0 and "structure distance" in same.reason
+    assert other_person.passed and other_person.distances["structure"] > STRUCTURE_THRESHOLD
+    assert other_photo.distances["structure"] < other_person.distances["structure"]
+
+
+def test_structure_is_in_the_default_loop_and_only_privacy_target_hashes_change():
+    from pipeline.config.cli import add_privacy_flags, privacy_from_args
+    from pipeline.config.job import JobConfig
+    from pipeline.errors import UserError
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    add_privacy_flags(ap)
+    args = ap.parse_args(["--privacy-target"])
+    assert privacy_from_args(args)["loop_recognizers"] == ("dlib", "structure") and args.margin == 0.0
+    base = dict(job="anonymize", inputs=("x.tar",), output="o", model="m")
+    # Pinned: run directories made before the structure judge existed keep their names.
+    assert JobConfig(**base).run_dir == "o/anonymize-5ca1b9cbb69f"
+    assert JobConfig(**base, t=(0.3,)).run_dir == "o/anonymize-b7f68e07570b"
+    assert JobConfig(**base, privacy_target=True, loop_recognizers=("dlib",)).run_dir == "o/anonymize-602a8fcc6887"
+    assert JobConfig(**base, privacy_target=True).run_dir != "o/anonymize-602a8fcc6887"      # the new default
+    JobConfig(**base, privacy_target=True, loop_recognizers=("structure",))
+    with pytest.raises(UserError, match="structure"):
+        JobConfig(**base, privacy_target=True, loop_recognizers=("eigen",))
+
+
+def test_privacy_target_search_with_the_structure_judge(pixel_model_dir, tmp_path):
+    """Through the shard step (no Ray) on the tiny random model: every published output's
+    structure distance to its source is above the threshold at its t, and the rows say so."""
+    import json
+
+    import pandas as pd
+
+    from conftest import png_bytes, write_tar
+    from metrics.privacy_judge import PrivacyJudge
+    from pipeline.config.job import JobConfig
+    from pipeline.models.loading import load_model
+    from pipeline.steps.tasks import ShardTask
+    from pipeline.steps.transform_shard import ShardProcessor
+
+    yy, xx = np.mgrid[0:16, 0:16]
+    members = []
+    for i in range(4):           # smooth images: structure to lose
+        img = np.stack([(np.sin(xx / (2 + i)) + np.cos(yy / 3)) * 60 + 128] * 3, -1).astype(np.uint8)
+        members.append((f"img{i}.png", png_bytes(img)))
+    shard = write_tar(tmp_path / "s-000000.tar", members)
+    cfg = JobConfig(job="anonymize", inputs=(shard,), output=str(tmp_path / "out"), model=pixel_model_dir, steps=20,
+                    batch_size=8, keys="keep", privacy_target=True, t_grid=(0.1, 0.3, 0.5, 0.9),
+                    loop_recognizers=("structure",), face_check=False, unmet="max")
+    task = ShardTask.for_shard(cfg.run_dir, shard)
+    judge = PrivacyJudge([StructureRecognizer()], cfg.margin, None)
+    ShardProcessor(cfg, load_model(pixel_model_dir), judge=judge).process(task)
+    rows = pd.read_parquet(task.rows_url)
+    assert len(rows) == 4 and rows.loop_recognizers.eq("structure").all()
+    for row in rows.itertuples():
+        chosen = [tr for tr in json.loads(row.privacy_trials) if tr["t"] == row.t]
+        if row.privacy == "met":
+            assert chosen and chosen[0]["distances"]["structure"] > STRUCTURE_THRESHOLD

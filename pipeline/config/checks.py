@@ -56,7 +56,7 @@ def check_publication(cfg) -> None:
 def check_privacy_target(cfg) -> None:
     if not cfg.privacy_target:
         return
-    from metrics.suite import RECOGNIZERS
+    from metrics.suite import LOOP_RECOGNIZERS
 
     if cfg.job != "anonymize" or cfg.method != "boomerang":
         raise UserError("--privacy-target searches Boomerang's t for anonymize runs")
@@ -65,9 +65,9 @@ def check_privacy_target(cfg) -> None:
         raise UserError(f"--t-grid must be strictly increasing, got {grid}")
     # The grid as Boomerang's levels (validated as an augment run's several t would be).
     dataclasses.replace(cfg, job="augment", t=tuple(grid), privacy_target=False, keys=None, keep_fields=())
-    unknown = set(cfg.loop_recognizers) - set(RECOGNIZERS)
+    unknown = set(cfg.loop_recognizers) - set(LOOP_RECOGNIZERS)
     if not cfg.loop_recognizers or unknown:
-        raise UserError(f"--loop-recognizers {list(cfg.loop_recognizers)}: choose from {', '.join(RECOGNIZERS)}")
+        raise UserError(f"--loop-recognizers {list(cfg.loop_recognizers)}: choose from {', '.join(LOOP_RECOGNIZERS)}")
     if cfg.loop_face_box not in ("detect", "full"):
         raise UserError(f"--loop-face-box {cfg.loop_face_box!r}: choose detect or full")
     if cfg.unmet not in ("drop", "max"):

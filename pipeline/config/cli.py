@@ -6,7 +6,7 @@ import functools
 import logging
 import sys
 
-from metrics.suite import RECOGNIZERS, MetricSettings
+from metrics.suite import DEFAULT_LOOP_RECOGNIZERS, LOOP_RECOGNIZERS, RECOGNIZERS, MetricSettings
 from pipeline.config.job import DEFAULT_MAX_GPU_WORKERS, DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, JobConfig
 from pipeline.methods import method_names
 from pipeline.methods.cold import ALGORITHMS as COLD_ALGORITHMS
@@ -154,8 +154,12 @@ def add_privacy_flags(ap: argparse.ArgumentParser) -> None:
                    help="per image, the smallest t of --t-grid at which every loop recognizer calls the output a "
                         "different person (by --margin) and a face is still found in it (--t is then unused)")
     g.add_argument("--t-grid", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    g.add_argument("--margin", type=float, default=0.0, help="distance must exceed each recognizer's threshold by this")
-    g.add_argument("--loop-recognizers", nargs="+", default=["dlib"], choices=RECOGNIZERS)
+    g.add_argument("--margin", type=float, default=0.0,
+                   help="distance must exceed each recognizer's threshold by this, in that recognizer's own units "
+                        "(default 0: the threshold itself)")
+    g.add_argument("--loop-recognizers", nargs="+", default=list(DEFAULT_LOOP_RECOGNIZERS), choices=LOOP_RECOGNIZERS,
+                   help="every one must call the output a different person; structure: the output's low-frequency "
+                        "structure vs its source's (head outline, pose, hair), no weights")
     g.add_argument("--loop-face-box", choices=["detect", "full"], default="detect",
                    help="how the loop recognizers find the face: detect it, or the whole (aligned) frame")
     g.add_argument("--no-face-check", action="store_true", help="do not require a face in the output (MTCNN)")

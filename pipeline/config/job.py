@@ -19,7 +19,7 @@ from pathlib import Path
 
 import fsspec
 
-from metrics.suite import MetricSettings
+from metrics.suite import DEFAULT_LOOP_RECOGNIZERS, MetricSettings
 from pipeline.config.checks import check_privacy_target, check_publication, check_region
 from pipeline.errors import UserError
 
@@ -163,7 +163,7 @@ class JobConfig(HashedConfig, ImageSettings, ExecutionSettings):
     privacy_target: bool = False
     t_grid: tuple[float, ...] = DEFAULT_T_GRID
     margin: float = 0.0                      # distance must exceed each recognizer's threshold by this
-    loop_recognizers: tuple[str, ...] = ("dlib",)
+    loop_recognizers: tuple[str, ...] = DEFAULT_LOOP_RECOGNIZERS   # hashed only with privacy_target
     loop_face_box: str = "detect"            # detect, or full: the whole (aligned) frame is the face
     face_check: bool = True                  # a face must still be found in the output (MTCNN)
     unmet: str = "drop"                      # no grid t meets it: drop | max (publish at the largest t)

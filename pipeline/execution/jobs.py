@@ -185,9 +185,10 @@ def run_job(cfg: JobConfig) -> list[dict]:
 
         check_available(cfg.metrics)          # missing weights fail here, before any work
     if cfg.privacy_target:
-        from metrics.suite import MetricSettings, check_available
+        from metrics.suite import RECOGNIZERS, MetricSettings, check_available
 
-        check_available(MetricSettings(recognizers=cfg.loop_recognizers, fid=False, fidelity=False))
+        check_available(MetricSettings(recognizers=tuple(n for n in cfg.loop_recognizers if n in RECOGNIZERS),
+                                       fid=False, fidelity=False))      # "structure" needs no weights
     with RunLock(cfg.run_dir):
         plan = plan_run(cfg)
         write_run_files(cfg, plan)

@@ -20,11 +20,9 @@ def load_judge(cfg: JobConfig, device: str):
     """The loop recognizers of --privacy-target (None when it is off)."""
     if not cfg.privacy_target:
         return None
-    from metrics.identity import load_recognizer
-    from metrics.privacy_judge import MtcnnFaceCheck, PrivacyJudge
+    from metrics.privacy_judge import MtcnnFaceCheck, PrivacyJudge, load_loop_recognizer
 
-    recognizers = [load_recognizer(name, device="cpu" if name == "dlib" else device, face_box=cfg.loop_face_box)
-                   for name in cfg.loop_recognizers]
+    recognizers = [load_loop_recognizer(name, device, cfg.loop_face_box) for name in cfg.loop_recognizers]
     return PrivacyJudge(recognizers, cfg.margin, MtcnnFaceCheck(device) if cfg.face_check else None)
 
 
