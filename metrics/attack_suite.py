@@ -118,7 +118,8 @@ def _row(family: str, attacker: str, result: dict, **extra) -> dict:
 
 def nearest_neighbour(make, gallery, gallery_ids, probes, probe_ids) -> dict:
     r = make(gallery, gallery_ids)
-    return identification(r.embed(list(gallery)), list(gallery_ids), r.embed(list(probes)), list(probe_ids), ks=KS)
+    return identification(r.embed(list(gallery)), list(gallery_ids), r.embed(list(probes)), list(probe_ids), ks=KS,
+                          all_people=True)
 
 
 def run_attacks(data: AttackData, recognizers: dict | None = None, classifiers: dict | None = None,

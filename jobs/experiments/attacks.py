@@ -236,3 +236,45 @@ def attack_mode(name: str, gallery: Labelled, probes: Labelled, sources: Labelle
     log(f"  {name}: attacks and utility ({time.time() - started:.0f}s)")
     return [{"mode": name, **row, **use, "published": len(probes.keys),
              "gallery_anonymized": len(anonymized.keys) if anonymized else None} for row in rows]
+
+
+def attack_runs(run_dirs: list[str], gallery_paths: list[str], rule: str, attacks: list[str], work: Path,
+                face_box: str = "detect", restorer_steps: int = 300, log=print):
+    """``jobs/evaluate.py``'s attackers: one table over the runs (``mode`` = run directory)."""
+    import pandas as pd
+
+    from metrics.attack_suite import default_classifiers, dlib_factory, eigenfaces_factory
+    from pipeline.config.job import load_run_config
+    from pipeline.errors import UserError
+
+    work.mkdir(parents=True, exist_ok=True)
+    shards, from_folder = gallery_shards(gallery_paths, work / "attack")
+    gallery = read_labelled_shards(shards, rule, None, people_from_json_class=from_folder)
+    if len(set(gallery.ids)) < 2:
+        raise UserError(f"--attack-gallery {gallery_paths}: needs photos of at least two people, found {set(gallery.ids)}")
+    recognizers = {"dlib": dlib_factory("detect"), "eigenfaces": eigenfaces_factory(face_box)}
+    classifiers = default_classifiers(face_box)
+    fid = load_fid()
+    rows = []
+    for run_dir in run_dirs:
+        probes, sources, facts = run_probes(run_dir, rule)
+        if probes.ids and not set(probes.ids) & set(gallery.ids):
+            raise UserError(f"{run_dir}: no probe's person ({sorted(set(probes.ids))[:3]} ...) is in the gallery "
+                            f"({sorted(set(gallery.ids))[:3]} ...): check --person-from")
+        anonymized, pairs = None, None
+        if {"parrot", "reversal"} & set(attacks):
+            parrot_dir = parrot_run(load_run_config(run_dir), shards, str(work / "attack" / "parrot"))
+            px = run_outputs(parrot_dir)
+            size = next(iter(px.values())).shape[0] if px else None
+            clean = read_labelled_shards(shards, rule, size, keys=set(px), people_from_json_class=from_folder) \
+                if size else Labelled([], [], [], [])
+            anonymized = Labelled(clean.keys, clean.ids, [px[k] for k in clean.keys], [parrot_dir])
+            if "reversal" in attacks and clean.keys:
+                pairs = ([px[k] for k in clean.keys], clean.images)
+        got = attack_mode(run_dir, gallery, probes, sources, anonymized=anonymized, reversal_pairs=pairs,
+                          restorer_steps=restorer_steps, fid=fid, recognizers=recognizers, classifiers=classifiers,
+                          log=log)
+        rows += [{**r, **facts} for r in got]
+    table = pd.DataFrame(rows)
+    table.to_parquet(work / "attacks.parquet", index=False)
+    return table

@@ -26,6 +26,19 @@ def rank_table(table: pd.DataFrame) -> pd.DataFrame:
     return wide.join(use).reindex(order)
 
 
+def summary_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Per mode (index): ``attack_<attacker>_rank1`` / ``_rank5`` / ``_chance``, linkability ``_auc``."""
+    cols = {}
+    for r in table.itertuples():
+        name = "attack_" + r.attacker.replace("/", "_")
+        row = cols.setdefault(r.mode, {})
+        if r.family == "linkability":
+            row[f"{name}_auc"] = r.auc
+        else:
+            row.update({f"{name}_rank1": r.rank1, f"{name}_rank5": r.rank5, f"{name}_rank1_chance": r.rank1_chance})
+    return pd.DataFrame.from_dict(cols, orient="index")
+
+
 def chance_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per attacker: people, chance rank-1 / rank-5 (or AUC chance)."""
     cols = [c for c in ("attacker", "people", "rank1_chance", "rank5_chance", "auc_chance") if c in table]

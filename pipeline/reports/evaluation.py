@@ -144,8 +144,10 @@ def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarr
 
 
 def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: tuple | None = None,
-                 title: str = "Evaluation report") -> pd.DataFrame:
-    """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html."""
+                 title: str = "Evaluation report", attacks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html.
+    ``attacks``: attacker rows (``pipeline.reports.attacks``) with ``mode`` = the run directory;
+    their rank-1 joins each run's summary rows and they get a section of the page."""
     import pyarrow as pa
 
     summaries, samples, recognizers, convention = [], [], {}, None
@@ -156,6 +158,10 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         recognizers.update(described["recognizers"])
         convention = described.get("fid_convention", convention)
     summary = pd.DataFrame(summaries).sort_values(["model", "sampler", "steps", "cascade", "t"], kind="stable")
+    if attacks is not None and len(attacks):
+        from pipeline.reports.attacks import summary_columns
+
+        summary = summary.merge(summary_columns(attacks), how="left", left_on="run_dir", right_index=True)
     per_sample = pd.concat([s for s in samples if len(s)], ignore_index=True) if any(len(s) for s in samples) else pd.DataFrame()
     write_parquet_atomic(pa.Table.from_pandas(summary, preserve_index=False), posixpath.join(out_dir, "summary.parquet"))
     if len(per_sample):
@@ -168,6 +174,10 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         if getattr(cfg, "region", "full") == "faces":          # interpolation configs have no regions
             face_rows, faces = run_faces(r, cfg)
             sections.append(faces_section(r, contact_sheet(face_rows) if face_rows else None, faces))
+    if attacks is not None and len(attacks):
+        from pipeline.reports.attacks import attacks_section, figure_section
+
+        sections.append(attacks_section(attacks) + figure_section(attacks))
     page = render_report(summary, per_sample, recognizers, configs, contact_sheet(rows) if rows else None, convention, title,
                          sections)
     fs, path = fsspec.core.url_to_fs(posixpath.join(out_dir, "report.html"))
