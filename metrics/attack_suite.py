@@ -116,10 +116,12 @@ def _row(family: str, attacker: str, result: dict, **extra) -> dict:
     return {**row, **extra}
 
 
-def nearest_neighbour(make, gallery, gallery_ids, probes, probe_ids) -> dict:
+def nearest_neighbour(make, gallery, gallery_ids, probes, probe_ids, universe: list) -> dict:
+    """Rank-k among every person of ``universe`` (the clear gallery's people: an anonymized
+    gallery missing some people's photos does not shrink the chance level)."""
     r = make(gallery, gallery_ids)
     return identification(r.embed(list(gallery)), list(gallery_ids), r.embed(list(probes)), list(probe_ids), ks=KS,
-                          all_people=True)
+                          all_people=list(universe))
 
 
 def run_attacks(data: AttackData, recognizers: dict | None = None, classifiers: dict | None = None,
@@ -129,25 +131,27 @@ def run_attacks(data: AttackData, recognizers: dict | None = None, classifiers: 
     ``classifiers``: name -> factory(images, ids) -> (images -> scores N x people, people)."""
     recognizers = default_recognizers() if recognizers is None else recognizers
     classifiers = default_classifiers() if classifiers is None else classifiers
-    rows = []
+    rows, universe = [], sorted({str(p) for p in data.gallery_ids})
+    gallery_ids, probe_ids = [str(p) for p in data.gallery_ids], [str(p) for p in data.probe_ids]
+    anonymized_ids = [str(p) for p in (data.anonymized_gallery_ids or [])]
     for name, make in recognizers.items():
-        rows.append(_row("naive", name, nearest_neighbour(make, data.gallery, data.gallery_ids, data.probes,
-                                                          data.probe_ids)))
+        rows.append(_row("naive", name, nearest_neighbour(make, data.gallery, gallery_ids, data.probes, probe_ids,
+                                                          universe)))
     for name, make in classifiers.items():
-        rows.append(_row("naive", name, classifier_ranks(make(data.gallery, data.gallery_ids), data.probes,
-                                                          data.probe_ids)))
-    if data.anonymized_gallery is not None and len(data.anonymized_gallery):
+        rows.append(_row("naive", name, classifier_ranks(make(data.gallery, gallery_ids), data.probes, probe_ids,
+                                                          universe)))
+    if data.anonymized_gallery is not None and len(data.anonymized_gallery) and len(set(anonymized_ids)) > 1:
         for name, make in recognizers.items():
-            rows.append(_row("parrot", name, nearest_neighbour(make, data.anonymized_gallery,
-                                                               data.anonymized_gallery_ids, data.probes, data.probe_ids)))
+            rows.append(_row("parrot", name, nearest_neighbour(make, data.anonymized_gallery, anonymized_ids,
+                                                               data.probes, probe_ids, universe)))
         for name, make in classifiers.items():
-            rows.append(_row("seba", name, classifier_ranks(make(data.anonymized_gallery, data.anonymized_gallery_ids),
-                                                            data.probes, data.probe_ids)))
+            rows.append(_row("seba", name, classifier_ranks(make(data.anonymized_gallery, anonymized_ids),
+                                                            data.probes, probe_ids, universe)))
     if data.restore is not None:
         restored = list(data.restore(list(data.probes)))
         for name, make in recognizers.items():
-            rows.append(_row("reversal", name, nearest_neighbour(make, data.gallery, data.gallery_ids, restored,
-                                                                 data.probe_ids)))
+            rows.append(_row("reversal", name, nearest_neighbour(make, data.gallery, gallery_ids, restored, probe_ids,
+                                                                 universe)))
     for name in link_spaces:
         if name not in recognizers:
             continue
@@ -158,12 +162,14 @@ def run_attacks(data: AttackData, recognizers: dict | None = None, classifiers: 
     return rows
 
 
-def classifier_ranks(predict, probes, probe_ids) -> dict:
-    """Rank-k of a classifier: the true person among its k highest scores."""
+def classifier_ranks(predict, probes, probe_ids, universe: list | None = None) -> dict:
+    """Rank-k of a classifier: the true person among its k highest scores. ``universe``: every
+    person that counts for the chance level (a person the classifier never saw is a miss)."""
     scores_fn, people = predict
-    out = {"people": len(people), "probes": len(probes), "probes_without_face": 0}
+    count = len(set(universe or []) | set(people))
+    out = {"people": count, "probes": len(probes), "probes_without_face": 0}
     for k in KS:
-        out[f"rank{k}"], out[f"rank{k}_chance"] = 0.0, min(1.0, k / max(len(people), 1))
+        out[f"rank{k}"], out[f"rank{k}_chance"] = 0.0, min(1.0, k / max(count, 1))
     if not len(probes):
         return out
     scores = np.asarray(scores_fn(list(probes)))

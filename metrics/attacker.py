@@ -17,13 +17,16 @@ import numpy as np
 
 
 def identification(gallery: list[np.ndarray | None], gallery_ids: list, probes: list[np.ndarray | None],
-                   probe_ids: list, ks: tuple[int, ...] = (1, 5), all_people: bool = False) -> dict:
+                   probe_ids: list, ks: tuple[int, ...] = (1, 5), all_people: bool | list = False) -> dict:
     """Rank-k identification of ``probes`` against a gallery of other photos of the people.
     A person's distance is that of their nearest gallery photo. ``all_people``: rank among
     every person of ``gallery_ids`` (chance k / all of them), a person none of whose gallery
-    photos has a face being farther than any other; else among the people with a face found."""
+    photos has a face being farther than any other (a list: every person in it, e.g. the people
+    an anonymized gallery came from); else among the people with a face found."""
     kept = [(e, p) for e, p in zip(gallery, gallery_ids) if e is not None]
-    people = sorted({p for p in (gallery_ids if all_people else [p for _, p in kept])}, key=str)
+    universe = list(all_people) + list(gallery_ids) if isinstance(all_people, list) else \
+        gallery_ids if all_people else [p for _, p in kept]
+    people = sorted(set(universe), key=str)
     out = {"people": len(people), "probes": len(probes), "probes_without_face": sum(e is None for e in probes)}
     for k in ks:
         out[f"rank{k}"], out[f"rank{k}_chance"] = 0.0, min(1.0, k / max(len(people), 1))

@@ -136,3 +136,24 @@ def test_evaluate_runs_every_attacker_family_on_a_run(ray_cluster, pixel_model_d
     assert "attack_parrot_eigenfaces_rank1" in summary and summary.attack_naive_dlib_rank1_chance.eq(1 / 3).all()
     page = (tmp_path / "report" / "report.html").read_text()
     assert "Attackers outside the loop" in page and "reversal/eigenfaces" in page
+
+
+def test_chance_is_over_every_gallery_person_even_when_the_parrot_lost_some():
+    """An anonymized gallery missing people (the tool dropped their photos) does not raise the
+    chance level: rank-k stays over every person of the clear gallery."""
+    class Mean:
+        name, threshold, l2_normalized, distance_rule = "mean", 1.0, False, "mean pixel"
+
+        def embed(self, images):
+            return [np.array([float(np.mean(im))]) for im in images]
+
+    people = [f"p{i}" for i in range(10)]
+    gallery = [np.full((8, 8, 3), 20 * i, np.uint8) for i in range(10)]
+    probes = [np.full((8, 8, 3), 20 * i + 1, np.uint8) for i in range(10)]
+    rows = by_attacker(run_attacks(AttackData(gallery, people, probes, people, anonymized_gallery=gallery[:3],
+                                              anonymized_gallery_ids=people[:3]),
+                                   {"mean": lambda g, ids: Mean()}, {}, link_spaces=()))
+    assert rows["naive/mean"]["rank1"] == 1.0 and rows["naive/mean"]["people"] == 10
+    parrot = rows["parrot/mean"]
+    assert parrot["people"] == 10 and parrot["rank1_chance"] == 0.1 and parrot["rank5_chance"] == 0.5
+    assert parrot["rank1"] == 0.3            # only the three people it still holds can be named
