@@ -70,7 +70,7 @@ def main() -> int:
     args = ap.parse_args()
     from attacks import Labelled, attack_mode, load_fid, parrot_run, read_labelled_shards, run_outputs, run_probes
     from folder_to_shards import write_folder_shards
-    from metrics.attack_suite import default_classifiers, default_recognizers, dlib_factory, eigenfaces_factory
+    from metrics.attack_suite import default_classifiers, dlib_factory, eigenfaces_factory
     from pipeline.execution.jobs import resolve_config, run_job
     from privacy_report import write_report
 

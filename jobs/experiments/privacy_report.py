@@ -11,6 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import pandas as pd  # noqa: E402
+
 from pipeline.reports.attacks import attacks_section, frontier_figure, rank_table  # noqa: E402,F401
 from pipeline.reports.html import figure_uri, html_page, html_table  # noqa: E402
 
@@ -27,7 +29,6 @@ def write_report(path, table, settings: dict, timings: dict, notes: list[str]) -
             parts.append(f"<h2>Rank-1 against {html.escape(label)}</h2>"
                          f"<img src='{figure_uri(frontier_figure(table, x, label))}'>")
     parts.append(attacks_section(table, title="Tables"))
-    parts.append("<h2>Timings (seconds)</h2>" + html_table(
-        __import__("pandas").DataFrame([{"mode": k, **v} for k, v in timings.items()])))
+    parts.append("<h2>Timings (seconds)</h2>" + html_table(pd.DataFrame([{"mode": k, **v} for k, v in timings.items()])))
     parts.append(f"<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>")
     Path(path).write_text(html_page("Privacy against attackers outside the loop", parts))
