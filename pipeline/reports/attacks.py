@@ -86,15 +86,19 @@ def frontier_figure(table: pd.DataFrame, x: str, xlabel: str):
         chance = part["auc_chance" if y == "auc" else "rank1_chance"].dropna()
         if len(chance):
             ax.axhline(chance.iloc[0], color="gray", linestyle="--", linewidth=1, label="chance")
+        ax.set_ylim(0, 1.02)                         # one scale for every attacker
         ax.set_title(attacker, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel("AUC" if y == "auc" else "rank-1", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(attackers):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower right", fontsize=8)
-    fig.tight_layout()
+    handles, labels = {}, {}
+    for ax in axes.flat:                             # every mode once, whichever panel drew it
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 6), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
