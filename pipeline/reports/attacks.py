@@ -70,6 +70,8 @@ def frontier_figure(table: pd.DataFrame, x: str, xlabel: str):
     import matplotlib.pyplot as plt
 
     attackers = list(dict.fromkeys(table.attacker))
+    others = [m for m in dict.fromkeys(table["mode"]) if not str(m).startswith("t=")]
+    style = {m: ("*PsD^v"[i % 6], f"C{i + 1}") for i, m in enumerate(others)}     # the same in every panel
     cols = 4
     rows = (len(attackers) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
@@ -80,9 +82,9 @@ def frontier_figure(table: pd.DataFrame, x: str, xlabel: str):
         ax.plot(fixed[x], fixed[y], marker="o", label="fixed t")
         for r in fixed.itertuples():
             ax.annotate(r.mode, (getattr(r, x), getattr(r, y)), fontsize=7, xytext=(2, 2), textcoords="offset points")
-        others = part[~part["mode"].str.startswith("t=")]
-        for r, marker in zip(others.itertuples(), "*Ps^vD"):
-            ax.scatter([getattr(r, x)], [getattr(r, y)], marker=marker, s=110, zorder=3, label=r.mode)
+        for r in part[~part["mode"].str.startswith("t=")].itertuples():
+            marker, color = style[r.mode]
+            ax.scatter([getattr(r, x)], [getattr(r, y)], marker=marker, color=color, s=110, zorder=3, label=r.mode)
         chance = part["auc_chance" if y == "auc" else "rank1_chance"].dropna()
         if len(chance):
             ax.axhline(chance.iloc[0], color="gray", linestyle="--", linewidth=1, label="chance")
