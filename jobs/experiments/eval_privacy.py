@@ -49,6 +49,9 @@ def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float 
                                            loop_recognizers=("dlib", "structure"), unmet="drop"),
         "target dlib": JobConfig(**common, privacy_target=True, t_grid=tuple(grid), margin=margin,
                                  loop_recognizers=("dlib",), unmet="drop"),
+        # everything published: images no grid t makes private go out at the largest t
+        "target dlib+structure, unmet max": JobConfig(**common, privacy_target=True, t_grid=tuple(grid), margin=margin,
+                                                      loop_recognizers=("dlib", "structure"), unmet="max"),
     }
     modes.update({f"t={t:g}": JobConfig(**common, t=(t,)) for t in fixed_t})
     return modes
@@ -98,7 +101,7 @@ def main() -> int:
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
 
     def attacked(name: str, compute) -> list[dict]:
-        path = out / "attacks" / f"{name.replace(' ', '_').replace('=', '')}.json"
+        path = out / "attacks" / f"{name.replace(' ', '_').replace('=', '').replace(',', '')}.json"
         if path.exists():
             return json.loads(path.read_text())
         started = time.time()
