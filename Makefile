@@ -114,7 +114,8 @@ eval-interp: install
 eval-cold: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_cold.py --out $(EVAL_OUT)/cold --degradation $(COLD_DEGRADATION)
 
-# Privacy target against fixed t on EVAL_DATA (ORL), judged by an attacker holding the other photos.
+# Fixed t and --privacy-target (dlib only; dlib + structure) on EVAL_DATA (ORL), judged by every attacker of
+# metrics/attack_suite.py (naive, parrot, SEBA-style, reversal, linkability) with the privacy/utility frontier.
 eval-privacy: install
 	@test -n "$(EVAL_DATA)" || (echo "set EVAL_DATA=<labelled face folder>, e.g. ../shared/datasets/orl_faces"; exit 2)
 	$(MAKE) $(EVAL_MODEL)/train.json

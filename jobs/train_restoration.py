@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.execution.pool import connect
     from pipeline.io.shards import expand_shard_urls
-    from pipeline.training.ray_train import RestorationConfig, train_restorer
+    from pipeline.execution.drivers.restorer_training import RestorationConfig, train_restorer
 
     connect(ray, args.address)
     gpus = int(ray.cluster_resources().get("GPU", 0))

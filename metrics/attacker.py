@@ -17,11 +17,16 @@ import numpy as np
 
 
 def identification(gallery: list[np.ndarray | None], gallery_ids: list, probes: list[np.ndarray | None],
-                   probe_ids: list, ks: tuple[int, ...] = (1, 5)) -> dict:
+                   probe_ids: list, ks: tuple[int, ...] = (1, 5), all_people: bool | list = False) -> dict:
     """Rank-k identification of ``probes`` against a gallery of other photos of the people.
-    A person's distance is that of their nearest gallery photo."""
+    A person's distance is that of their nearest gallery photo. ``all_people``: rank among
+    every person of ``gallery_ids`` (chance k / all of them), a person none of whose gallery
+    photos has a face being farther than any other (a list: every person in it, e.g. the people
+    an anonymized gallery came from); else among the people with a face found."""
     kept = [(e, p) for e, p in zip(gallery, gallery_ids) if e is not None]
-    people = sorted({p for _, p in kept}, key=str)
+    universe = list(all_people) + list(gallery_ids) if isinstance(all_people, list) else \
+        gallery_ids if all_people else [p for _, p in kept]
+    people = sorted(set(universe), key=str)
     out = {"people": len(people), "probes": len(probes), "probes_without_face": sum(e is None for e in probes)}
     for k in ks:
         out[f"rank{k}"], out[f"rank{k}_chance"] = 0.0, min(1.0, k / max(len(people), 1))
@@ -36,9 +41,11 @@ def identification(gallery: list[np.ndarray | None], gallery_ids: list, probes: 
         d = np.linalg.norm(g - np.asarray(emb, np.float64), axis=1)
         per_person = np.full(len(people), np.inf)
         np.minimum.at(per_person, owner, d)
-        rank = int((per_person < per_person[people.index(person)]).sum())       # people strictly nearer
-        for k in ks:
-            hits[k] += rank < k
+        mine = per_person[people.index(person)]
+        rank = int((per_person < mine).sum())                                   # people strictly nearer
+        ties = int((per_person == mine).sum()) - 1                              # as near (inf: no face)
+        for k in ks:                       # ties broken at random: the expected hit
+            hits[k] += min(1.0, max(0.0, (k - rank) / (ties + 1)))
     for k in ks:
         out[f"rank{k}"] = hits[k] / len(probes)
     return out

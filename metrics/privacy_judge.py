@@ -36,6 +36,19 @@ class Verdict:
                 "face_in_output": self.face_in_output, "reason": self.reason}
 
 
+def load_loop_recognizer(name: str, device: str = "cpu", face_box: str = "detect"):
+    """A loop recognizer by name: ``structure`` (weight-free, whole frame: an output lies in its
+    source's frame, so no detector is needed to compare them) or one of ``metrics.identity``'s
+    (dlib on the CPU)."""
+    if name == "structure":
+        from metrics.structure import StructureRecognizer
+
+        return StructureRecognizer()
+    from metrics.identity import load_recognizer
+
+    return load_recognizer(name, device="cpu" if name == "dlib" else device, face_box=face_box)
+
+
 class MtcnnFaceCheck:
     """Whether MTCNN finds a face (confidence >= ``threshold``) in each image."""
 

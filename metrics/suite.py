@@ -12,6 +12,11 @@ from __future__ import annotations
 from metrics.builtin import FIDELITY_FIELDS, IDENTITY_FIELDS, RECOGNIZERS, column_prefix  # noqa: F401 (re-exported)
 from metrics.registry import MetricSettings, PairBatch, ShardFeatures  # noqa: F401 (re-exported)
 
+# What --privacy-target's loop may also use: "structure", the weight-free global-structure judge
+# (metrics.structure.StructureRecognizer), which compares an output with its own source only.
+LOOP_RECOGNIZERS = RECOGNIZERS + ("structure",)
+DEFAULT_LOOP_RECOGNIZERS = ("dlib", "structure")
+
 
 def check_available(settings: MetricSettings) -> None:
     """Locate every weights file the settings need (downloading where allowed), so a missing

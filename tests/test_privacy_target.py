@@ -123,7 +123,7 @@ def test_privacy_target_settings_are_checked_and_hashed():
             JobConfig.build(**{**base, "privacy_target": True, **kw})
 
 
-def test_job_with_dlib_in_the_loop_on_a_local_cluster(ray_cluster, pixel_model_dir, tmp_path):
+def test_job_with_the_default_loop_on_a_local_cluster(ray_cluster, pixel_model_dir, tmp_path):
     from jobs import anonymize_celeba
     from pipeline.fixtures.demo_shards import write_demo_shards
 
@@ -134,10 +134,12 @@ def test_job_with_dlib_in_the_loop_on_a_local_cluster(ray_cluster, pixel_model_d
     assert anonymize_celeba.main(argv) == 0
     (run_dir,) = (tmp_path / "out").iterdir()
     rows = pd.read_parquet(run_dir / "rows")
-    assert len(rows) == 3 and rows.status.eq("ok").all() and rows.loop_recognizers.eq("dlib").all()
+    # The default loop: dlib and the global-structure judge (issue 23), both judging every attempt.
+    assert len(rows) == 3 and rows.status.eq("ok").all() and rows.loop_recognizers.eq("dlib,structure").all()
     for row in rows.itertuples():
         trials = json.loads(row.privacy_trials)
         assert 1 <= len(trials) <= 2 and all(tr["distances"]["dlib"] is not None for tr in trials)
+        assert all(tr["distances"]["structure"] is not None for tr in trials)
         assert row.model_evals == sum(int(10 * tr["t"]) for tr in trials)      # every attempt's evaluations
         assert (row.privacy == "met") == any(tr["passed"] and tr["t"] == row.t for tr in trials)
 

@@ -87,7 +87,7 @@ def test_exported_restorer_loads_through_load_model(tmp_path):
 
 
 def test_ray_train_job_trains_then_resumes(ray_cluster, tmp_path):
-    from pipeline.training.ray_train import RestorationConfig, train_restorer
+    from pipeline.execution.drivers.restorer_training import RestorationConfig, train_restorer
 
     shards = []
     for k in range(2):

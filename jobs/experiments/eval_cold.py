@@ -72,7 +72,7 @@ def main() -> int:
     ap.add_argument("--severities", type=int, nargs="+", default=None, help="default: " + str(SEVERITIES))
     args = ap.parse_args()
     started = time.time()
-    from pipeline.training.ray_train import RestorationConfig, train_restorer
+    from pipeline.execution.drivers.restorer_training import RestorationConfig, train_restorer
 
     out = Path(args.out)
     spec = DEGRADATIONS[args.degradation]

@@ -1,101 +1,56 @@
-"""Privacy you can set, judged from outside (``make eval-privacy``): a fixed t for every image
-against ``--privacy-target``, each attacked by someone holding other photos of the people.
+"""Privacy judged by attackers that were never in the loop (``make eval-privacy``, issue 23):
+every mode (fixed t, ``--privacy-target`` with the old dlib-only loop and with the default
+dlib + structure ensemble; a named list, so later modes such as k-same plug in) against the
+attacker suite of ``metrics.attack_suite``, with the privacy/utility frontier.
 
     python jobs/experiments/eval_privacy.py --data ../shared/datasets/orl_faces --model eval_out/orl_faces_model \\
         --out eval_out/privacy
 
-The held-out photos of each person (the "test" split: photos 6-10) are anonymized at each t of
-the grid and with the target (same grid, dlib in the loop, a face still required); the other
-photos (1-5, what the face model was trained on) are the attacker's gallery. Per run:
+Probes: the held-out photos of each person (photos 6-10, the "test" split), anonymized by each
+mode. Gallery: photos 1-5 (what the face model was trained on), held by the attacker clear,
+and anonymized by the attacker's own "parrot" run of the same mode (another seed). Attackers
+per mode: naive (dlib, Eigenfaces, softmax regression, CNN on the clear gallery), parrot
+(dlib, Eigenfaces against the anonymized gallery), SEBA-style (softmax, CNN trained on the
+anonymized gallery), reversal (a restorer trained on anonymized -> clear gallery pairs, then
+dlib and Eigenfaces on the restored probes) and linkability AUC (dlib, Eigenfaces). Each row
+has its chance level (rank-k: k / people). Utility per mode: PSNR/SSIM to the source, MTCNN
+detection on outputs upscaled to 160 px as a share of the sources' rate, FID/KID where the
+Inception weights file exists (else one line says why not).
 
-* attacker (outside the loop): (a) rank-1 / rank-5 identification by the nearest gallery
-  photo, per recognizer; (b) a classifier trained on the gallery photos only; (c) linkability:
-  AUC of "same person" over pairs of outputs. Each with its chance level; the untouched photos
-  (at the model's resolution) are the sanity row.
-* the loop's own view: re-identification of each output against its source, faces found in
-  the outputs (MTCNN);
-* fidelity to the source (PSNR, SSIM; LPIPS where its backbone weights are cached) and cost
-  (network evaluations and worker seconds per image).
-
-Writes OUT/privacy_summary.parquet, OUT/privacy_summary.json and OUT/report.html (the
-privacy-fidelity frontier). The claim tested, whatever the outcome: at equal attacker success,
-the target keeps more fidelity than the best fixed t.
+Writes OUT/attacks.parquet (one row per mode and attacker), OUT/attacks/<mode>.json (per mode:
+a rerun skips modes already attacked; jobs skip finished runs), OUT/timings.json and
+OUT/report.html (frontier plots and the tables).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "jobs"))
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-LPIPS: dict = {}          # the LPIPS network, where its backbone weights are in the torch cache
+FIXED_T = (0.2, 0.3, 0.4, 0.5, 0.7)
+TARGET_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def person_of(key: str) -> str:
-    return key.rsplit("_", 1)[0]          # folder_to_shards keys: <class>_<photo>
+def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float = 0.0) -> dict:
+    """The modes to compare, by name -> JobConfig (the hook for later modes, e.g. k-same:
+    add an entry here). Order: what is run first."""
+    from pipeline.config.job import JobConfig
 
-
-def gallery_photos(data: Path, train_photos: int = 5) -> tuple[list[np.ndarray], list[str]]:
-    from pipeline.io.folders import labelled_images
-    from pipeline.io.images import open_upright
-
-    items = [it for it in labelled_images(data, train_photos) if it["split"] == "train"]
-    return [np.asarray(open_upright(it["path"]).convert("RGB")) for it in items], [it["class"] for it in items]
-
-
-def run_images(run_dir: str) -> dict[str, np.ndarray]:
-    from pipeline.io.images import find_image_field, prepare_image
-    from pipeline.io.shards import ShardReader
-
-    return {s.key: prepare_image(s.fields[find_image_field(s.fields)], None, 1).pixels
-            for url in sorted(Path(run_dir, "shards").glob("*.tar")) for s in ShardReader(str(url))}
-
-
-def measure(name: str, outputs: dict, sources: dict, classifier, gallery_ids, recognizers, face_check,
-            run_dir=None) -> dict:
-    from metrics.attacker import identification, linkability
-    from metrics.fidelity import pair_fidelity, to_unit_batch
-    from metrics.identity import compare_embeddings
-
-    keys = sorted(outputs)
-    ids = [person_of(k) for k in keys]
-    outs = [outputs[k] for k in keys]
-    row = {"run": name, "published": len(keys), "of": len(sources)}
-    for r in recognizers:
-        out_emb = r.embed(outs)
-        src_emb = r.embed([sources[k] for k in keys])
-        attack = identification(r.gallery_embeddings, gallery_ids, out_emb, ids)
-        link = linkability(out_emb, ids, r.threshold)
-        loop = [compare_embeddings(s, o, r.threshold, r.l2_normalized)["reidentified"] for s, o in zip(src_emb, out_emb)]
-        row.update({f"{r.name}_rank1": attack["rank1"], f"{r.name}_rank5": attack["rank5"],
-                    f"{r.name}_rank1_chance": attack["rank1_chance"], f"{r.name}_link_auc": link["auc"],
-                    f"{r.name}_loop_reid": float(np.mean([bool(x) for x in loop])),
-                    f"{r.name}_no_face": attack["probes_without_face"] / max(len(keys), 1)})
-    cls = classifier.attack(np.stack(outs), ids)
-    row.update(classifier_acc=cls["accuracy"], classifier_chance=cls["chance"])
-    row["face_in_output"] = float(np.mean(face_check(outs)))
-    fid = pair_fidelity(to_unit_batch([sources[k] for k in keys]), to_unit_batch(outs), lpips=LPIPS.get("net"))
-    finite = fid["psnr"][np.isfinite(fid["psnr"].numpy())]
-    row.update(psnr=float(finite.mean()) if len(finite) else None, ssim=float(fid["ssim"].mean()))
-    if "lpips" in fid:
-        row["lpips"] = float(fid["lpips"].mean())
-    if run_dir is not None:
-        rows = pd.read_parquet(Path(run_dir, "rows"))
-        manifest = pd.read_parquet(Path(run_dir, "manifest.parquet"))
-        row.update(evals_per_image=float(rows.model_evals.fillna(0).sum() / len(rows)),
-                   worker_seconds_per_image=float(manifest.seconds.sum() / len(rows)))
-        if "privacy" in rows and rows.privacy.notna().any():
-            row.update(target_met=float((rows.privacy == "met").mean()),
-                       t_chosen_mean=float(rows[rows.privacy == "met"].t.mean()))
-    return row
+    modes = {
+        "target dlib+structure": JobConfig.build(**common, privacy_target=True, t_grid=tuple(grid), margin=margin,
+                                           loop_recognizers=("dlib", "structure"), unmet="drop"),
+        "target dlib": JobConfig.build(**common, privacy_target=True, t_grid=tuple(grid), margin=margin,
+                                 loop_recognizers=("dlib",), unmet="drop"),
+        # everything published: images no grid t makes private go out at the largest t
+        "target dlib+structure, unmet max": JobConfig.build(**common, privacy_target=True, t_grid=tuple(grid), margin=margin,
+                                                      loop_recognizers=("dlib", "structure"), unmet="max"),
+    }
+    modes.update({f"t={t:g}": JobConfig.build(**common, t=(t,)) for t in fixed_t})
+    return modes
 
 
 def main() -> int:
@@ -103,56 +58,99 @@ def main() -> int:
     ap.add_argument("--data", required=True, help="a folder of one subfolder per person (ORL)")
     ap.add_argument("--model", required=True, help="the face model (trained on the gallery split)")
     ap.add_argument("--out", default="eval_out/privacy")
-    ap.add_argument("--grid", type=float, nargs="+", default=list(GRID))
+    ap.add_argument("--fixed-t", type=float, nargs="*", default=list(FIXED_T))
+    ap.add_argument("--modes", nargs="*", default=None, help="only these modes (names as in the report)")
     ap.add_argument("--margin", type=float, default=0.0)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--restorer-steps", type=int, default=300)
+    ap.add_argument("--eigen-face-box", choices=["detect", "full"], default="full",
+                    help="Eigenfaces and softmax crops: full frame (ORL are face crops, framed like the tool's "
+                         "inputs) or MTCNN crops")
     args = ap.parse_args()
+    from pipeline.execution.drivers.attacks import Labelled, attack_mode, load_fid, parrot_run, read_labelled_shards, run_outputs, run_probes
     from pipeline.io.folders import write_folder_shards
-    from metrics.attacker import GalleryClassifier
-    from metrics.identity import available_recognizers, load_recognizer
-    from PIL import Image
-    from metrics.privacy_judge import MtcnnFaceCheck
-    from pipeline.config.job import JobConfig
+    from metrics.attack_suite import default_classifiers, dlib_factory, eigenfaces_factory
     from pipeline.execution.drivers.anonymize import resolve_config, run_job
-    from pipeline.io.images import prepare_image
-    from pipeline.io.shards import ShardReader
-    from privacy_report import write_report
+    from pipeline.reports.privacy import write_report
 
     out = Path(args.out)
-    shards = write_folder_shards(args.data, str(out / "test"), split="test")
-    gallery, gallery_ids = gallery_photos(Path(args.data))
-    loop = tuple(n for n in ("dlib", "facenet") if n in available_recognizers())
-    common = dict(job="anonymize", inputs=tuple(shards), output=str(out / "runs"), model=args.model, steps=args.steps,
-                  batch_size=16, keys="keep")
-    runs = {f"t={t:g}": JobConfig.build(**common, t=(t,)) for t in args.grid}
-    runs["target"] = JobConfig.build(**common, privacy_target=True, t_grid=tuple(args.grid), margin=args.margin,
-                               loop_recognizers=loop, loop_face_box="detect", unmet="drop")
-    for cfg in runs.values():
-        run_job(cfg)
-    first = resolve_config(runs[f"t={args.grid[0]:g}"]).run_dir
-    size = next(iter(run_images(first).values())).shape[0]
-    sources = {s.key: prepare_image(s.fields["pgm"], size, 1).pixels for url in shards for s in ShardReader(url)}
-    recognizers = [load_recognizer(n, face_box="detect") for n in loop]
-    for r in recognizers:
-        r.gallery_embeddings = r.embed(gallery)
-    face_check = MtcnnFaceCheck()
-    from metrics.fidelity import load_lpips, why_lpips_unavailable
+    (out / "attacks").mkdir(parents=True, exist_ok=True)
+    log_lines: list[str] = []
 
-    if why_lpips_unavailable() is None:
-        LPIPS["net"] = load_lpips(allow_download=False)
-    else:
-        print(f"note: LPIPS skipped: {why_lpips_unavailable()}")
-    # The classifier attacker sees the gallery at the outputs' size, trained once for every run.
-    small = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BICUBIC)) for g in gallery])
-    classifier = GalleryClassifier(small, gallery_ids, epochs=60, seed=0)
-    rows = [measure("untouched", sources, sources, classifier, gallery_ids, recognizers, face_check)]
-    rows += [measure(name, run_images(resolve_config(cfg).run_dir), sources, classifier, gallery_ids, recognizers,
-                     face_check, resolve_config(cfg).run_dir) for name, cfg in runs.items()]
+    def log(message: str) -> None:
+        print(message, flush=True)
+        log_lines.append(message)
+
+    probe_shards = write_folder_shards(args.data, str(out / "test"), split="test")
+    gallery_shards = write_folder_shards(args.data, str(out / "gallery"), split="train")
+    gallery = read_labelled_shards(gallery_shards, "key", None)         # centre square, full size
+    common = dict(job="anonymize", inputs=tuple(probe_shards), output=str(out / "runs"), model=args.model,
+                  steps=args.steps, batch_size=16, keys="keep", cpu_threads=1)
+    modes = mode_configs(common, args.fixed_t, margin=args.margin)
+    if args.modes:
+        modes = {k: v for k, v in modes.items() if k in args.modes}
+    fid = load_fid()
+    if fid.get("reason"):
+        log(fid["reason"])
+    recognizers = {"dlib": dlib_factory("detect"), "eigenfaces": eigenfaces_factory(args.eigen_face_box)}
+    classifiers = default_classifiers(args.eigen_face_box)
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+
+    def attacked(name: str, compute) -> list[dict]:
+        path = out / "attacks" / f"{name.replace(' ', '_').replace('=', '').replace(',', '')}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        started = time.time()
+        rows = compute()
+        timings.setdefault(name, {})["attack_s"] = round(time.time() - started, 1)
+        path.write_text(json.dumps(rows, default=float))
+        (out / "timings.json").write_text(json.dumps(timings, indent=2))
+        return rows
+
+    rows: list[dict] = []
+    for name, cfg in modes.items():
+        started = time.time()
+        run_job(cfg)
+        t_probe = time.time() - started
+        parrot_dir = parrot_run(cfg, gallery_shards, str(out / "parrot"))
+        t_parrot = time.time() - started - t_probe
+        if "probe_run_s" not in timings.get(name, {}) and t_probe > 5:
+            timings.setdefault(name, {}).update(probe_run_s=round(t_probe, 1), parrot_run_s=round(t_parrot, 1))
+        log(f"{name}: probe run {t_probe:.0f}s, parrot run {t_parrot:.0f}s")
+        run_dir = resolve_config(cfg).run_dir
+
+        def compute(run_dir=run_dir, parrot_dir=parrot_dir, name=name):
+            probes, sources, facts = run_probes(run_dir, "key")
+            anonymized_px = run_outputs(parrot_dir)
+            size = next(iter(anonymized_px.values())).shape[0] if anonymized_px else None
+            clean_small = read_labelled_shards(gallery_shards, "key", size, keys=set(anonymized_px)) if size else None
+            keys = clean_small.keys if clean_small else []
+            anonymized = Labelled(keys, clean_small.ids if clean_small else [], [anonymized_px[k] for k in keys],
+                                  [parrot_dir])
+            pairs = ([anonymized_px[k] for k in keys], clean_small.images) if keys else None
+            got = attack_mode(name, gallery, probes, sources, anonymized=anonymized, reversal_pairs=pairs,
+                              restorer_steps=args.restorer_steps, fid=fid, recognizers=recognizers,
+                              classifiers=classifiers, log=log)
+            return [{**r, **facts} for r in got]
+        rows += attacked(name, compute)
+
+    def untouched():
+        size = next((next(iter(px.values())).shape[0] for px in (run_outputs(resolve_config(c).run_dir)
+                                                                 for c in modes.values()) if px), None)
+        sources = read_labelled_shards(probe_shards, "key", size)       # as the model saw them
+        facts = {"inputs": len(sources.keys), "published": len(sources.keys)}
+        return [{**r, **facts} for r in
+                attack_mode("untouched", gallery, sources, sources, anonymized=None, reversal_pairs=None, fid=fid,
+                            recognizers=recognizers, classifiers=classifiers, log=log)]
+    rows = attacked("untouched", untouched) + rows
     table = pd.DataFrame(rows)
-    table.to_parquet(out / "privacy_summary.parquet", index=False)
-    (out / "privacy_summary.json").write_text(json.dumps(rows, indent=2, default=str))
-    write_report(out / "report.html", table, loop, vars(args))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table.to_parquet(out / "attacks.parquet", index=False)
+    settings = {**vars(args), "people": int(len(set(gallery.ids))), "gallery_photos": len(gallery.keys)}
+    write_report(out / "report.html", table, settings, timings, [fid.get("reason")] if fid.get("reason") else [])
+    from pipeline.reports.privacy import rank_table
+
+    print(rank_table(table).to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"report: {out / 'report.html'}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metrics.suite import DEFAULT_LOOP_RECOGNIZERS, LOOP_RECOGNIZERS
 from pipeline.errors import UserError
 from pipeline.regions.boxes import DEFAULT_MAX_FACES
 from pipeline.settings import NEVER, UNLESS_DEFAULT, Settings, positive_int, setting
@@ -159,9 +160,12 @@ class PrivacyTargetSettings(Settings):
                                           "the output a different person (by --margin) and a face is still found in "
                                           "it (--t is then unused)", action="store_true")
     t_grid: tuple[float, ...] = setting(DEFAULT_T_GRID, "the t values the search chooses from")
-    margin: float = setting(0.0, "distance must exceed each recognizer's threshold by this")
-    loop_recognizers: tuple[str, ...] = setting(("dlib",), "the recognizers that judge each t",
-                                                choices=("facenet", "facenet-casia", "dlib"))
+    margin: float = setting(0.0, "distance must exceed each recognizer's threshold by this, in that recognizer's own "
+                                 "units (0: the threshold itself)")
+    loop_recognizers: tuple[str, ...] = setting(DEFAULT_LOOP_RECOGNIZERS, "every one must call the output a different "
+                                                "person; structure: the output's low-frequency structure vs its "
+                                                "source's (head outline, pose, hair), no weights",
+                                                choices=LOOP_RECOGNIZERS)
     loop_face_box: str = setting("detect", "how the loop recognizers find the face: detect it, or the whole (aligned) "
                                            "frame", choices=("detect", "full"))
     face_check: bool = setting(True, "do not require a face in the output (MTCNN)", flag="--no-face-check",
@@ -172,7 +176,6 @@ class PrivacyTargetSettings(Settings):
     def check(self, job) -> None:
         if not self.privacy_target:
             return
-        from metrics.suite import RECOGNIZERS
         from pipeline.methods.boomerang import check_levels
 
         if job.job != "anonymize" or job.method != "boomerang":
@@ -183,9 +186,9 @@ class PrivacyTargetSettings(Settings):
         if any(not 0.0 < t <= 1.0 for t in grid):
             raise UserError(f"--t-grid values must be in (0, 1], got {grid}")
         check_levels(grid, job.method_settings.steps)
-        unknown = set(self.loop_recognizers) - set(RECOGNIZERS)
+        unknown = set(self.loop_recognizers) - set(LOOP_RECOGNIZERS)
         if not self.loop_recognizers or unknown:
-            raise UserError(f"--loop-recognizers {list(self.loop_recognizers)}: choose from {', '.join(RECOGNIZERS)}")
+            raise UserError(f"--loop-recognizers {list(self.loop_recognizers)}: choose from {', '.join(LOOP_RECOGNIZERS)}")
         if self.loop_face_box not in ("detect", "full"):
             raise UserError(f"--loop-face-box {self.loop_face_box!r}: choose detect or full")
         if self.unmet not in UNMET_POLICIES:

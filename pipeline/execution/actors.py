@@ -116,12 +116,10 @@ def load_judge(cfg: JobConfig, device: str):
     """The loop recognizers of --privacy-target (None when it is off)."""
     if not cfg.privacy.privacy_target:
         return None
-    from metrics.identity import load_recognizer
-    from metrics.privacy_judge import MtcnnFaceCheck, PrivacyJudge
+    from metrics.privacy_judge import MtcnnFaceCheck, PrivacyJudge, load_loop_recognizer
 
     privacy = cfg.privacy
-    recognizers = [load_recognizer(name, device="cpu" if name == "dlib" else device, face_box=privacy.loop_face_box)
-                   for name in privacy.loop_recognizers]
+    recognizers = [load_loop_recognizer(name, device, privacy.loop_face_box) for name in privacy.loop_recognizers]
     return PrivacyJudge(recognizers, privacy.margin, MtcnnFaceCheck(device) if privacy.face_check else None)
 
 

@@ -148,8 +148,10 @@ def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarr
 
 
 def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: tuple | None = None,
-                 title: str = "Evaluation report") -> pd.DataFrame:
-    """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html."""
+                 title: str = "Evaluation report", attacks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html.
+    ``attacks``: attacker rows (``pipeline.reports.attacks``) with ``mode`` = the run directory;
+    their rank-1 joins each run's summary rows and they get a section of the page."""
     import pyarrow as pa
 
     summaries, samples, described_all = [], [], {"recognizers": {}}
@@ -160,6 +162,10 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         described_all["recognizers"].update(described.get("recognizers", {}))
         described_all = {**described, **described_all}
     summary = pd.DataFrame(summaries).sort_values(["model", "sampler", "steps", "cascade", "t"], kind="stable")
+    if attacks is not None and len(attacks):
+        from pipeline.reports.attacks import summary_columns
+
+        summary = summary.merge(summary_columns(attacks), how="left", left_on="run_dir", right_index=True)
     per_sample = pd.concat([s for s in samples if len(s)], ignore_index=True) if any(len(s) for s in samples) else pd.DataFrame()
     write_parquet_atomic(pa.Table.from_pandas(summary, preserve_index=False), posixpath.join(out_dir, "summary.parquet"))
     if len(per_sample):
@@ -172,6 +178,10 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         if getattr(cfg, "regions", None) is not None and cfg.regions.region == "faces":   # interpolation runs have none
             face_rows, faces = run_faces(r, cfg)
             sections.append(faces_section(r, contact_sheet(face_rows) if face_rows else None, faces))
+    if attacks is not None and len(attacks):
+        from pipeline.reports.attacks import attacks_section, figure_section
+
+        sections.append(attacks_section(attacks) + figure_section(attacks))
     metric_sections = [section for metric, _ in MetricSettings.build(**described_all["settings"]).active()
                        for section in metric.report(described_all)]
     page = render_report(summary, per_sample, metric_sections, configs, contact_sheet(rows) if rows else None, title,

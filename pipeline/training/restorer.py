@@ -1,5 +1,5 @@
 """Training a Cold Diffusion restorer ``R(x_s, s) ≈ x0`` (methods.md section 3) and the files it
-leaves: pure torch, no Ray (``pipeline.training.ray_train`` runs it under Ray Train).
+leaves: pure torch, no Ray (``pipeline.execution.drivers.restorer_training`` runs it under Ray Train).
 
 * the degradation is described by a JSON-able spec (``{"name": "blur", "T": 50, ...}``) stored
   beside the weights, so a restorer always samples with the operator it was trained for;
@@ -58,7 +58,22 @@ class RestorerTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * min(1.0, (self.step + 1) / self.warmup)
         self.unet.train()
-        loss = restoration_loss(self.unet, degrade, x0, s)
+        return self._apply(restoration_loss(self.unet, degrade, x0, s))
+
+    def train_pair_step(self, x_s: torch.Tensor, x0: torch.Tensor, generator: torch.Generator, severity: int = 1) -> float:
+        """Paired mode: the degradation is not an operator but given examples ``x_s`` of it (e.g.
+        an anonymizer's outputs) with their originals ``x0``; one L1 step of ``R(x_s, severity)``
+        towards ``x0``, with the same horizontal flip on both. Returns the batch loss."""
+        n = x0.shape[0]
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x0.device)[:, None, None, None]
+        x_s, x0 = torch.where(flip, x_s.flip(-1), x_s), torch.where(flip, x0.flip(-1), x0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * min(1.0, (self.step + 1) / self.warmup)
+        self.unet.train()
+        s = torch.full((n,), severity, dtype=torch.long, device=x0.device)
+        return self._apply(F.l1_loss(self.unet(x_s, s).sample, x0))
+
+    def _apply(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
@@ -91,6 +106,32 @@ class RestorerTrainer:
         state = json.loads((path / "state.json").read_text())
         self.step = int(state["step"])
         return list(state["losses"])
+
+
+def train_paired_restorer(degraded: torch.Tensor, clean: torch.Tensor, *, steps: int = 400, batch_size: int = 16,
+                          widths: tuple[int, ...] = (32, 64, 64), lr: float = 1e-3, seed: int = 0):
+    """A restorer trained from scratch on pairs (``degraded`` -> ``clean``, N x 3 x R x R in
+    [-1, 1], R divisible by 4): the reversal attacker of ``metrics.attack_suite`` (an attacker
+    who anonymized their own gallery learns to undo the anonymizer). Returns ``restore``:
+    tensor -> tensor, with the EMA weights."""
+    from pipeline.models.architectures import pixel_unet
+
+    if degraded.shape != clean.shape or len(clean) == 0:
+        raise ValueError(f"pairs must line up: {tuple(degraded.shape)} vs {tuple(clean.shape)}")
+    unet = pixel_unet(sample_size=clean.shape[-1], widths=tuple(widths), seed=seed)
+    trainer = RestorerTrainer(unet, degrade=None, lr=lr, ema_decay=0.99, warmup=20)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(clean), (min(batch_size, len(clean)),), generator=gen)
+        trainer.train_pair_step(degraded[idx], clean[idx], gen)
+
+    @torch.no_grad()
+    def restore(x: torch.Tensor) -> torch.Tensor:
+        s = torch.ones(len(x), dtype=torch.long)
+        return torch.cat([trainer.ema(x[i:i + 64], s[i:i + 64]).sample.clamp(-1, 1) for i in range(0, len(x), 64)])
+
+    restore.trainer = trainer
+    return restore
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:

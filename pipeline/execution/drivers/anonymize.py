@@ -132,9 +132,10 @@ def run_job(cfg: JobConfig) -> list[dict]:
 
         check_available(cfg.metrics)          # missing weights fail here, before any work
     if cfg.privacy.privacy_target:
-        from metrics.suite import MetricSettings, check_available
+        from metrics.suite import RECOGNIZERS, MetricSettings, check_available
 
-        check_available(MetricSettings.build(recognizers=cfg.privacy.loop_recognizers, fid=False, fidelity=False))
+        check_available(MetricSettings.build(recognizers=tuple(n for n in cfg.privacy.loop_recognizers if n in RECOGNIZERS),
+                                             fid=False, fidelity=False))      # "structure" needs no weights
     states = list_inputs(cfg.run.inputs)
     with RunLock(cfg.run_dir):
         plan = plan_run(cfg, states)
