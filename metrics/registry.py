@@ -147,15 +147,6 @@ class MetricSettings:
     def of(self, metric: str):
         return dict(self.sections)[metric]
 
-    def __getattr__(self, name: str):
-        # Flat reads of a setting (settings.recognizers): each name belongs to one metric's section.
-        if name.startswith("__") or name == "sections":
-            raise AttributeError(name)
-        for _, section in self.__dict__.get("sections", ()):
-            if name in {f.name for f in dataclasses.fields(section)}:
-                return getattr(section, name)
-        raise AttributeError(f"no metric setting {name!r}")
-
     def active(self) -> list[tuple[Metric, Settings]]:
         """The registered metrics these settings turn on, with their settings."""
         by_name = dict(self.sections)

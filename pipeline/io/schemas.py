@@ -116,6 +116,12 @@ EVAL_MANIFEST_SCHEMA = pa.schema([
     ("seconds", pa.float64()),
     ("finished_at", pa.string()),
     ("worker", pa.string()),
+    # Where a scoring task's seconds went, as for the job's shards (reading the output shard and
+    # its sources overlaps the metric networks; "waiting" is the networks left idle).
+    ("seconds_read", pa.float64()),
+    ("seconds_model", pa.float64()),
+    ("seconds_write", pa.float64()),
+    ("seconds_waiting", pa.float64()),
 ])
 
 

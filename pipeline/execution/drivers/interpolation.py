@@ -58,7 +58,9 @@ def check_metric_weights(cfg: InterpConfig) -> None:
     """A missing metric weights file fails here, before any work."""
     from metrics.suite import MetricSettings, check_available
 
-    check_available(MetricSettings.build(fid=cfg.frame_metrics.fid, fidelity=False, lpips=cfg.frame_metrics.lpips, inception_weights=cfg.frame_metrics.inception_weights))
+    frames = cfg.frame_metrics
+    check_available(MetricSettings.build(fid=frames.fid, fidelity=False, lpips=frames.lpips,
+                                         inception_weights=frames.inception_weights))
 
 
 def locate_inversions(run_dir: str, inputs, manifests: Checkpoint | None = None
