@@ -70,6 +70,9 @@ class ReportSection:
 
 
 class Metric:
+    """A metric's name, settings section and hooks. Its switch is best declared with
+    ``hash=UNLESS_DEFAULT`` (``pipeline.settings``): off, it then leaves the directory names of
+    evaluations made before it existed as they were."""
     name: str = ""
     settings: type[Settings] = Settings
     keeps_features: bool = False      # scores into the shard's feature file (``summarize_features``), not rows
@@ -124,33 +127,34 @@ def registered_metrics() -> list[Metric]:
 
 @dataclass(frozen=True)
 class MetricSettings:
-    """Every registered metric's settings, plus where and in what batches the networks run
-    (not hashed). Hashed into the evaluation directory's name (``eval-<hash8>``), so different
-    metric settings never mix. Build from flat settings with ``MetricSettings.build``."""
-    sections: tuple[tuple[str, Settings], ...]
+    """Every metric's settings (the metrics registered where it was built: they travel with it, so
+    a worker scores with a metric registered outside the package too), plus where and in what
+    batches the networks run (not hashed). Hashed into the evaluation directory's name
+    (``eval-<hash8>``), so different metric settings never mix. Build from flat settings with
+    ``MetricSettings.build``."""
+    sections: tuple[tuple[Metric, Settings], ...]
     device: str = "auto"
     batch_size: int = 32
 
     @classmethod
     def build(cls, device: str = "auto", batch_size: int = 32, **settings) -> "MetricSettings":
-        classes = {m.name: m.settings for m in registered_metrics()}
+        metrics = registered_metrics()
         try:
-            routed = route(settings, classes)
+            routed = route(settings, {m.name: m.settings for m in metrics})
         except UserError as exc:
             raise ValueError(str(exc)) from None
-        return cls(tuple((name, klass.build(routed[name])) for name, klass in classes.items()), device, batch_size)
+        return cls(tuple((m, m.settings.build(routed[m.name])) for m in metrics), device, batch_size)
 
     def __post_init__(self) -> None:
         for _, section in self.sections:
             section.check(self)
 
     def of(self, metric: str):
-        return dict(self.sections)[metric]
+        return next(section for m, section in self.sections if m.name == metric)
 
     def active(self) -> list[tuple[Metric, Settings]]:
-        """The registered metrics these settings turn on, with their settings."""
-        by_name = dict(self.sections)
-        return [(m, by_name[m.name]) for m in registered_metrics() if m.name in by_name and m.enabled(by_name[m.name])]
+        """The metrics these settings turn on, with their settings."""
+        return [(m, section) for m, section in self.sections if m.enabled(section)]
 
     def enabled(self) -> bool:
         return bool(self.active())
