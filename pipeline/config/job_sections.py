@@ -178,7 +178,7 @@ class RegionSettings(Settings):
         if self.region != "faces":
             return {}
         out = super().hashed(job)
-        if out.get("face_threshold") == DEFAULT_FACE_THRESHOLDS.get(self.detector):
+        if "face_threshold" in out and out["face_threshold"] == DEFAULT_FACE_THRESHOLDS.get(self.detector):
             del out["face_threshold"]              # the detector's own default: the same outputs as unset
         return out
 

@@ -209,6 +209,7 @@ def clear_unfinished(plan: FilePlan, cfg) -> int:
     finished = {FileGroupTask.named(plan.run_dir, u).name
                 for u, (status,) in plan.checkpoint.latest("input_shard", "status").items()
                 if status in FINAL and u and split_group_url(u)} - pending
+    orphans = 0
     lists_dir = posixpath.join(plan.run_dir, "file-lists")
     fs, path = fsspec.core.url_to_fs(lists_dir)
     from pipeline.io.listing import list_directory
@@ -220,13 +221,14 @@ def clear_unfinished(plan: FilePlan, cfg) -> int:
         stem = name[:-len(".json")]
         if stem in finished or stem in pending:
             continue
+        orphans += 1
         url = posixpath.join(lists_dir, name)
         files_dir = posixpath.join(plan.run_dir, "files")
         for file_name in read_file_list(url):
             remove(posixpath.join(files_dir, file_name))
             removed += 1
         remove(url)
-    if plan.pending:
+    if plan.pending or orphans:                    # a killed task's writes: walk files/ once for its temporaries
         removed += _remove_temporaries(posixpath.join(plan.run_dir, "files"))
     return removed
 
