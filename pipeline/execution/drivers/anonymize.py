@@ -135,7 +135,11 @@ def run_job(cfg: JobConfig) -> list[dict]:
     gone; returns the merged manifest rows of ``cfg``'s inputs (plus a failed row per input
     whose withdrawal failed)."""
 
-    cfg = resolve_config(cfg)
+    return run_resolved(resolve_config(cfg))
+
+
+def run_resolved(cfg: JobConfig) -> list[dict]:
+    """``run_job`` for a configuration ``resolve_config`` made (its ``run_dir`` is the run's)."""
     check_scoring(cfg)
     if cfg.run.input_kind == "files":
         return run_files_job(cfg)
