@@ -265,3 +265,26 @@ def test_boxes_export_round_trip(pixel_model_dir, tmp_path):
     faces = pd.read_parquet(other / "faces")
     assert len(faces) == 2 and faces.detector.eq("supplied").all()
     assert np.abs(np.asarray(Image.open(other / "files" / "empty.png")).astype(int) - scene(64, 48, seed=3)).mean() > 1
+
+
+def test_preview_draws_before_and_after_with_boxes_without_a_run(pixel_model_dir, tmp_path, capsys):
+    from jobs import anonymize_celeba, preview
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    canvas = Image.new("RGB", (256, 200), (90, 100, 110))
+    canvas.paste(face(), (100, 20))
+    canvas.save(photos / "p.jpg", quality=95)
+    write_png(photos / "q.png", 3, (64, 48))
+    flags = ["--model", pixel_model_dir, "--t", "0.5", "--steps", "4", "--region", "faces"]
+    assert preview.main([str(photos / "p.jpg"), str(photos / "q.png"), "--out", str(tmp_path / "prev")] + flags) == 0
+    printed = capsys.readouterr().out
+    assert "p.jpg: " in printed and "q.png: no output: [no_face]" in printed
+    pictures = sorted(p.name for p in (tmp_path / "prev").iterdir())
+    assert pictures[0] == "000-p.jpg.png"
+    picture = np.asarray(Image.open(tmp_path / "prev" / pictures[0]))
+    assert picture.shape[1] > 2 * 256 and (picture == [0, 200, 0]).all(axis=-1).any()     # both sides, a green box
+    assert anonymize_celeba.main(["--input", str(photos), "--output", str(tmp_path / "out"), "--preview", "1"]
+                                 + flags) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["preview"]                 # no run directory
+    assert len(list((tmp_path / "out" / "preview").iterdir())) == 1
