@@ -288,3 +288,23 @@ def test_preview_draws_before_and_after_with_boxes_without_a_run(pixel_model_dir
                                  + flags) == 0
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["preview"]                 # no run directory
     assert len(list((tmp_path / "out" / "preview").iterdir())) == 1
+
+
+def test_a_folder_to_webdataset_shards_by_default(pixel_model_dir, tmp_path):
+    """Without --output-format files a folder's groups become shards of pseudonymized samples."""
+    from jobs import anonymize_celeba
+    from pipeline.io.shards import ShardReader
+
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_png(photos / f"sub{i % 2}" / f"p{i}.png", i)
+    argv = ["--input", str(photos), "--output", str(tmp_path / "out"), "--model", pixel_model_dir, "--t", "0.5",
+            "--steps", "4", "--key-secret", str(tmp_path / "k.key")]
+    assert anonymize_celeba.main(argv) == 0
+    run = run_dir_of(tmp_path / "out")
+    samples = [s for shard in sorted((run / "shards").iterdir()) for s in ShardReader(str(shard))]
+    rows = pd.read_parquet(run / "rows")
+    assert sorted(s.key for s in samples) == sorted(rows.key) and len(samples) == 3
+    assert all(set(s.fields) == {"png", "diffusion.json"} for s in samples)
+    assert sorted(rows.source_path) == ["sub0/p0.png", "sub0/p2.png", "sub1/p1.png"] and rows.output_file.isna().all()
+    assert not any("p0" in s.fields["diffusion.json"].decode() for s in samples)     # nothing names the file
