@@ -103,6 +103,20 @@ class Worker:
         self.state.add.remote(n)
 
 
+def load_suite(settings):
+    """The metric networks (``pipeline.engine.local.load_suite``; kept here for callers of this module)."""
+    from pipeline.engine.local import load_suite as load
+
+    return load(settings)
+
+
+def load_judge(cfg: JobConfig, device: str):
+    """The loop recognizers of --privacy-target (``pipeline.engine.local.load_judge``)."""
+    from pipeline.engine.local import load_judge as load
+
+    return load(cfg, device)
+
+
 class ShardWorker(Worker):
     """Loads the model (and any metric networks) once, then processes shards one at a time."""
 
@@ -126,8 +140,6 @@ class EvalWorker(Worker):
     """Loads the metric networks once, then scores existing output shards."""
 
     def setup(self, settings, image_field: str | None) -> None:
-        from pipeline.engine.local import load_suite
-
         self.suite = load_suite(settings)
         self.image_field = image_field
 
