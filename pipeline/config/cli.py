@@ -114,6 +114,13 @@ def _method_in(argv: list[str] | None) -> str:
 
 def job_config_from_argv(job: str, argv: list[str] | None, description: str) -> JobConfig:
     """Parse an anonymize or augment command line into its JobConfig (exit 2 on a bad flag)."""
+    return job_command_from_argv(job, argv, description)[0]
+
+
+def job_command_from_argv(job: str, argv: list[str] | None, description: str, add_flags=None
+                          ) -> tuple[JobConfig, argparse.Namespace]:
+    """``job_config_from_argv`` with flags of the command's own that are not settings
+    (``add_flags(parser)``: e.g. --preview), returned in the parsed arguments."""
     method = _method_in(argv)
     ap = job_parser(description)
     ap.epilog = "Each --method has flags of its own: --method NAME --help lists them."
@@ -127,10 +134,12 @@ def job_config_from_argv(job: str, argv: list[str] | None, description: str) -> 
     ap.add_argument("--metrics", action="store_true",
                     help="score outputs in the same pass (see the metrics flags); else run jobs/evaluate.py later")
     add_metric_flags(ap)
+    if add_flags is not None:
+        add_flags(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     values = {f: getattr(args, f) for name in JOB_FLAG_SECTIONS[job] for f in classes[name].names() if hasattr(args, f)}
-    return JobConfig.build(job, args.method, metric_settings_from_args(args) if args.metrics else None, **values)
+    return JobConfig.build(job, args.method, metric_settings_from_args(args) if args.metrics else None, **values), args
 
 
 def section_argv(section, argv: list[str] | None, description: str):

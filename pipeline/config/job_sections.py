@@ -11,9 +11,11 @@ from pipeline.regions.boxes import DEFAULT_MAX_FACES
 from pipeline.settings import NEVER, UNLESS_DEFAULT, Settings, positive_int, setting
 
 KEY_MODES = ("pseudonym", "keep")
+OUTPUT_FORMATS = ("webdataset", "files")
 REGIONS = ("full", "faces")
 DETECTORS = ("mtcnn", "dlib", "supplied")          # = pipeline.regions.detectors.DETECTORS (kept torch-free here)
 NO_FACE_POLICIES = ("drop", "keep", "full")
+DEFAULT_FACE_THRESHOLDS = {"mtcnn": 0.9, "dlib": 0.0}   # = pipeline.regions.detectors' defaults
 UNMET_POLICIES = ("drop", "max")
 
 DEFAULT_T_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -61,6 +63,11 @@ class PublicationSettings(Settings):
                                         "at different t) share no output name; without it one secret gives the same "
                                         "names in every run", metavar="NAME")
     key_fingerprint: str = setting("", cli=False)         # pins which secret named the outputs (set when resolved)
+    output_format: str = setting("webdataset", "webdataset: shards (one per input shard, or per group of input "
+                                               "files); files: one image file per output under <run dir>/files/, "
+                                               "named by its pseudonym (or, with --keys keep, by the input's relative "
+                                               "path); for a folder of images or image files given as --input",
+                                 choices=OUTPUT_FORMATS)
 
     def publish_keys(self, job) -> str:
         return self.keys or ("pseudonym" if job.job == "anonymize" else "keep")
@@ -80,6 +87,12 @@ class PublicationSettings(Settings):
                                 "(the default)")
             if not self.release or len(self.release) > 100 or not self.release.isprintable():
                 raise UserError(f"--release {self.release!r}: give a printable name of 1 to 100 characters")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise UserError(f"--output-format {self.output_format!r}: choose one of {', '.join(OUTPUT_FORMATS)}")
+        if self.output_format == "files" and job.job != "anonymize":
+            raise UserError("--output-format files is for anonymize (augment's outputs stay in shards)")
+        if self.output_format == "files" and self.keep_fields:
+            raise UserError("--keep-fields copies shard fields beside each output: it needs --output-format webdataset")
         for name in self.keep_fields:
             if unsafe_name_reason(name) or "/" in name:
                 raise UserError(f"--keep-fields {name!r} is not a field name")
@@ -94,6 +107,8 @@ class PublicationSettings(Settings):
             out["key_fingerprint"] = self.key_fingerprint
             if self.release is not None:          # other names, another run directory; unset: as before
                 out["release"] = self.release
+        if self.output_format != "webdataset":    # unset: the directories made before it keep their hash
+            out["output_format"] = self.output_format
         return out
 
 
@@ -117,6 +132,12 @@ class RegionSettings(Settings):
     no_face: str = setting("drop", "images where no face is found: drop (not published; a row says so), keep "
                                    "(published as is), full (the whole frame regenerated)", choices=NO_FACE_POLICIES)
     # Left out of the hash at its default, so region runs made before it keep their directories.
+    # Left out of the hash when unset or at its detector's own default (0.9 for MTCNN, 0 for dlib),
+    # so region runs made before it keep their directories.
+    face_threshold: float | None = setting(None, "the detector's confidence a face needs: MTCNN's probability (0 to 1, "
+                                                 "default 0.9; lower finds more faces and more false ones) or dlib's "
+                                                 "score threshold (default 0.0; negative finds more)", type=float,
+                                           hash=UNLESS_DEFAULT)
     max_faces: int = setting(DEFAULT_MAX_FACES, "images with more faces (found or supplied) are error rows, "
                                                 "too_many_faces: every face of a published image is handled, never "
                                                 "some of them", type=positive_int, hash=UNLESS_DEFAULT)
@@ -146,10 +167,20 @@ class RegionSettings(Settings):
             raise UserError("--boxes-file gives the boxes: use it with --detector supplied")
         if unsafe_name_reason(self.boxes_field):
             raise UserError(f"--boxes-field {self.boxes_field!r} is not a field name")
+        if self.face_threshold is not None:
+            if self.detector == "supplied":
+                raise UserError("--face-threshold is a detector's (mtcnn or dlib); supplied boxes are used as given")
+            if self.detector == "mtcnn" and not 0.0 < self.face_threshold <= 1.0:
+                raise UserError(f"--face-threshold for MTCNN is a probability in (0, 1], got {self.face_threshold}")
 
     def hashed(self, job) -> dict:
         # Whole-image runs leave every region setting out, so their directories predate regions.
-        return super().hashed(job) if self.region == "faces" else {}
+        if self.region != "faces":
+            return {}
+        out = super().hashed(job)
+        if "face_threshold" in out and out["face_threshold"] == DEFAULT_FACE_THRESHOLDS.get(self.detector):
+            del out["face_threshold"]              # the detector's own default: the same outputs as unset
+        return out
 
 
 @dataclass(frozen=True)

@@ -11,21 +11,29 @@ from pipeline.settings import NEVER, UNLESS_DEFAULT, Settings, non_negative_int,
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+INPUT_KINDS = ("shards", "files")
 
 
 @dataclass(frozen=True)
 class RunSettings(Settings):
     """What a run reads, where it writes, with which model and seed."""
-    inputs: tuple[str, ...] = setting(help="shards: brace patterns, lists, directories or fsspec URLs (s3://, gs://, "
-                                           "file://)", flag="--input", nargs="+", hash=NEVER)
+    inputs: tuple[str, ...] = setting(help="shards (brace patterns, lists, directories of .tar files, fsspec URLs: "
+                                           "s3://, gs://, file://), or a folder of images (searched recursively: jpg, "
+                                           "png, webp, bmp, tif, gif, ...), or image files", flag="--input", nargs="+",
+                                      hash=NEVER)
     output: str = setting(help="output root (local path or fsspec URL); runs go in subdirectories", hash=NEVER)
     model: str = setting(help="hub id (e.g. google/ddpm-celebahq-256) or a local model directory")
     seed: int = setting(0, "run seed: each sample's noise comes from (seed, key, variant)")
     model_fingerprint: str = setting("", cli=False)        # the model's identity, pinned when the run is resolved
+    # What --input named, found when the run is resolved: image files get other keys and tasks than
+    # shards, so another run directory; shard runs leave it out of the hash (their directories keep theirs).
+    input_kind: str = setting("shards", cli=False, hash=UNLESS_DEFAULT)
 
     def check(self, job) -> None:
         if not self.inputs:
             raise UserError("no --input shards given")
+        if self.input_kind not in INPUT_KINDS:
+            raise UserError(f"input kind {self.input_kind!r}")
 
 
 @dataclass(frozen=True)

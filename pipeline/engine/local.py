@@ -4,10 +4,77 @@ from __future__ import annotations
 
 import posixpath
 import socket
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from pipeline.engine.loop import InPassScoring, run
 from pipeline.engine.tasks import EvalTask
+
+
+class JobParts(NamedTuple):
+    """What a worker of an anonymize/augment run loads once: the model, the transform (with its
+    detector and loop recognizers) and the metric networks of in-pass scoring (or None)."""
+    model: object
+    transform: object
+    suite: object
+
+
+def model_identity(cfg) -> tuple:
+    """What decides which model object a run needs (a worker keeps it for the next run that names the same)."""
+    images = cfg.images
+    return ("model", cfg.run.model, cfg.run.model_fingerprint, getattr(cfg.method_settings, "sampler", "ddim"),
+            cfg.execution.device, images.dtype, images.resolution)
+
+
+def load_job_model(cfg):
+    from pipeline.models.loading import load_model
+
+    sampler = getattr(cfg.method_settings, "sampler", "ddim")         # a restorer has no sampler
+    images = cfg.images
+    return load_model(cfg.run.model, sampler=sampler, device=cfg.execution.device, dtype=images.dtype,
+                      resolution=images.resolution)
+
+
+def load_suite(settings):
+    """The metric networks, loaded once per worker (None when nothing is measured)."""
+    if settings is None or not settings.enabled():
+        return None
+    from metrics.suite import MetricSuite
+
+    return MetricSuite(settings)
+
+
+def load_judge(cfg, device: str):
+    """The loop recognizers of --privacy-target (None when it is off)."""
+    if not cfg.privacy.privacy_target:
+        return None
+    from metrics.privacy_judge import MtcnnFaceCheck, PrivacyJudge, load_loop_recognizer
+
+    privacy = cfg.privacy
+    recognizers = [load_loop_recognizer(name, device, privacy.loop_face_box) for name in privacy.loop_recognizers]
+    return PrivacyJudge(recognizers, privacy.margin, MtcnnFaceCheck(device) if privacy.face_check else None)
+
+
+def load_detector_of(cfg, device: str):
+    """The face detector of a --region faces run (None for whole images)."""
+    if cfg.regions.region != "faces":
+        return None
+    from pipeline.regions.detectors import load_detector
+
+    regions = cfg.regions
+    return load_detector(regions.detector, device=device, boxes_field=regions.boxes_field,
+                         boxes_file=regions.boxes_file, threshold=regions.face_threshold)
+
+
+def load_job(cfg, secret: bytes | None = None, model=None) -> JobParts:
+    """Everything one worker of ``cfg`` needs, loaded here (``model``: one kept from before).
+    Ray's workers, the driver's in-process run, the preview and the Ray Data class share it."""
+    from pipeline.methods import register
+
+    register(cfg.method_plugin)      # the driver's method: one registered outside the package works here too
+    model = model if model is not None else load_job_model(cfg)
+    device = str(model.device)
+    transform = anonymize_transform(cfg, model, secret, load_detector_of(cfg, device), load_judge(cfg, device))
+    return JobParts(model, transform, load_suite(cfg.metrics))
 
 
 def anonymize_transform(cfg, model, secret: bytes | None = None, detector=None, judge=None):

@@ -12,6 +12,7 @@ by a chunk, whatever the shard or dataset size.
 """
 from __future__ import annotations
 
+import posixpath
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -53,14 +54,74 @@ class KeyFiles:
         write_bytes_atomic(data, self.url_of(key))
 
 
+@dataclass(frozen=True)
+class FileSink:
+    """One image file per output under ``directory``, at ``names[key]`` (a pseudonym and the
+    format's suffix, or the input's relative path: checked safe when listed, and checked again
+    here so no name can leave the directory). The list of every file the task may write is
+    written first (``list_url``): what a redo, a withdrawal or the next run after a kill
+    removes, whether or not the task finished. Each file appears whole
+    (``pipeline.io.storage``); only the image is written (how it was made is in the rows)."""
+    directory: str
+    list_url: str
+    names: dict[str, str]
+
+    def open(self):
+        import json
+
+        for name in self.names.values():
+            _check_relative(name)
+        write_bytes_atomic(json.dumps({"files": sorted(self.names.values())}).encode(), self.list_url)
+        return FileWriter(self), self
+
+    def url_of(self, name: str) -> str:
+        return posixpath.join(self.directory, _check_relative(name))
+
+    def write(self, key: str, fields: dict[str, bytes]) -> None:
+        from pipeline.io.fields import is_image_field
+
+        (data,) = [v for k, v in fields.items() if is_image_field(k)]
+        write_bytes_atomic(data, self.url_of(self.names[key]))
+
+    def remove_all(self) -> None:
+        """Every file of the list (the task failed: nothing of it stays published)."""
+        from pipeline.engine.completion import remove_outputs
+
+        remove_outputs(*(self.url_of(n) for n in self.names.values()))
+
+
+class FileWriter:
+    """The context of a ``FileSink`` in one task: on an error, what it wrote is removed."""
+
+    def __init__(self, sink: FileSink):
+        self.sink = sink
+
+    def __enter__(self) -> "FileWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.sink.remove_all()
+
+
+def _check_relative(name: str) -> str:
+    from pipeline.io.sample_keys import unsafe_name_reason
+
+    reason = unsafe_name_reason(name)
+    if reason is not None:
+        raise ValueError(f"output file name {name!r} is not a safe relative path: {reason}")
+    return name
+
+
 @dataclass
 class TaskFiles:
-    """Where one task's results go: its rows file, side tables and extra files by name, and its
-    sample sinks by name."""
+    """Where one task's results go: its rows file, side tables and extra files by name, its
+    sample sinks by name, and what adds the task's own columns to each row (``annotate``)."""
     rows: str | None = None
     side: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     sinks: dict[str, object] = field(default_factory=dict)
+    annotate: Callable[[dict], dict] | None = None
 
     def urls(self) -> tuple[str, ...]:
         """Every file the task writes besides its manifest (cleaned before, removed on failure)."""
@@ -94,7 +155,14 @@ def run_task(task, transform, source, files: TaskFiles, *, manifest_schema, mani
              progress: Callable[[int], None] = lambda n: None, counts: tuple[str, ...] = SHARD_COUNTS) -> dict:
     """Run ``task`` through ``transform`` and write everything it produces; returns its manifest row."""
     def body() -> dict:
-        return _run(task, transform, source, files, {**(row_base or {}), **transform.row_base()}, scoring, progress)
+        try:
+            return _run(task, transform, source, files, {**(row_base or {}), **transform.row_base()}, scoring,
+                        progress)
+        except BaseException:
+            for sink in files.sinks.values():
+                if isinstance(sink, FileSink):
+                    sink.remove_all()          # written after its writer closed: rows or side tables failed
+            raise
     return run_to_completion(task, manifest_schema, files.urls(), body, manifest_base, counts)
 
 
@@ -107,6 +175,7 @@ def _run(task, transform, source, files: TaskFiles, row_base: dict, scoring: InP
     scored: list[dict] = []
     inputs = inputs_ok = 0
     clock = StageClock()
+    annotate = files.annotate or (lambda row: row)
     with ExitStack() as stack:
         shards, writers = {}, {}
         for name, sink in files.sinks.items():
@@ -118,7 +187,7 @@ def _run(task, transform, source, files: TaskFiles, row_base: dict, scoring: InP
         writer = stack.enter_context(BackgroundWriter(writers, clock))
         for chunk in chunks:
             inputs += chunk.inputs
-            rows.extend({**row_base, **r} for r in chunk.rows)
+            rows.extend(annotate({**row_base, **r}) for r in chunk.rows)
             ok: dict[int, bool] = {}
             pairs = []
             for produced in transform.process(chunk.items) if chunk.items else ():
@@ -131,7 +200,7 @@ def _run(task, transform, source, files: TaskFiles, row_base: dict, scoring: InP
                     pairs.append(_scoring_item(row, produced.pair))
                 if produced.item is not None:
                     ok[produced.item] = ok.get(produced.item, True) and row["status"] == "ok"
-                rows.append(row)
+                rows.append(annotate(row))
             inputs_ok += sum(ok.values())
             if pairs:
                 scored.extend(p.row for p in scoring.transform.process(pairs))

@@ -218,3 +218,78 @@ class PairGroupSource:
                            for side, key in (("A", pair.key_a), ("B", pair.key_b)) if key in reasons), None)
             items.append(PairItem(pair, {} if reason else {k: images[k] for k in (pair.key_a, pair.key_b)}, reason))
         yield Chunk(items, inputs=len(items))
+
+
+class FileGroupSource:
+    """A group of image files (``pipeline.io.image_files``) in chunks: each file one sample keyed
+    by its path's hash, with its bytes under its suffix's field. A file refused when listed (an
+    unsafe name, a symlink out of the folder, a FIFO), one over ``--max-member-bytes``, one
+    gone or unreadable since, and an image that cannot be used are error rows here, once."""
+    error = None
+
+    def __init__(self, entries, max_member_bytes: int, transform):
+        self.entries, self.max_bytes, self.transform = entries, max_member_bytes, transform
+
+    def chunks(self) -> Iterator[Chunk]:
+        from pipeline.io.image_files import image_field_of, register_optional_openers
+
+        register_optional_openers()
+        spec, select = self.transform.decode, self.transform.select
+        for batch in chunked(self.entries, self.transform.chunk_size):
+            items, rows = [], []
+            for entry in batch:
+                sample = RawSample(entry.key)
+                try:
+                    if entry.error_kind is not None:
+                        raise SampleError(entry.error_kind, entry.error)
+                    field_name = image_field_of(entry.rel)
+                    sample.fields[field_name] = read_file(entry, self.max_bytes)
+                    skipped = select(sample)
+                    if skipped is not None:
+                        rows.append(skipped)
+                        continue
+                    items.append(Decoded(sample, field_name, prepare_image(
+                        sample.fields[field_name], spec.resolution, spec.min_side, spec.max_pixels, spec.keep_size)))
+                except SampleError as exc:
+                    rows.append(error_row(sample, exc))
+            yield Chunk(items, rows, len(batch))
+
+
+def read_file(entry, max_bytes: int) -> bytes:
+    """A listed file's bytes, at most ``max_bytes`` (larger: an error row, the rest never read).
+    Local files are opened without following a symlink in the last component (one swapped in
+    since the listing is refused; a symlink accepted when listed is read through its target)."""
+    import os
+
+    from pipeline.errors import TOO_LARGE, UNREADABLE_FILE, UNSAFE_MEMBER
+    from pipeline.io.image_files import is_local, local_path
+
+    if entry.size is not None and entry.size > max_bytes:
+        raise SampleError(TOO_LARGE, f"file is {entry.size} bytes; at most {max_bytes} (--max-member-bytes)")
+    try:
+        if is_local(entry.url):
+            fd = os.open(local_path(entry.url), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as f:
+                import stat
+
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise SampleError(UNSAFE_MEMBER, "not a regular file: not read")
+                data = f.read(max_bytes + 1)
+        else:
+            import fsspec
+
+            with fsspec.open(entry.url, "rb") as f:
+                data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise SampleError(UNREADABLE_FILE, "file gone since it was listed (the next run sees the change)") from None
+    except PermissionError as exc:
+        raise SampleError(UNREADABLE_FILE, f"file cannot be read: {exc.strerror or exc}") from None
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ELOOP:                # a symlink: a symlink swapped in since the listing
+            raise SampleError(UNSAFE_MEMBER, "a symlink (not there when listed): not read") from None
+        raise                                       # storage failing: the task fails and is redone
+    if len(data) > max_bytes:
+        raise SampleError(TOO_LARGE, f"file is over {max_bytes} bytes (--max-member-bytes)")
+    return data

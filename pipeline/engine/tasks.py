@@ -17,7 +17,7 @@ from typing import ClassVar
 from pipeline.engine.completion import SCORING_COUNTS, SHARD_COUNTS
 from pipeline.io.limits import DEFAULT_MAX_MEMBER_BYTES
 from pipeline.io.pairs import ImageRef, Pair
-from pipeline.io.sample_keys import key_file_name
+from pipeline.io.sample_keys import key_file_name, printable_key
 from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.io.shards import SHARD_SUFFIXES, shard_name
 
@@ -201,3 +201,117 @@ class PairTask:
 
     def row_base(self) -> dict:
         return {}
+
+
+@dataclass(frozen=True)
+class FileGroupTask:
+    """A group of image files of one input folder (``pipeline.io.image_files``: content-defined,
+    so it stays the same when other files come or go) to its outputs: one WebDataset shard
+    (``shards/<name>.tar``), or one file per output under ``files/`` with the list of the files
+    it may write (``file-lists/<name>.json``), written before any of them, so a withdrawal or a
+    redo finds every file even of a run killed mid-task. Rows, face rows and the manifest row as
+    a ``ShardTask``'s; rows also say each output's source path and output file."""
+    input_url: str                            # <root>#<gid>: how manifests name the group
+    name: str                                 # <root label>-<gid>: its files' names
+    entries: tuple                            # io.image_files.FileEntry, sorted by relative path
+    run_dir: str
+    output_format: str = "webdataset"         # or "files"
+    input_bytes: int | None = None
+    input_version: str | None = None          # io.image_files.FileGroup.version when planned
+    manifest_schema: ClassVar = MANIFEST_SCHEMA
+    counts: ClassVar = SHARD_COUNTS
+
+    @classmethod
+    def for_group(cls, run_dir: str, root: str, group, output_format: str = "webdataset") -> "FileGroupTask":
+        from pipeline.io.image_files import group_url, root_label
+
+        return cls(group_url(root, group.gid), f"{root_label(root)}-{group.gid}", tuple(group.entries), run_dir,
+                   output_format, group.size, group.version)
+
+    @classmethod
+    def named(cls, run_dir: str, input_url: str, output_format: str = "webdataset") -> "FileGroupTask":
+        """The task of a group known only by its manifest name (one that is gone): its files' URLs."""
+        from pipeline.io.image_files import root_label, split_group_url
+
+        root, gid = split_group_url(input_url)
+        return cls(input_url, f"{root_label(root)}-{gid}", (), run_dir, output_format)
+
+    def _path(self, folder: str, suffix: str) -> str:
+        return posixpath.join(self.run_dir, folder, f"{self.name}{suffix}")
+
+    @property
+    def output_url(self) -> str:
+        """The published shard, or (files) the list of the files the task writes."""
+        return self._path("shards", ".tar") if self.output_format == "webdataset" else self.file_list_url
+
+    @property
+    def file_list_url(self) -> str:
+        return self._path("file-lists", ".json")
+
+    @property
+    def files_dir(self) -> str:
+        return posixpath.join(self.run_dir, "files")
+
+    @property
+    def rows_url(self) -> str:
+        return self._path("rows", ".parquet")
+
+    @property
+    def faces_url(self) -> str:
+        return self._path("faces", ".parquet")
+
+    @property
+    def manifest_url(self) -> str:
+        return self._path("manifest", ".parquet")
+
+    def source(self, transform, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, **_):
+        from pipeline.engine.sources import FileGroupSource
+
+        return FileGroupSource(self.entries, max_member_bytes, transform)
+
+    def output_names(self, transform) -> dict[str, str]:
+        """Output key -> the file it gets under ``files/`` (anonymize: one output per input,
+        named by the transform's publisher: a pseudonym, or with ``--keys keep`` the input's
+        relative path)."""
+        from pipeline.io.image_files import output_file_name
+
+        publisher = transform.publisher
+        keep = not publisher.job.pseudonymized
+        names = {}
+        for e in self.entries:
+            if e.error_kind is None:
+                key = publisher.key(e.key, None, 0)
+                names[key] = output_file_name(e.rel, key, keep)
+        return names
+
+    def files(self, transform, key_ordered: bool = False):
+        from pipeline.engine.loop import FileSink, TarSink, TaskFiles
+
+        side = {"faces": self.faces_url} if "faces" in transform.side_schemas else {}
+        if self.output_format == "webdataset":
+            return TaskFiles(self.rows_url, side, sinks={"shards": TarSink(self.output_url, key_ordered)},
+                             annotate=self._annotator({}))
+        names = self.output_names(transform)
+        return TaskFiles(self.rows_url, side, sinks={"shards": FileSink(self.files_dir, self.file_list_url, names)},
+                         annotate=self._annotator(names))
+
+    def _annotator(self, names: dict[str, str]):
+        """The private columns of a row from a file: its source path and (files) its output file."""
+        by_key = {e.key: e for e in self.entries}
+
+        def annotate(row: dict) -> dict:
+            entry = by_key.get(row.get("source_key"))
+            if entry is None:
+                return row
+            out = {**row, "source_path": printable_key(entry.rel)}
+            if row.get("status") == "ok" and row.get("key") in names:
+                out["output_file"] = names[row["key"]]
+            return out
+        return annotate
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.output_url, "input_bytes": self.input_bytes,
+                "input_version": self.input_version, **context}
+
+    def row_base(self) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.output_url}

@@ -104,51 +104,30 @@ class Worker:
 
 
 def load_suite(settings):
-    """The metric networks, loaded once per worker (None when nothing is measured)."""
-    if settings is None or not settings.enabled():
-        return None
-    from metrics.suite import MetricSuite
+    """The metric networks (``pipeline.engine.local.load_suite``; kept here for callers of this module)."""
+    from pipeline.engine.local import load_suite as load
 
-    return MetricSuite(settings)
+    return load(settings)
 
 
 def load_judge(cfg: JobConfig, device: str):
-    """The loop recognizers of --privacy-target (None when it is off)."""
-    if not cfg.privacy.privacy_target:
-        return None
-    from metrics.privacy_judge import MtcnnFaceCheck, PrivacyJudge, load_loop_recognizer
+    """The loop recognizers of --privacy-target (``pipeline.engine.local.load_judge``)."""
+    from pipeline.engine.local import load_judge as load
 
-    privacy = cfg.privacy
-    recognizers = [load_loop_recognizer(name, device, privacy.loop_face_box) for name in privacy.loop_recognizers]
-    return PrivacyJudge(recognizers, privacy.margin, MtcnnFaceCheck(device) if privacy.face_check else None)
+    return load(cfg, device)
 
 
 class ShardWorker(Worker):
     """Loads the model (and any metric networks) once, then processes shards one at a time."""
 
     def setup(self, cfg: JobConfig, method, secret: bytes | None) -> None:
+        from pipeline.engine.local import load_job, load_job_model, model_identity
         from pipeline.methods import register
-        from pipeline.models.loading import load_model
 
         register(method)      # the driver's method: one registered outside the package works here too
-        sampler = getattr(cfg.method_settings, "sampler", "ddim")         # a restorer has no sampler
-        images = cfg.images
-        model = self.kept(("model", cfg.run.model, cfg.run.model_fingerprint, sampler, cfg.execution.device, images.dtype,
-                           images.resolution),
-                          lambda: load_model(cfg.run.model, sampler=sampler, device=cfg.execution.device,
-                                             dtype=images.dtype, resolution=images.resolution))
-        detector = None
-        if cfg.regions.region == "faces":
-            from pipeline.regions.detectors import load_detector
-
-            regions = cfg.regions
-            detector = load_detector(regions.detector, device=str(model.device), boxes_field=regions.boxes_field,
-                                     boxes_file=regions.boxes_file)
-        from pipeline.engine.local import anonymize_transform
-
-        self.cfg, self.model = cfg, model
-        self.transform = anonymize_transform(cfg, model, secret, detector, load_judge(cfg, str(model.device)))
-        self.suite = load_suite(cfg.metrics)
+        model = self.kept(model_identity(cfg), lambda: load_job_model(cfg))
+        self.cfg = cfg
+        self.model, self.transform, self.suite = load_job(cfg, secret, model)
 
     def process(self, task: ShardTask) -> dict:
         from pipeline.engine.local import process_shard

@@ -52,6 +52,9 @@ ROW_SCHEMA = pa.schema([
     ("privacy", pa.string()),          # "met" or "not_met"
     ("loop_recognizers", pa.string()),
     ("privacy_trials", pa.string()),   # JSON: [{"t", "passed", "distances": {recognizer: l2}, "face_in_output", "reason"}]
+    # image-file inputs (null for shards): the private link from an output to its file
+    ("source_path", pa.string()),      # the input file's path relative to its folder (escaped if unsafe)
+    ("output_file", pa.string()),      # --output-format files: the output's path under <run_dir>/files/
 ])
 
 FACE_ROW_SCHEMA = pa.schema([

@@ -22,10 +22,18 @@ class MtcnnDetector:
         from metrics.facenet import import_facenet
 
         self.threshold = threshold
+        # MTCNN's last stage keeps candidates above 0.7 itself: a lower --face-threshold lowers
+        # that stage's too, or faces between the two could never be found (default: as always).
+        stages = [0.6, 0.7, min(0.7, threshold)]
         self.mtcnn = import_facenet().MTCNN(keep_all=True, device=device, min_face_size=min_face_size,
-                                            post_process=False, select_largest=False)
+                                            post_process=False, select_largest=False, thresholds=stages)
 
     def detect(self, images: list[np.ndarray]) -> list[list[FaceBox]]:
+        return [[b for b in found if b.score >= self.threshold] for found in self.candidates(images)]
+
+    def candidates(self, images: list[np.ndarray]) -> list[list[FaceBox]]:
+        """Every box MTCNN's stages keep, whatever its score (a preview shows those below the
+        threshold too, to choose --face-threshold)."""
         import torch
         from PIL import Image
 
@@ -39,8 +47,7 @@ class MtcnnDetector:
             for i, found, scores in zip(indices, boxes, probs):
                 if found is None:
                     continue
-                out[i] = [FaceBox(*map(float, box), float(score), self.name)
-                          for box, score in zip(found, scores) if score >= self.threshold]
+                out[i] = [FaceBox(*map(float, box), float(score), self.name) for box, score in zip(found, scores)]
         return out
 
 
@@ -55,9 +62,14 @@ class DlibDetector:
         self.upsample, self.threshold = upsample, threshold
 
     def detect(self, images: list[np.ndarray]) -> list[list[FaceBox]]:
+        return self.candidates(images, self.threshold)
+
+    def candidates(self, images: list[np.ndarray], threshold: float | None = None) -> list[list[FaceBox]]:
+        """Boxes above ``threshold`` (default: half a unit below this detector's, to show near misses)."""
+        threshold = self.threshold - 0.5 if threshold is None else threshold
         out = []
         for image in images:
-            rects, scores, _ = self.detector.run(np.ascontiguousarray(image), self.upsample, self.threshold)
+            rects, scores, _ = self.detector.run(np.ascontiguousarray(image), self.upsample, threshold)
             out.append([FaceBox(float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1),
                                 float(s), self.name) for r, s in zip(rects, scores)])
         return out
@@ -82,28 +94,38 @@ class SuppliedBoxes:
 
 def read_boxes_file(url: str) -> dict[str, list[FaceBox]]:
     """Boxes by sample key from a Parquet file with columns key, x0, y0, x1, y1 (and optionally
-    score): one row per face."""
+    score): one row per face. For a folder of images, a ``path`` column (the file's path relative
+    to the folder) may stand for ``key`` (``jobs/export_boxes.py`` writes both)."""
     import fsspec
     import pyarrow.parquet as pq
 
+    from pipeline.io.image_files import file_key
+
     with fsspec.open(url, "rb") as f:
         table = pq.read_table(f)
-    missing = {"key", "x0", "y0", "x1", "y1"} - set(table.column_names)
+    names = set(table.column_names)
+    missing = {"x0", "y0", "x1", "y1"} - names | ({"key"} if not names & {"key", "path"} else set())
     if missing:
-        raise BadBoxes(f"{url}: the boxes file lacks column(s) {sorted(missing)} (need key, x0, y0, x1, y1)")
-    scores = table.column("score").to_pylist() if "score" in table.column_names else [None] * table.num_rows
+        raise BadBoxes(f"{url}: the boxes file lacks column(s) {sorted(missing)} (need key (or path), x0, y0, x1, y1)")
+    if "key" in names:
+        keys = [str(k) for k in table.column("key").to_pylist()]
+    else:
+        keys = [file_key(str(p)) for p in table.column("path").to_pylist()]
+    scores = table.column("score").to_pylist() if "score" in names else [None] * table.num_rows
     by_key: dict[str, list] = {}
-    for key, x0, y0, x1, y1, score in zip(*(table.column(c).to_pylist() for c in ("key", "x0", "y0", "x1", "y1")),
+    for key, x0, y0, x1, y1, score in zip(keys, *(table.column(c).to_pylist() for c in ("x0", "y0", "x1", "y1")),
                                           scores):
-        by_key.setdefault(str(key), []).append({"box": [x0, y0, x1, y1], "score": score})
+        by_key.setdefault(key, []).append({"box": [x0, y0, x1, y1], "score": score})
     return {key: parse_boxes(items, "supplied") for key, items in by_key.items()}
 
 
-def load_detector(name: str, *, device: str = "cpu", boxes_field: str | None = None, boxes_file: str | None = None):
+def load_detector(name: str, *, device: str = "cpu", boxes_field: str | None = None, boxes_file: str | None = None,
+                  threshold: float | None = None):
+    """A detector by name; ``threshold`` (--face-threshold): its confidence cut, None for its default."""
     if name == "mtcnn":
-        return MtcnnDetector(device=device)
+        return MtcnnDetector(device=device, **({} if threshold is None else {"threshold": threshold}))
     if name == "dlib":
-        return DlibDetector()
+        return DlibDetector(**({} if threshold is None else {"threshold": threshold}))
     if name == "supplied":
         return SuppliedBoxes(field=None if boxes_file else boxes_field,
                              table=read_boxes_file(boxes_file) if boxes_file else None)

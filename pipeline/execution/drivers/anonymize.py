@@ -43,11 +43,20 @@ def resolve_config(cfg: JobConfig) -> JobConfig:
     """Expand the inputs and pin the model's identity into the (hashed) configuration."""
     from pipeline.models.source import check_model_dir, resolve_model_dir
 
+    from pipeline.execution.file_inputs import check_output_outside, image_inputs
+
+    roots = image_inputs(cfg.run.inputs)
+    if roots is not None:
+        check_output_outside(roots, cfg.run.output)
+    elif cfg.publication.output_format == "files":
+        raise UserError("--output-format files writes the outputs of image files: give a folder of images or image "
+                        "files as --input (shards keep --output-format webdataset)")
     model_dir = resolve_model_dir(cfg.run.model)
     check_model_dir(model_dir)
     cfg.method_plugin.check_model(cfg, model_dir)
     secret = publication_secret(cfg)
-    return cfg.replace(inputs=expand_inputs(cfg.run.inputs), model_fingerprint=model_fingerprint(model_dir),
+    inputs = {"inputs": roots, "input_kind": "files"} if roots is not None else {"inputs": expand_inputs(cfg.run.inputs)}
+    return cfg.replace(**inputs, model_fingerprint=model_fingerprint(model_dir),
                        key_fingerprint=secret_fingerprint(secret) if secret else "",
                        boxes_fingerprint=check_boxes_file(cfg))
 
@@ -126,16 +135,14 @@ def run_job(cfg: JobConfig) -> list[dict]:
     gone; returns the merged manifest rows of ``cfg``'s inputs (plus a failed row per input
     whose withdrawal failed)."""
 
-    cfg = resolve_config(cfg)
-    if cfg.metrics is not None and cfg.metrics.enabled():
-        from metrics.suite import check_available
+    return run_resolved(resolve_config(cfg))
 
-        check_available(cfg.metrics)          # missing weights fail here, before any work
-    if cfg.privacy.privacy_target:
-        from metrics.suite import RECOGNIZERS, MetricSettings, check_available
 
-        check_available(MetricSettings.build(recognizers=tuple(n for n in cfg.privacy.loop_recognizers if n in RECOGNIZERS),
-                                             fid=False, fidelity=False))      # "structure" needs no weights
+def run_resolved(cfg: JobConfig) -> list[dict]:
+    """``run_job`` for a configuration ``resolve_config`` made (its ``run_dir`` is the run's)."""
+    check_scoring(cfg)
+    if cfg.run.input_kind == "files":
+        return run_files_job(cfg)
     states = list_inputs(cfg.run.inputs)
     with RunLock(cfg.run_dir):
         plan = plan_run(cfg, states)
@@ -145,12 +152,63 @@ def run_job(cfg: JobConfig) -> list[dict]:
         print(f"run directory {plan.run_dir}: {len(plan.pending)} shard(s) to process, {len(plan.skipped)} already done"
               + (f", {len(plan.missing)} not found" if plan.missing else "")
               + (f", {len(plan.gone)} gone" if plan.gone else ""), file=sys.stderr, flush=True)
-        if cfg.metrics is not None and cfg.metrics.enabled():
-            write_eval_settings(posixpath.join(plan.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
-        config_hash = cfg.config_hash()       # hashing copies the config, inputs included: once, not per shard
-        with WorkerPool(ShardWorker, (cfg, cfg.method_plugin, publication_secret(cfg)), **cfg.worker_options()) as pool:
-            this_run = pool.run(plan.pending, MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash})
+        this_run = run_tasks(cfg, plan.pending)
         rows = rows_of_inputs(merge_manifest(plan.checkpoint, plan.pending, this_run), cfg.run.inputs)
     rows += withdrawal_failures(withdrawal)
     print_summary(rows, plan.run_dir, notes=missing_note(plan.missing) + withdrawal.summary_lines())
+    return rows
+
+
+def check_scoring(cfg: JobConfig) -> None:
+    """Missing metric or loop-recognizer weights fail here, before any work."""
+    if cfg.metrics is not None and cfg.metrics.enabled():
+        from metrics.suite import check_available
+
+        check_available(cfg.metrics)          # missing weights fail here, before any work
+    if cfg.privacy.privacy_target:
+        from metrics.suite import RECOGNIZERS, MetricSettings, check_available
+
+        check_available(MetricSettings.build(recognizers=tuple(n for n in cfg.privacy.loop_recognizers if n in RECOGNIZERS),
+                                             fid=False, fidelity=False))      # "structure" needs no weights
+
+
+def run_tasks(cfg: JobConfig, tasks: list, here: bool = False) -> list[dict]:
+    """Run the pending tasks on the workers (or, ``here``, in this process); their manifest rows."""
+    if cfg.metrics is not None and cfg.metrics.enabled():
+        write_eval_settings(posixpath.join(cfg.run_dir, cfg.metrics.eval_dir_name()), cfg.metrics)
+    if here:
+        from pipeline.execution.file_inputs import run_here
+
+        return run_here(cfg, tasks, publication_secret(cfg))
+    config_hash = cfg.config_hash()       # hashing copies the config, inputs included: once, not per shard
+    with WorkerPool(ShardWorker, (cfg, cfg.method_plugin, publication_secret(cfg)), **cfg.worker_options()) as pool:
+        return pool.run(tasks, MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash})
+
+
+def run_files_job(cfg: JobConfig) -> list[dict]:
+    """``run_job`` for a folder of images or image files (``pipeline.execution.file_inputs``):
+    the same lock, run files, withdrawal, engine and merge, planned per group of files."""
+    from pipeline.execution.file_inputs import (clear_unfinished, list_roots, plan_files, rows_of_roots, runs_here,
+                                                withdraw_gone_groups)
+
+    listings = list_roots(cfg.run.inputs)        # none with an image: exit 2 before the run directory is touched
+    with RunLock(cfg.run_dir):
+        plan = plan_files(cfg, listings)
+        keep = cfg.execution.keep_orphans
+        withdrawal = withdraw_gone_groups(plan, cfg, [] if keep else evaluation_dirs(plan.run_dir), keep)
+        clear_unfinished(plan, cfg)
+        write_run_files(cfg, plan, withdrawal)
+        print(f"run directory {plan.run_dir}: {plan.images} image file(s) in {len(plan.pending) + len(plan.skipped)} "
+              f"group(s): {len(plan.pending)} to process, {len(plan.skipped)} already done"
+              + (f"; {plan.ignored} other file(s) ignored" if plan.ignored else "")
+              + (f"; {len(plan.missing)} input(s) not found" if plan.missing else "")
+              + (f"; {len(plan.gone)} group(s) gone" if plan.gone else ""), file=sys.stderr, flush=True)
+        this_run = run_tasks(cfg, plan.pending, here=bool(plan.pending) and runs_here(cfg, plan))
+        rows = rows_of_roots(merge_manifest(plan.checkpoint, plan.pending, this_run), cfg.run.inputs)
+    rows += withdrawal_failures(withdrawal)
+    print_summary(rows, plan.run_dir, unit="images", notes=missing_note(plan.missing) + withdrawal.summary_lines())
+    where = "files" if cfg.publication.output_format == "files" else "shards"
+    print(f"outputs: {posixpath.join(plan.run_dir, where)}/ (publishable); which file each came from: "
+          f"{posixpath.join(plan.run_dir, 'rows')}/ (source_path, output_file: keep it private)", file=sys.stderr,
+          flush=True)
     return rows
