@@ -2,7 +2,6 @@
 files as --input (flat or nested, any common format, or one photo), --output-format files, the
 private mapping in the rows, reruns per group of files (no-op, edit, add, delete, a kill
 mid-task), unsafe names and symlinks as error rows, --face-threshold and the boxes export."""
-import io
 import json
 import os
 import re
