@@ -121,6 +121,12 @@ def register_metric(metric: Metric) -> Metric:
     return metric
 
 
+def unregister_metric(name: str) -> None:
+    """Take a metric out again (a notebook or a test that registered one for a while): settings
+    built afterwards neither carry it to the workers nor hash it."""
+    _METRICS.pop(name, None)
+
+
 def registered_metrics() -> list[Metric]:
     return list(_METRICS.values())
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.registry import Metric, MetricSettings, ReportSection, register_metric
+from metrics.registry import Metric, MetricSettings, ReportSection, register_metric, unregister_metric
 from pipeline.settings import UNLESS_DEFAULT, Settings, setting
 
 
@@ -43,7 +43,13 @@ class BrightnessGain(Metric):
                               line_plots=((("brightness_gain_mean", "brightness gain"),),))]
 
 
-register_metric(BrightnessGain())
+@pytest.fixture(autouse=True)
+def brightness_metric():
+    """Registered only while this file's tests run: settings built elsewhere in the session carry
+    every registered metric to their workers, and those workers cannot import this test module."""
+    register_metric(BrightnessGain())
+    yield
+    unregister_metric(BrightnessGain.name)
 
 
 def test_a_registered_metric_has_its_own_setting_and_hash():

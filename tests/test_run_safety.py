@@ -186,7 +186,8 @@ class Probe:
         return os.getpid()
 probe = Probe.remote()
 ray.get(probe.pid.remote())
-print(os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray.util.get_node_ip_address(), flush=True)
+print(os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray.util.get_node_ip_address(),
+      ray._private.worker._global_node.get_session_dir_path(), flush=True)
 time.sleep(float(sys.argv[1]))
 """
 
@@ -204,10 +205,13 @@ def _cluster_processes(driver_pid: int) -> set[int]:
 def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver():
     import psutil
 
+    from pipeline.execution.cluster_watchdog import session_file_holders
+
     driver = subprocess.Popen([sys.executable, "-c", _PRIVATE_DRIVER, "600"], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, env={**os.environ, "RAY_ADDRESS": ""})
     try:
-        assert driver.stdout.readline().split() == ["0", "127.0.0.1"]
+        flag, ip, session_dir = driver.stdout.readline().split()
+        assert (flag, ip) == ("0", "127.0.0.1")
         deadline = time.time() + 60                     # agents finish starting their servers (slowly under load)
         while True:
             cluster = _cluster_processes(driver.pid)
@@ -224,6 +228,10 @@ def test_private_cluster_listens_on_loopback_only_and_dies_with_a_killed_driver(
         # (the value, not just the variable: other private clusters may run on this machine).
         token = next(t for t in map(_token, cluster) if t)
         cluster |= {p.pid for p in psutil.process_iter() if _token(p.pid) == token}
+        # The agents are orphaned the moment the raylet dies with the driver, and carry no token: the
+        # watchdog also finds them by the session files they hold, whenever it started.
+        agents = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"].endswith("Agent") and p.pid in cluster}
+        assert agents and agents <= session_file_holders(session_dir)
     finally:
         driver.send_signal(signal.SIGKILL)              # the driver alone, not its process group
         driver.wait()

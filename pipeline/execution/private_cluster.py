@@ -40,7 +40,7 @@ def start_private_cluster(ray, **init_kwargs) -> None:
         ray.init(address="local", include_dashboard=False, **init_kwargs)
     finally:
         del os.environ[TOKEN_VARIABLE]        # later children of the driver are not the cluster's
-    watchdog = _start_watchdog(token, _children() - before)
+    watchdog = _start_watchdog(token, _session_dir(ray), _children() - before)
     atexit.register(_shutdown, ray, watchdog)
 
 
@@ -53,12 +53,20 @@ def _children() -> set[int]:
     return {pid for pid, parent in parents().items() if parent == me}
 
 
-def _start_watchdog(token: str, roots: set[int]) -> subprocess.Popen | None:
+def _session_dir(ray) -> str:
+    try:                                      # a private attribute: without it, the process tree and token only
+        return str(ray._private.worker._global_node.get_session_dir_path())
+    except Exception:
+        return "-"
+
+
+def _start_watchdog(token: str, session_dir: str, roots: set[int]) -> subprocess.Popen | None:
     if not os.path.isdir("/proc"):            # not Linux: Ray's own fate sharing only
         return None
     env = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
     script = Path(__file__).with_name("cluster_watchdog.py")
-    return subprocess.Popen([sys.executable, str(script), TOKEN_VARIABLE, token, *map(str, sorted(roots))],
+    return subprocess.Popen([sys.executable, str(script), TOKEN_VARIABLE, token, session_dir,
+                             *map(str, sorted(roots))],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
 
