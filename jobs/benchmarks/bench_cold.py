@@ -116,7 +116,7 @@ def main() -> None:
         job = full_job(str(restorer), shards, out / f"job-T{s}", args.batch_size, method="cold-blur", s=(s,))
         if job["images"] != len(x):
             raise SystemExit(f"the job made {job['images']} of {len(x)} images: see the rows under {out / f'job-T{s}'}")
-        speeds.update(e_job_wall=job["images"] / job["wall"], e_job_workers=job["images"] / job["shard_seconds"],
+        speeds.update(e_job_wall=job["images"] / job["wall"], e_job_workers=job["images"] / job["task_seconds"],
                       e_job_wall_s=job["wall"])
         result["settings"][name] = speeds
         base = speeds["a_released_batch1"]

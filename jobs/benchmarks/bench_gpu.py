@@ -206,8 +206,8 @@ def job_rows(model_dir: Path, out: Path, images: int, batch: int, resolution: in
     common = {"batch": batch, "images": job["images"], "images_submitted": submitted}
     return [{"name": "job, wall clock (Ray start, worker start, model load included)", "seconds": job["wall"],
              "images_per_s": job["images"] / job["wall"], **common},
-            {"name": "job, inside the worker (sum of shard times)", "seconds": job["shard_seconds"],
-             "images_per_s": job["images"] / job["shard_seconds"], **common}]
+            {"name": "job, inside the worker (sum of shard times)", "seconds": job["task_seconds"],
+             "images_per_s": job["images"] / job["task_seconds"], **common}]
 
 
 def device_name(device: torch.device) -> str:
