@@ -11,6 +11,7 @@ import sys
 
 from metrics.registry import MetricSettings, registered_metrics
 from pipeline.config.job import JobConfig, job_defaults
+from pipeline.config.submitted_job import refuse_relative_outputs
 from pipeline.errors import UserError
 from pipeline.methods import method_names
 from pipeline.settings import non_negative_int, positive_float, positive_int  # noqa: F401 (the jobs' flag types)
@@ -48,6 +49,7 @@ def user_errors_exit_2(main):
     def wrapper(argv: list[str] | None = None) -> int:
         restore = _catch_interrupts()
         try:
+            refuse_relative_outputs(sys.argv[1:] if argv is None else argv)
             return main(argv)
         except UserError as exc:
             if "--debug" in (sys.argv[1:] if argv is None else argv):
