@@ -30,12 +30,10 @@ def why_no_gpu_can_come(ray) -> str | None:
     """Why no GPU worker could ever start on the joined cluster, in words; None when one may."""
     if ray.cluster_resources().get("GPU", 0) > 0:
         return None
-    try:
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        raw = _internal_kv_get(STATUS_KEY)
+    try:                                      # read as `ray status` reads it; a private API: without it, nothing is known
+        raw = ray._private.worker.global_worker.gcs_client.internal_kv_get(STATUS_KEY.encode(), None)
         status = json.loads(raw) if raw else None
-    except Exception:                         # a private API: without it, nothing is known
+    except Exception:
         return None
     if not adds_no_nodes(status):
         return None

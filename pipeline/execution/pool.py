@@ -24,6 +24,7 @@ import time
 
 from pipeline.errors import WORKER_FAILED, WRITE_FAILED
 from pipeline.execution.progress import Progress
+from pipeline.execution.ray_logs import quiet_ray_init_options
 from pipeline.execution.worker_plan import WORKER_CACHE, settle_started, start_workers
 from pipeline.engine.completion import SHARD_COUNTS, failed_task_row, write_failed_row
 
@@ -39,13 +40,14 @@ def connect(ray, address: str | None) -> None:
     else start a private local one bound to loopback and shut down with this process."""
     if ray.is_initialized():
         return
+    options = quiet_ray_init_options()          # Ray's own log lines only with --verbose / DDP_VERBOSE=1
     if address is None and not os.environ.get("RAY_ADDRESS"):
         # Never silently join another cluster that happens to run here (--address auto for that).
         from pipeline.execution.private_cluster import start_private_cluster
 
-        start_private_cluster(ray)
+        start_private_cluster(ray, **options)
     else:
-        ray.init(address=address)
+        ray.init(address=address, **options)
 
 
 def dispatch(ray, workers: list, state, tasks: list, schema, *, counts: tuple[str, ...] = SHARD_COUNTS,
