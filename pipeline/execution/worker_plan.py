@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 
 from pipeline.config.sections import DEFAULT_MAX_GPU_WORKERS
@@ -93,7 +94,8 @@ class WorkerCache:
         for w in workers[n:]:
             ray.kill(w, no_restart=True)
         if state is None:
-            state = ray.remote(PoolState).options(num_cpus=0).remote()
+            name = f"ddp-pool-state-{uuid.uuid4().hex}"
+            state = ray.remote(PoolState).options(num_cpus=0, name=name).remote(name)
         return state, workers[:n]
 
     def give_back(self, kind: tuple, state, workers: list) -> None:
@@ -140,7 +142,8 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
     print(f"starting {n} {device} worker(s) ({plan.why})" + (f" with {threads} torch threads each" if device == "CPU" else "")
           + (f", {len(reused)} already running" if reused else ""), file=sys.stderr, flush=True)
     starting = {w.ready.remote(): w for w in reused}
-    starting.update({w.ready.remote(): w for w in (actor.remote(state, threads) for _ in range(n - len(reused)))})
+    state_name = ray.get(state.name.remote())         # workers find the state by name (see PoolState.name)
+    starting.update({w.ready.remote(): w for w in (actor.remote(state_name, threads) for _ in range(n - len(reused)))})
     live, errors = [], []
     wait = gpu_wait if device == "GPU" else max(gpu_wait, 600.0)      # CPU workers: only their start-up
     deadline = time.monotonic() + wait
