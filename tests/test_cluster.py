@@ -152,21 +152,23 @@ def test_the_readmes_ray_job_submit_example_runs_as_written(pixel_model_dir, tmp
         assert list(manifest.status) == ["ok", "ok"] and manifest.samples_ok.sum() == 6
         assert sorted(p.name for p in (run_dir / "shards").iterdir()) == ["faces-000000.tar", "faces-000001.tar"]
 
-        # without --num-gpus 0 on this CPU head (no GPU node, no autoscaler): a one-line error in
-        # seconds, not after --gpu-wait (900 s by default)
+        # Two refusals, submitted side by side (the agent is up now): without --num-gpus 0 on this
+        # CPU head (no GPU node, no autoscaler) a one-line error in seconds, not after --gpu-wait
+        # (900 s by default); a relative --output, which would land in Ray's temporary copy of
+        # the working directory, refused before anything runs.
         no_flag = command[:command.index("--num-gpus")] + command[command.index("--num-gpus") + 2:]
         started = time.monotonic()
-        gpu = submit(no_flag + ["--output", str(tmp_path / "gpu")], env)
+        gpu_run = subprocess.Popen(with_values(no_flag, output=str(tmp_path / "gpu")), env=env, cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        relative = submit(with_values(command, output="relative_out"), env)
+        gpu_out = gpu_run.communicate(timeout=400)[0]
         seconds = time.monotonic() - started
         print(f"job submit without --num-gpus 0 on a CPU head: error after {seconds:.1f} s")
-        assert gpu.returncode != 0
-        assert "error: no GPU worker can start: the cluster has no GPU node and no autoscaler" in gpu.stdout + gpu.stderr
-        assert "--num-gpus 0 runs CPU workers" in gpu.stdout + gpu.stderr
+        assert gpu_run.returncode != 0
+        assert "error: no GPU worker can start: the cluster has no GPU node and no autoscaler" in gpu_out
+        assert "--num-gpus 0 runs CPU workers" in gpu_out
         assert seconds < 120, seconds
         assert not list((tmp_path / "gpu").glob("*/shards/*.tar"))
-
-        # a relative --output would land in Ray's temporary copy of the working directory: refused
-        relative = submit(with_values(command, output="relative_out"), env)
         assert relative.returncode != 0
         assert "error: --output relative_out: a relative path in a `ray job submit` job (raysubmit_" in relative.stdout + relative.stderr
         assert not (REPO / "relative_out").exists()
