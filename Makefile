@@ -19,15 +19,23 @@ INTERP_MODEL ?= assets/demo_model
 
 install: $(VENV)/.installed
 
+# The stamp holds a hash of the files that decide what is installed, not their times: a fresh
+# checkout (new file times, same content) reuses the venv; a changed requirement reinstalls.
+INSTALL_INPUTS := requirements.txt requirements-face.txt pyproject.toml
+INSTALL_HASH := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest()[:16])' $(INSTALL_INPUTS))
+ifneq ($(INSTALL_HASH),$(shell cat $(VENV)/.installed 2>/dev/null))
+.PHONY: $(VENV)/.installed
+endif
+
 # facenet-pytorch goes in with --no-deps: its last release pins torch<2.3, torchvision<0.18,
 # numpy<2 and Pillow<10.3, which would downgrade the whole stack; its code runs on current ones.
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-face.txt
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
-	touch $@
+	echo $(INSTALL_HASH) > $@
 
 # The autoscaling tier starts a cluster of its own: it runs after the main suite, never beside it.
 test: install

@@ -3,10 +3,11 @@
     # a folder of photos (any layout, jpg/png/webp/...) to a folder of anonymized photos
     python jobs/anonymize_celeba.py --input photos/ --output out --output-format files \\
         --model google/ddpm-celebahq-256 --t 0.5 --region faces
-    # WebDataset shards on a cluster
-    ray job submit --working-dir . -- python jobs/anonymize_celeba.py \\
-        --input 's3://bucket/celeba/celeba-{000000..000099}.tar' --output OUT \\
-        --model google/ddpm-celebahq-256 --t 0.4
+    # WebDataset shards on a cluster (README, "On a cluster with `ray job submit`"): an absolute
+    # or URL --output, and --num-gpus 0 on a cluster without GPUs
+    RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python jobs/anonymize_celeba.py --input 's3://bucket/celeba/celeba-{000000..000099}.tar' \\
+        --output s3://bucket/celeba-anon --model google/ddpm-celebahq-256 --t 0.4
     # look first: before/after pictures of the first 4 images with their face boxes, no Ray
     python jobs/anonymize_celeba.py --input photos/ --output out --model ... --region faces --preview 4
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.config.submitted_job import refuse_relative_outputs
+from pipeline.errors import UserError
 from pipeline.regions.box_files import export_boxes
 
 
@@ -22,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="the Parquet file to write")
     args = ap.parse_args(argv)
     try:
+        refuse_relative_outputs([], extra=(("out", args.out),))
         n = export_boxes(args.run_dir.rstrip("/"), args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{n} face box(es) -> {args.out} (pass back with --detector supplied --boxes-file {args.out})")

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.io.shards import expand_shard_urls
     from pipeline.execution.drivers.restorer_training import RestorationConfig, train_restorer
 
-    connect(ray, args.address)
+    connect(ray, args.address, worker_output=True)      # rank 0 of Ray Train prints the steps, loss and ETA
     gpus = int(ray.cluster_resources().get("GPU", 0))
     cfg = RestorationConfig(shards=tuple(expand_shard_urls(args.data)), out=args.out, degradation=degradation_spec(args),
                             resolution=args.resolution, widths=tuple(args.widths), steps=args.steps,

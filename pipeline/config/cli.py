@@ -11,6 +11,8 @@ import sys
 
 from metrics.registry import MetricSettings, registered_metrics
 from pipeline.config.job import JobConfig, job_defaults
+from pipeline.config.submitted_job import refuse_relative_outputs
+from pipeline.config.verbosity import VERBOSE_VARIABLE
 from pipeline.errors import UserError
 from pipeline.methods import method_names
 from pipeline.settings import non_negative_int, positive_float, positive_int  # noqa: F401 (the jobs' flag types)
@@ -31,6 +33,8 @@ def job_parser(description: str) -> JobArgumentParser:
 
 def add_debug_flag(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--debug", action="store_true", help="show the traceback of a user error (a bad flag, path or model)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="show Ray's own log lines (hidden by default; also DDP_VERBOSE=1)")
 
 
 INTERRUPTED = 130          # the shell's code for a command ended by SIGINT (128 + 2)
@@ -47,7 +51,12 @@ def user_errors_exit_2(main):
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
         restore = _catch_interrupts()
+        args = sys.argv[1:] if argv is None else argv
+        verbose_before = os.environ.get(VERBOSE_VARIABLE)
+        if "--verbose" in args:
+            os.environ[VERBOSE_VARIABLE] = "1"
         try:
+            refuse_relative_outputs(args)
             return main(argv)
         except UserError as exc:
             if "--debug" in (sys.argv[1:] if argv is None else argv):
@@ -62,6 +71,10 @@ def user_errors_exit_2(main):
             return INTERRUPTED
         finally:
             restore()
+            if verbose_before is None:
+                os.environ.pop(VERBOSE_VARIABLE, None)
+            else:
+                os.environ[VERBOSE_VARIABLE] = verbose_before
     return wrapper
 
 

@@ -23,10 +23,17 @@ class PoolState:
     and the progress count they report to. Workers stay single-threaded: a threaded actor ran
     the model about 1.6x slower here."""
 
-    def __init__(self):
+    def __init__(self, name: str = ""):
         self.samples = 0
         self.generation = 0
         self.args: tuple = ()
+        self._name = name
+
+    def name(self) -> str:
+        """The name workers find this actor by: a handle among an actor's constructor arguments
+        lives in the object store, where a restart after a crash may no longer find it (Ray
+        warns of exactly that for every worker); a name is looked up again at each restart."""
+        return self._name
 
     def configure(self, args: tuple) -> int:
         self.generation += 1
@@ -57,12 +64,13 @@ def init_worker_torch(cpu_threads: int | None) -> None:
 class Worker:
     """Ray actor body: ``setup(*args)`` builds what the worker keeps (model, metric networks)
     once per configuration; ``process(task)`` handles one task. Constructed as
-    ``Worker(state, cpu_threads)``: the setup arguments come from the ``PoolState`` actor, and
+    ``Worker(state, cpu_threads)`` (``state``: the ``PoolState`` actor or its name): the setup
+    arguments come from the ``PoolState`` actor, and
     ``ready()`` picks up a new configuration, so one worker process serves run after run of a
     driver (an evaluation grid, a benchmark, a test session) without restarting."""
 
     def __init__(self, state, cpu_threads: int | None):
-        self.state = state
+        self.state = ray.get_actor(state) if isinstance(state, str) else state
         self.generation: int | None = None
         self.setup_error: str | None = None
         init_worker_torch(cpu_threads)

@@ -24,6 +24,7 @@ import time
 
 from pipeline.errors import WORKER_FAILED, WRITE_FAILED
 from pipeline.execution.progress import Progress
+from pipeline.execution.ray_logs import quiet_ray_init_options
 from pipeline.execution.worker_plan import WORKER_CACHE, settle_started, start_workers
 from pipeline.engine.completion import SHARD_COUNTS, failed_task_row, write_failed_row
 
@@ -34,18 +35,22 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3                   # tries of a task whose worker is lost (a crash, a node gone)
 
 
-def connect(ray, address: str | None) -> None:
+def connect(ray, address: str | None, worker_output: bool = False) -> None:
     """Join the cluster named by ``address`` (or RAY_ADDRESS, as ``ray job submit`` sets),
-    else start a private local one bound to loopback and shut down with this process."""
+    else start a private local one bound to loopback and shut down with this process.
+    ``worker_output``: what workers print reaches this driver even without --verbose (Ray
+    Train's workers print the training's progress)."""
     if ray.is_initialized():
         return
+    # Ray's own log lines only with --verbose / DDP_VERBOSE=1 (or where workers' output is needed)
+    options = {} if worker_output else quiet_ray_init_options()
     if address is None and not os.environ.get("RAY_ADDRESS"):
         # Never silently join another cluster that happens to run here (--address auto for that).
         from pipeline.execution.private_cluster import start_private_cluster
 
-        start_private_cluster(ray)
+        start_private_cluster(ray, **options)
     else:
-        ray.init(address=address)
+        ray.init(address=address, **options)
 
 
 def dispatch(ray, workers: list, state, tasks: list, schema, *, counts: tuple[str, ...] = SHARD_COUNTS,

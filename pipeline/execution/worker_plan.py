@@ -7,11 +7,13 @@ import logging
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 
 from pipeline.config.sections import DEFAULT_MAX_GPU_WORKERS
 from pipeline.errors import UserError
 from pipeline.execution.actors import PoolState
+from pipeline.execution.cluster_capacity import why_no_gpu_can_come
 
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,8 @@ class WorkerCache:
         for w in workers[n:]:
             ray.kill(w, no_restart=True)
         if state is None:
-            state = ray.remote(PoolState).options(num_cpus=0).remote()
+            name = f"ddp-pool-state-{uuid.uuid4().hex}"
+            state = ray.remote(PoolState).options(num_cpus=0, name=name).remote(name)
         return state, workers[:n]
 
     def give_back(self, kind: tuple, state, workers: list) -> None:
@@ -121,6 +124,9 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
     plan = plan_workers(n_tasks=n_tasks, gpus_now=gpus_now, cpus_now=cpus_now, joined=joined, num_gpus=num_gpus,
                         num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads)
     n, device, resources, threads = plan.n, plan.device, plan.actor_options(), plan.threads
+    never = gpu_never_comes(ray, device, joined)
+    if never:
+        raise UserError(never)
     # Metric weights are looked up under TORCH_HOME: workers use the driver's setting.
     env = {k: os.environ[k] for k in ("TORCH_HOME",) if k in os.environ}
     if env:
@@ -136,7 +142,8 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
     print(f"starting {n} {device} worker(s) ({plan.why})" + (f" with {threads} torch threads each" if device == "CPU" else "")
           + (f", {len(reused)} already running" if reused else ""), file=sys.stderr, flush=True)
     starting = {w.ready.remote(): w for w in reused}
-    starting.update({w.ready.remote(): w for w in (actor.remote(state, threads) for _ in range(n - len(reused)))})
+    state_name = ray.get(state.name.remote())         # workers find the state by name (see PoolState.name)
+    starting.update({w.ready.remote(): w for w in (actor.remote(state_name, threads) for _ in range(n - len(reused)))})
     live, errors = [], []
     wait = gpu_wait if device == "GPU" else max(gpu_wait, 600.0)      # CPU workers: only their start-up
     deadline = time.monotonic() + wait
@@ -145,6 +152,11 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
         settle_started(ray, starting, live, errors, timeout=5.0)
         if live or not starting:
             break
+        never = gpu_never_comes(ray, device, joined)      # the autoscaler's report may come later
+        if never:
+            for w in starting.values():
+                ray.kill(w, no_restart=True)
+            raise UserError(never)
         if time.monotonic() > deadline:
             for w in starting.values():
                 ray.kill(w, no_restart=True)
@@ -159,6 +171,16 @@ def start_workers(ray, worker_cls, args: tuple, *, n_tasks: int, num_gpus: int |
         print(f"{len(errors)} worker(s) could not start ({errors[0]}); going on with the others",
               file=sys.stderr, flush=True)
     return kind, state, live, starting
+
+
+def gpu_never_comes(ray, device: str, joined: bool) -> str | None:
+    """The one-line error for GPU workers on a joined cluster that can never have a GPU; None
+    when one may come (a GPU node is there, an autoscaler may add one, or nothing is known)."""
+    if device != "GPU" or not joined:
+        return None
+    why = why_no_gpu_can_come(ray)
+    return None if why is None else (f"no GPU worker can start: {why}; --num-gpus 0 runs CPU workers, or join a "
+                                     f"GPU node (`ray start --address ...` on it) first")
 
 
 def settle_started(ray, starting: dict, live: list, errors: list, timeout: float) -> None:

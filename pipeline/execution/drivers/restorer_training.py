@@ -111,7 +111,7 @@ def train_restorer(cfg: RestorationConfig, address: str | None = None) -> Path:
         return out / "restorer"
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    connect(ray, address)
+    connect(ray, address, worker_output=True)      # rank 0 prints the steps, loss and ETA
     WORKER_CACHE.release(ray)          # idle job workers of this driver would hold the CPUs/GPUs training needs
     print(f"training into {out}" + (f", resuming from {resume.name}" if resume else ""), flush=True)
     loop_config = {**asdict(cfg), "resume_from": None if resume is None else str(resume)}
