@@ -10,6 +10,7 @@ import os
 import sys
 
 from metrics.registry import MetricSettings, registered_metrics
+from metrics.weights import WeightsUnavailableError
 from pipeline.config.job import JobConfig, job_defaults
 from pipeline.errors import UserError
 from pipeline.methods import method_names
@@ -49,7 +50,7 @@ def user_errors_exit_2(main):
         restore = _catch_interrupts()
         try:
             return main(argv)
-        except UserError as exc:
+        except (UserError, WeightsUnavailableError) as exc:     # a metric's file asked for and not here: one line too
             if "--debug" in (sys.argv[1:] if argv is None else argv):
                 raise
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -171,9 +172,34 @@ def add_metric_flags(ap: argparse.ArgumentParser) -> None:
 
 
 def metric_settings_from_args(args: argparse.Namespace) -> MetricSettings:
+    """The metric settings the flags ask for; FID/KID, on by default, are skipped with one line
+    on stderr where their Inception weights are not here (``skipped_fid``)."""
+    note = skipped_fid(args)
+    if note:
+        print(f"note: {note}", file=sys.stderr, flush=True)
     values = {name: getattr(args, name) for metric in registered_metrics() for name in metric.settings.names()
               if hasattr(args, name)}
     return MetricSettings.build(device=getattr(args, "device", "auto"), batch_size=args.metrics_batch_size, **values)
+
+
+def skipped_fid(args: argparse.Namespace) -> str | None:
+    """FID/KID are on by default, and their Inception weights cannot be downloaded offline: then
+    they are turned off in ``args`` and the reason returned (None when FID runs or was not asked
+    for). Asked for explicitly (``--inception-weights FILE``, or a ``--fid-reference``), a
+    missing file stays an error."""
+    if not getattr(args, "fid", False) or getattr(args, "inception_weights", None) or getattr(args, "fid_reference", None):
+        return None
+    from metrics.inception import FID_WEIGHTS_FILE, FID_WEIGHTS_URL, why_fid_unavailable
+    from metrics.weights import torch_home
+
+    reason = why_fid_unavailable()
+    if reason is None:
+        return None
+    args.fid = False
+    why = "downloads are disabled (offline)" if "offline" in reason else "it could not be downloaded"
+    return (f"FID/KID skipped: the Inception weights {FID_WEIGHTS_FILE} are not in {torch_home() / 'hub/checkpoints'} and "
+            f"{why}; to score them put the file there (from {FID_WEIGHTS_URL}) or pass --inception-weights FILE "
+            f"(--no-fid: no FID, no note)")
 
 
 def exit_code(manifest_rows: list[dict]) -> int:

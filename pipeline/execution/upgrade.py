@@ -1,0 +1,54 @@
+"""Run directories written before the Parquet columns were typed (2026-12), brought up to date
+once, under the run directory's lock, by whichever run or evaluation takes it next.
+
+Their rows, face rows and manifests (checkpoints and evaluation manifests included) held
+``finished_at``, ``dropped_fields`` and ``privacy_trials`` as text; each such file is rewritten
+in today's types (``pipeline.io.row_types``), atomically, its schema metadata kept, and nothing
+else changes: the run directory's name (its configuration hash), its shards and which work
+counts as done stay as they were, so the rerun that upgrades is as incremental as any other.
+``format.json`` records that the directory is up to date, so later runs list nothing.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+
+import fsspec
+import pyarrow.parquet as pq
+
+from pipeline.io.records import write_bytes_atomic, write_parquet_atomic
+from pipeline.io.row_types import conform, legacy_columns
+
+FORMAT_FILE = "format.json"
+PARQUET_TYPES = 2          # 1: text finished_at, dropped_fields, privacy_trials; 2: typed
+
+
+def upgrade_run_dir(run_dir: str) -> int:
+    """Rewrite the run directory's Parquet files still in the old types; returns how many were
+    rewritten. Call it holding the run directory's lock (``pipeline.execution.run_lock``)."""
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    marker = posixpath.join(root, FORMAT_FILE)
+    if fs.exists(marker):
+        try:
+            if json.loads(fs.cat_file(marker)).get("parquet_types", 0) >= PARQUET_TYPES:
+                return 0
+        except (ValueError, AttributeError):
+            pass
+    rewritten = 0
+    if fs.exists(root):
+        for path in sorted(fs.find(root)):
+            if not path.endswith(".parquet") or posixpath.basename(path).startswith("."):
+                continue
+            with fs.open(path, "rb") as f:
+                if not legacy_columns(pq.read_schema(f)):
+                    continue
+            with fs.open(path, "rb") as f:
+                table = pq.read_table(f)
+            write_parquet_atomic(conform(table), fs.unstrip_protocol(path) if "://" in run_dir else path)
+            rewritten += 1
+    if rewritten:
+        print(f"run directory {run_dir}: {rewritten} Parquet file(s) written by an older version rewritten in "
+              f"today's column types (nothing redone)", file=sys.stderr, flush=True)
+    write_bytes_atomic(json.dumps({"parquet_types": PARQUET_TYPES}).encode(), posixpath.join(run_dir, FORMAT_FILE))
+    return rewritten
