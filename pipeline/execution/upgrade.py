@@ -28,18 +28,16 @@ def upgrade_run_dir(run_dir: str) -> int:
     """Rewrite the run directory's Parquet files still in the old types; returns how many were
     rewritten. Call it holding the run directory's lock (``pipeline.execution.run_lock``)."""
     fs, root = fsspec.core.url_to_fs(run_dir)
-    marker = posixpath.join(root, FORMAT_FILE)
-    if fs.exists(marker):
+    try:                                   # up to date: this one request is all it costs
+        if json.loads(fs.cat_file(posixpath.join(root, FORMAT_FILE))).get("parquet_types", 0) >= PARQUET_TYPES:
+            return 0
+    except (FileNotFoundError, ValueError, AttributeError):
+        pass
+    rewritten, failed = 0, []
+    for path in sorted(fs.find(root)) if fs.exists(root) else []:
+        if not path.endswith(".parquet") or posixpath.basename(path).startswith("."):
+            continue
         try:
-            if json.loads(fs.cat_file(marker)).get("parquet_types", 0) >= PARQUET_TYPES:
-                return 0
-        except (ValueError, AttributeError):
-            pass
-    rewritten = 0
-    if fs.exists(root):
-        for path in sorted(fs.find(root)):
-            if not path.endswith(".parquet") or posixpath.basename(path).startswith("."):
-                continue
             with fs.open(path, "rb") as f:
                 if not legacy_columns(pq.read_schema(f)):
                     continue
@@ -47,8 +45,17 @@ def upgrade_run_dir(run_dir: str) -> int:
                 table = pq.read_table(f)
             write_parquet_atomic(conform(table), fs.unstrip_protocol(path) if "://" in run_dir else path)
             rewritten += 1
+        except OSError as exc:        # left as it was: readers take both types; the next run tries again
+            failed.append(f"{path} ({type(exc).__name__}: {exc})")
     if rewritten:
         print(f"run directory {run_dir}: {rewritten} Parquet file(s) written by an older version rewritten in "
               f"today's column types (nothing redone)", file=sys.stderr, flush=True)
-    write_bytes_atomic(json.dumps({"parquet_types": PARQUET_TYPES}).encode(), posixpath.join(run_dir, FORMAT_FILE))
+    if failed:
+        print(f"run directory {run_dir}: {len(failed)} Parquet file(s) of an older version could not be rewritten, "
+              f"e.g. {failed[0]}; they are read as they are", file=sys.stderr, flush=True)
+        return rewritten
+    try:
+        write_bytes_atomic(json.dumps({"parquet_types": PARQUET_TYPES}).encode(), posixpath.join(run_dir, FORMAT_FILE))
+    except OSError:                   # an unwritable directory fails where the run writes, with its own message
+        pass
     return rewritten

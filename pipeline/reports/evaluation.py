@@ -130,7 +130,8 @@ def _run_outputs(run_dir: str, source_keys: list[str]) -> dict[float, dict[str, 
 
 def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarray]]]:
     """Contact-sheet rows: the first ``n`` sources of the first run (at the outputs'
-    resolution), then each run's outputs of them per t (variant 0)."""
+    resolution), then each series' outputs of them by increasing t (variant 0), whatever the
+    order the runs were given in (one run per t is the usual anonymize comparison)."""
     first = next((s for url in expand_shard_urls(posixpath.join(run_dirs[0], "shards")) for s in ShardReader(url)), None)
     if first is None:
         return []
@@ -146,13 +147,15 @@ def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarr
                     continue
         if len(sources) >= n:
             break
-    one_series = len({series_label(run_columns(load_run_config(r))) for r in run_dirs}) == 1
-    rows = [("source", list(sources.values()))]
+    series = {r: series_label(run_columns(load_run_config(r))) for r in run_dirs}
+    first_seen = {s: i for i, s in reversed(list(enumerate(series.values())))}
+    made = []
     for run_dir in run_dirs:
         for t, images in _run_outputs(run_dir, list(sources)).items():
-            label = f"t={t:g}" if one_series else f"{posixpath.basename(run_dir)[-6:]} t={t:g}"
-            rows.append((label, [images.get(k, np.full_like(v, 255)) for k, v in sources.items()]))
-    return rows
+            label = f"t={t:g}" if len(first_seen) == 1 else f"{posixpath.basename(run_dir)[-6:]} t={t:g}"
+            made.append((first_seen[series[run_dir]], t, label, [images.get(k, np.full_like(v, 255)) for k, v in sources.items()]))
+    made.sort(key=lambda row: row[:2])          # stable: runs of one series and t keep their order
+    return [("source", list(sources.values()))] + [(label, images) for _, _, label, images in made]
 
 
 def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: tuple | None = None,
