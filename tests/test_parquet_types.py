@@ -116,3 +116,19 @@ def test_a_run_directory_of_an_older_version_is_upgraded_by_the_next_run(made, p
     meta = json.loads(published[0].fields["diffusion.json"])
     assert meta["model"] == Path(pixel_model_dir).name and len(meta["model_fingerprint"]) == 16
     assert str(Path(pixel_model_dir).parent) not in published[0].fields["diffusion.json"].decode()
+
+
+def test_an_old_finish_time_keeps_its_text_where_it_was_hashed():
+    """Pair groups of an interpolation run were hashed with their inversions' finish times as
+    the manifests held them (ISO text): read back from the typed column, the same text, so an
+    upgraded run directory redoes no group."""
+    import datetime as dt
+
+    from pipeline.execution.drivers.interpolation import made_at
+    from pipeline.io.row_types import conform
+
+    now = dt.datetime.now(dt.timezone.utc)
+    texts = [now.isoformat(), now.replace(microsecond=0).isoformat(), None]
+    table = conform(pa.table({"finished_at": pa.array(texts, pa.string())}))
+    assert table.schema.field("finished_at").type == pa.timestamp("us", tz="UTC")
+    assert [made_at(v) for v in table.column("finished_at").to_pylist()] == texts
