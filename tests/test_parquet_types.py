@@ -87,7 +87,8 @@ def as_legacy(path: Path) -> None:
             values = [None if v is None else to_text(v) for v in table.column(name).to_pylist()]
             table = table.set_column(table.schema.get_field_index(name), pa.field(name, pa.string()),
                                      pa.array(values, pa.string()))
-    pq.write_table(table.replace_schema_metadata(table.schema.metadata), path)
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}   # old files had none
+    pq.write_table(table.replace_schema_metadata(metadata), path)
 
 
 def test_a_run_directory_of_an_older_version_is_upgraded_by_the_next_run(made, pixel_model_dir):
@@ -108,6 +109,7 @@ def test_a_run_directory_of_an_older_version_is_upgraded_by_the_next_run(made, p
         assert upgraded.schema.remove_metadata() == table.schema.remove_metadata(), path
         assert upgraded.to_pylist() == table.to_pylist(), path
     assert json.loads((run_dir / FORMAT_FILE).read_text())["parquet_types"] >= 2
+    assert str(pd.read_parquet(run_dir / "manifest.parquet").faces_found.dtype) == "Int64"
     stamp = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")}
     run_job(cfg)                                                 # up to date: nothing rewritten
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")} == stamp

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.io.records import write_bytes_atomic, write_parquet_atomic
 from pipeline.io.row_types import conform, legacy_columns
+from pipeline.io.schemas import FACE_COUNTS, nullable_ints_for_pandas
 
 FORMAT_FILE = "format.json"
 PARQUET_TYPES = 2          # 1: text finished_at, dropped_fields, privacy_trials; 2: typed
@@ -43,7 +44,10 @@ def upgrade_run_dir(run_dir: str) -> int:
                     continue
             with fs.open(path, "rb") as f:
                 table = pq.read_table(f)
-            write_parquet_atomic(conform(table), fs.unstrip_protocol(path) if "://" in run_dir else path)
+            table = conform(table)
+            if any(c in table.schema.names for c in FACE_COUNTS):        # pandas: Int64 face counts, as new files
+                table = table.replace_schema_metadata(nullable_ints_for_pandas(table.schema).metadata)
+            write_parquet_atomic(table, fs.unstrip_protocol(path) if "://" in run_dir else path)
             rewritten += 1
         except OSError as exc:        # left as it was: readers take both types; the next run tries again
             failed.append(f"{path} ({type(exc).__name__}: {exc})")
