@@ -183,20 +183,22 @@ def metric_settings_from_args(args: argparse.Namespace) -> MetricSettings:
 
 
 def skipped_fid(args: argparse.Namespace) -> str | None:
-    """FID/KID are on by default, and their Inception weights cannot be downloaded offline: then
-    they are turned off in ``args`` and the reason returned (None when FID runs or was not asked
+    """FID/KID are on by default; their Inception weights come from the torch cache, else a
+    download where one is allowed and works. Where neither gives the file (offline), FID/KID
+    are turned off in ``args`` and the reason returned (None when FID runs or was not asked
     for). Asked for explicitly (``--inception-weights FILE``, or a ``--fid-reference``), a
     missing file stays an error."""
     if not getattr(args, "fid", False) or getattr(args, "inception_weights", None) or getattr(args, "fid_reference", None):
         return None
-    from metrics.inception import FID_WEIGHTS_FILE, FID_WEIGHTS_URL, why_fid_unavailable
-    from metrics.weights import torch_home
+    from metrics.inception import FID_WEIGHTS_FILE, FID_WEIGHTS_URL
+    from metrics.weights import find_weights, torch_home
 
-    reason = why_fid_unavailable()
-    if reason is None:
+    try:
+        find_weights(FID_WEIGHTS_FILE, "hub/checkpoints", FID_WEIGHTS_URL, what="FID Inception")
         return None
+    except WeightsUnavailableError as exc:
+        why = getattr(exc, "why", "it could not be had")
     args.fid = False
-    why = "downloads are disabled (offline)" if "offline" in reason else "it could not be downloaded"
     return (f"FID/KID skipped: the Inception weights {FID_WEIGHTS_FILE} are not in {torch_home() / 'hub/checkpoints'} and "
             f"{why}; to score them put the file there (from {FID_WEIGHTS_URL}) or pass --inception-weights FILE "
             f"(--no-fid: no FID, no note)")
