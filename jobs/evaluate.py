@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config.cli import (add_metric_flags, job_parser, metric_settings_from_args, non_negative_int,
-                                 positive_int, user_errors_exit_2)
+                                 positive_int, skipped_fid, user_errors_exit_2)
 
 
 @user_errors_exit_2
@@ -64,13 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.reports.evaluation import write_report
     from pipeline.execution.drivers.evaluation import run_evaluation
 
-    if args.fid and not args.inception_weights and not args.fid_reference:
-        from metrics.inception import why_fid_unavailable
-
-        reason = why_fid_unavailable()
-        if reason:                       # offline default: say so in one line, score the rest
-            print(f"note: FID/KID skipped: {reason.splitlines()[0]}", file=sys.stderr)
-            args.fid = False
+    fid_note = skipped_fid(args)          # offline default: one line here and in the report, the rest scored
+    if fid_note:
+        print(f"note: {fid_note}", file=sys.stderr, flush=True)
     settings = metric_settings_from_args(args)
     for run_dir in args.runs:
         run_evaluation(run_dir.rstrip("/"), settings, address=args.address, num_gpus=args.num_gpus,
@@ -83,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         attacks = attack_runs([r.rstrip("/") for r in args.runs], args.attack_gallery, args.person_from, args.attacks,
                               Path(args.report), face_box=args.attack_face_box)
     summary = write_report([r.rstrip("/") for r in args.runs], settings.eval_dir_name(), args.report, reference, args.title,
-                           attacks=attacks)
-    print(summary.drop(columns=["run_dir"]).to_string(index=False, max_colwidth=30))
-    print(f"\nreport: {args.report}/report.html")
+                           attacks=attacks, notes=[fid_note] if fid_note else [])
+    key = summary.attrs.get("key_columns") or [c for c in summary.columns if c != "run_dir"]
+    print(summary[key].to_string(index=False, max_colwidth=30, float_format=lambda v: f"{v:.4g}"))
+    print(f"\n{len(key)} of {summary.shape[1]} summary columns shown; all in {args.report}/summary.parquet")
+    print(f"report: {args.report}/report.html")
     return 0
 
 

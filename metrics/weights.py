@@ -50,7 +50,9 @@ def find_weights(filename: str, cache_subdir: str, url: str | None, explicit: st
             why = f"the download failed ({type(exc).__name__}: {str(exc)[:200]})"
             if cached.exists():
                 cached.unlink()
-    raise WeightsUnavailableError(
+    error = WeightsUnavailableError(
         f"{what}: weights file {filename!r} not found and {why}. Download it"
         + (f" from {url}" if url else "") + f" on a machine with internet access and put it at {cached} "
         f"(or set TORCH_HOME, or pass its path explicitly).")
+    error.why = why                    # why there is no file: for callers that say it in fewer words
+    raise error

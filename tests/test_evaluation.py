@@ -14,7 +14,7 @@ from metrics.suite import MetricSettings
 from metrics.summaries import distribution_metrics
 from metrics.weights import WeightsUnavailableError
 from pipeline.config.job import JobConfig
-from pipeline.reports.evaluation import write_report
+from pipeline.reports.evaluation import sheet_rows, write_report
 from pipeline.execution.drivers.anonymize import resolve_config, run_job
 from pipeline.execution.drivers.evaluation import run_evaluation
 
@@ -112,6 +112,36 @@ def test_evaluation_reruns_only_unscored_shards_and_reports(ray_cluster, pixel_m
     assert len(saved) == 2 and len(pd.read_parquet(tmp_path / "report" / "per_sample.parquet")) == 8
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("<img") >= 4 + fid and "threshold 0.6" in page and ("pytorch-fid" in page) == fid
+    # Runs given in any order: the sheet shows t increasing. Each run lists the settings that
+    # define it (hashed), not execution ones such as the batch size.
+    assert [label for label, _ in sheet_rows(runs[::-1])] == ["source", "t=0.2", "t=0.8"]
+    assert "<td>model_fingerprint</td>" in page and "<td>batch_size</td>" not in page
+    assert set(summary.attrs["key_columns"]) < set(summary.columns) and "dlib_reid_rate" in summary.attrs["key_columns"]
+
+
+def test_evaluate_with_defaults_offline_skips_fid_in_one_line(ray_cluster, pixel_model_dir, inputs, tmp_path, monkeypatch,
+                                                             capsys):
+    from jobs import evaluate
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))         # no Inception weights, no download
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = job(pixel_model_dir, inputs[:1], tmp_path / "out")
+    run_job(cfg)
+    run_dir, report = resolve_config(cfg).run_dir, tmp_path / "report"
+    capsys.readouterr()
+    assert evaluate.main(["--runs", run_dir, "--report", str(report)]) == 0
+    err = capsys.readouterr().err
+    (note,) = [line for line in err.splitlines() if "FID" in line]
+    assert note.startswith("note: FID/KID skipped") and FID_WEIGHTS_FILE in note and "Traceback" not in err
+    summary = pd.read_parquet(report / "summary.parquet")
+    assert "fid" not in summary and summary.psnr_mean.notna().all()              # the rest was scored
+    assert "FID/KID skipped" in (report / "report.html").read_text()
+    # Asked for explicitly, a missing weights file is an error, in one line.
+    assert evaluate.main(["--runs", run_dir, "--report", str(report), "--inception-weights",
+                          str(tmp_path / "missing.pth")]) == 2
+    err = capsys.readouterr().err
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "missing.pth" in error and "Traceback" not in err
 
 
 def test_no_face_is_a_flagged_row_not_an_error(ray_cluster, pixel_model_dir, inputs, tmp_path):
@@ -159,3 +189,17 @@ def test_fid_against_a_stored_mu_sigma_reference(tmp_path):
     result = distribution_metrics(iter([shard]), reference=reference)[0.4]
     assert result["fid"] == pytest.approx(fid_from_stats(FeatureStats.of(out.astype(np.float64)), reference), rel=1e-9)
     assert result["fid"] > 1.0 and result["kid_mean"] is None and "KID needs reference features" in result["kid_note"]
+
+
+def test_flat_plots_keep_a_minimum_y_span():
+    from pipeline.reports.html import y_limits
+
+    lo, hi = y_limits([1.0, 1.0, 1.0])                      # a rate of 1 everywhere: not stretched to fill the axis
+    assert hi - lo >= 0.1 and lo < 1.0 < hi and abs((lo + hi) / 2 - 1.0) < 1e-12
+    lo, hi = y_limits([0.9995, 1.0])                        # a change in the fourth digit stays small
+    assert (1.0 - 0.9995) / (hi - lo) < 0.01
+    lo, hi = y_limits([10.0, 30.0])                         # a real trend keeps its own range, padded
+    assert lo == pytest.approx(9.0) and hi == pytest.approx(31.0)
+    lo, hi = y_limits([0.0, 0.0])
+    assert hi - lo >= 1e-3
+    assert y_limits([float("nan"), None]) is None

@@ -7,6 +7,7 @@ The default tier runs 10,000 shards; ``-m slow`` runs the 100,000 of the issue a
 figures the README quotes."""
 import datetime as dt
 import io
+import json
 import dataclasses
 import math
 import os
@@ -29,6 +30,7 @@ from pipeline.execution.drivers.common import merge_manifest, write_run_files
 from pipeline.execution.drivers.evaluation import plan_evaluation
 from pipeline.execution.drivers.anonymize import plan_run, withdraw_gone
 from pipeline.execution.run_lock import RunLock
+from pipeline.execution.upgrade import FORMAT_FILE, PARQUET_TYPES, upgrade_run_dir
 from pipeline.io.listing import MISSING, content_version, object_sizes
 from pipeline.io.records import read_parquet_dir, rows_table, write_parquet_atomic
 from pipeline.io.schemas import MANIFEST_SCHEMA
@@ -39,7 +41,7 @@ from pipeline.engine.tasks import ShardTask
 
 REPO = Path(__file__).resolve().parents[1]
 LATENCY = 0.03                 # seconds per request: a small-object request on S3 or GCS, same region
-FIXED = 16                     # driver requests that do not grow with shards: lock 5, run files 3, checkpoint 1 + 1 (+1 per 5 MiB part), withdrawals none
+FIXED = 17                     # driver requests that do not grow with shards: lock 5, format check 1, run files 3, checkpoint 1 + 1 (+1 per 5 MiB part), withdrawals none
 SIZES = [b"\0" * (1000 + 7 * i) for i in range(97)]     # input shards' bytes (sizes differ; never read here)
 
 
@@ -83,7 +85,7 @@ def finished_row(task: ShardTask, status: str = "ok", worker: str = "node-3:gpu0
             "samples_in": 1000, "samples_ok": 1000 if status == "ok" else 0, "samples_error": 0,
             "outputs_ok": 1000 if status == "ok" else 0, "outputs_error": 0, "input_bytes": task.input_bytes,
             "input_version": task.input_version,
-            "config_hash": "9f2c4e1a77b0d3e5", "seconds": 412.5, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "config_hash": "9f2c4e1a77b0d3e5", "seconds": 412.5, "finished_at": dt.datetime.now(dt.timezone.utc),
             "worker": worker, "worker_peak_rss_mb": 5120.0}
 
 
@@ -99,6 +101,7 @@ def finished_run(store, n: int, failed: int = 0) -> tuple[list[ShardTask], list[
     for task, data in zip(tasks, marker_files(rows)):
         store.put_object(task.manifest_url, data)
     merged(cfg, tasks, rows)
+    store.put_object(posixpath.join(run_dir, FORMAT_FILE), json.dumps({"parquet_types": PARQUET_TYPES}).encode())
     return tasks, rows
 
 
@@ -121,6 +124,7 @@ def rerun(store, cfg: JobConfig) -> dict:
     store.invalidate_cache()
     before, started = sum(store.requests.values()), time.perf_counter()
     with store.counting() as driver, RunLock(cfg.run_dir, settle_seconds=0):
+        upgrade_run_dir(cfg.run_dir)
         with store.counting() as planned:
             plan = plan_run(cfg)
             withdrawal = withdraw_gone(plan)
@@ -154,7 +158,7 @@ def check_scenarios(store, n: int, max_requests: int, max_simulated_s: float, re
     noop = rerun(store, nightly_config(n))
     assert noop["plan"].pending == [] and len(noop["plan"].skipped) == n
     assert sum(noop["driver"].values()) <= 2 * pages(n) + FIXED
-    assert noop["driver"]["get"] <= 5              # the lock (3), the checkpoint, the runs log: no manifest file
+    assert noop["driver"]["get"] <= 6              # the lock (3), format.json, the checkpoint, the runs log: no manifest file
     assert sum(noop["driver"].values()) < max_requests and noop["driver_seconds"] < max_simulated_s
     assert len(noop["rows"]) == n and {r["status"] for r in noop["rows"]} == {"ok"}
 
@@ -164,7 +168,7 @@ def check_scenarios(store, n: int, max_requests: int, max_simulated_s: float, re
         store.put_object(shard_url(i), SIZES[i % len(SIZES)])
     grown = rerun(store, nightly_config(n + share))
     assert [t.input_url for t in grown["plan"].pending] == [shard_url(i) for i in range(n, n + share)]
-    assert sum(grown["driver"].values()) <= 3 * pages(n + share) + FIXED and grown["driver"]["get"] <= 5
+    assert sum(grown["driver"].values()) <= 3 * pages(n + share) + FIXED and grown["driver"]["get"] <= 6
     assert sum(grown["driver"].values()) < max_requests * 1.5 and grown["driver_seconds"] < max_simulated_s * 1.5
     assert len(grown["rows"]) == n + share
 
@@ -176,12 +180,12 @@ def check_scenarios(store, n: int, max_requests: int, max_simulated_s: float, re
     merged(nightly_config(n), tasks, rows)
     redo = rerun(store, nightly_config(n))
     assert [t.input_url for t in redo["plan"].pending] == [shard_url(i) for i in range(n - share, n)]
-    assert sum(redo["driver"].values()) <= 3 * pages(n) + FIXED and redo["driver"]["get"] <= 5
+    assert sum(redo["driver"].values()) <= 3 * pages(n) + FIXED and redo["driver"]["get"] <= 6
     assert sum(redo["driver"].values()) < max_requests * 1.5 and redo["driver_seconds"] < max_simulated_s * 1.5
     assert len(redo["rows"]) == n and {r["status"] for r in redo["rows"]} == {"ok"}
     # ... and the night after is a no-op again that reads no manifest file.
     after = rerun(store, nightly_config(n))
-    assert after["plan"].pending == [] and after["driver"]["get"] <= 5
+    assert after["plan"].pending == [] and after["driver"]["get"] <= 6
 
     if report:
         for name, result, new in (("no-op", noop, 0), ("1% new shards", grown, share), ("1% failed shards", redo, share)):
@@ -389,7 +393,7 @@ def test_interpolation_inversions_are_located_from_checkpoints(store):
         write_parquet_atomic(rows_table([{"key": f"{i:03d}_{j}", "status": "ok", "input_shard": task.input_url,
                                           "cache_url": task.cache_url(f"{i:03d}_{j}")} for j in range(3)],
                                         INVERSION_ROW_SCHEMA), task.rows_url)
-        write_parquet_atomic(rows_table([{"input_shard": task.input_url, "status": "ok", "finished_at": "2026-12-01"}],
+        write_parquet_atomic(rows_table([{"input_shard": task.input_url, "status": "ok", "finished_at": dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)}],
                                         MANIFEST_SCHEMA), task.manifest_url)
     first = locate_inversions(run_dir, inputs)
     store.invalidate_cache()

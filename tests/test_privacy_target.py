@@ -1,14 +1,13 @@
 """--privacy-target: the judge, the per-image search through the shard step (a stand-in judge
 with a known response), the unmet policies, independence from batching, and the job with dlib
 in the loop on a local cluster."""
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers.files import png_bytes, write_tar
+from tests.helpers.files import png_bytes, trials as trials_of, write_tar
 from pipeline.config.job import JobConfig
 from pipeline.errors import UserError
 from pipeline.io.shards import ShardReader
@@ -74,7 +73,7 @@ def test_each_image_gets_the_smallest_passing_t_its_search_found(pixel_model_dir
     passes = []
     for key in ["img0", "img1", "img2", "img3"]:
         row = rows.loc[key]
-        trials = json.loads(row.privacy_trials)
+        trials = trials_of(row.privacy_trials)
         assert row.privacy == "met" and row.loop_recognizers == "rms" and len(trials) <= 3    # ceil(log2(7))
         chosen = [tr for tr in trials if tr["t"] == row.t]
         assert chosen and chosen[0]["passed"]
@@ -137,7 +136,7 @@ def test_job_with_the_default_loop_on_a_local_cluster(ray_cluster, pixel_model_d
     # The default loop: dlib and the global-structure judge (issue 23), both judging every attempt.
     assert len(rows) == 3 and rows.status.eq("ok").all() and rows.loop_recognizers.eq("dlib,structure").all()
     for row in rows.itertuples():
-        trials = json.loads(row.privacy_trials)
+        trials = trials_of(row.privacy_trials)
         assert 1 <= len(trials) <= 2 and all(tr["distances"]["dlib"] is not None for tr in trials)
         assert all(tr["distances"]["structure"] is not None for tr in trials)
         assert row.model_evals == sum(int(10 * tr["t"]) for tr in trials)      # every attempt's evaluations
@@ -182,7 +181,7 @@ def test_each_face_gets_its_own_t_and_an_unmet_face_keeps_its_image_unpublished(
     regenerated = faces[faces.action == "regenerated"]
     assert regenerated.privacy.eq("met").all() and faces[faces.action == "pixelated"].privacy.isna().all()
     for face in regenerated.itertuples():
-        trials = json.loads(face.privacy_trials)
+        trials = trials_of(face.privacy_trials)
         assert any(tr["t"] == face.t and tr["passed"] for tr in trials)
         assert all(not tr["passed"] for tr in trials if tr["t"] < face.t) and len(trials) <= 3
     assert rows.loc["two", "t"] == regenerated[regenerated.key == "two"].t.max()
@@ -211,7 +210,7 @@ def test_the_search_follows_identity_and_a_lost_face_means_unmet(pixel_model_dir
     needed = {0: 0.0, 1: 0.02, 2: 0.05, 3: 0.08, 4: 0.12}
     _, _, outputs, rows = run(pixel_model_dir, shard, tmp_path / "a", FaceLosingJudge(needed))
     for key, row in rows.iterrows():
-        trials = json.loads(row.privacy_trials)
+        trials = trials_of(row.privacy_trials)
         first_different = min((tr["t"] for tr in trials if tr["different"]), default=None)
         assert all(not tr["different"] for tr in trials if first_different is None or tr["t"] < first_different)
         chosen = [tr for tr in trials if tr["t"] == first_different]

@@ -136,11 +136,9 @@ def test_structure_is_in_the_default_loop_and_only_privacy_target_hashes_change(
 def test_privacy_target_search_with_the_structure_judge(pixel_model_dir, tmp_path):
     """Through the shard step (no Ray) on the tiny random model: every published output's
     structure distance to its source is above the threshold at its t, and the rows say so."""
-    import json
-
     import pandas as pd
 
-    from tests.helpers.files import png_bytes, write_tar
+    from tests.helpers.files import png_bytes, trials, write_tar
     from metrics.privacy_judge import PrivacyJudge
     from pipeline.config.job import JobConfig
     from pipeline.models.loading import load_model
@@ -162,6 +160,6 @@ def test_privacy_target_search_with_the_structure_judge(pixel_model_dir, tmp_pat
     rows = pd.read_parquet(task.rows_url)
     assert len(rows) == 4 and rows.loop_recognizers.eq("structure").all()
     for row in rows.itertuples():
-        chosen = [tr for tr in json.loads(row.privacy_trials) if tr["t"] == row.t]
+        chosen = [tr for tr in trials(row.privacy_trials) if tr["t"] == row.t]
         if row.privacy == "met":
             assert chosen and chosen[0]["distances"]["structure"] > STRUCTURE_THRESHOLD

@@ -10,6 +10,7 @@ import os
 import sys
 
 from metrics.registry import MetricSettings, registered_metrics
+from metrics.weights import WeightsUnavailableError
 from pipeline.config.job import JobConfig, job_defaults
 from pipeline.config.submitted_job import refuse_relative_outputs
 from pipeline.config.verbosity import VERBOSE_VARIABLE
@@ -58,7 +59,7 @@ def user_errors_exit_2(main):
         try:
             refuse_relative_outputs(args)
             return main(argv)
-        except UserError as exc:
+        except (UserError, WeightsUnavailableError) as exc:     # a metric's file asked for and not here: one line too
             if "--debug" in (sys.argv[1:] if argv is None else argv):
                 raise
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -184,9 +185,36 @@ def add_metric_flags(ap: argparse.ArgumentParser) -> None:
 
 
 def metric_settings_from_args(args: argparse.Namespace) -> MetricSettings:
+    """The metric settings the flags ask for; FID/KID, on by default, are skipped with one line
+    on stderr where their Inception weights are not here (``skipped_fid``)."""
+    note = skipped_fid(args)
+    if note:
+        print(f"note: {note}", file=sys.stderr, flush=True)
     values = {name: getattr(args, name) for metric in registered_metrics() for name in metric.settings.names()
               if hasattr(args, name)}
     return MetricSettings.build(device=getattr(args, "device", "auto"), batch_size=args.metrics_batch_size, **values)
+
+
+def skipped_fid(args: argparse.Namespace) -> str | None:
+    """FID/KID are on by default; their Inception weights come from the torch cache, else a
+    download where one is allowed and works. Where neither gives the file (offline), FID/KID
+    are turned off in ``args`` and the reason returned (None when FID runs or was not asked
+    for). Asked for explicitly (``--inception-weights FILE``, or a ``--fid-reference``), a
+    missing file stays an error."""
+    if not getattr(args, "fid", False) or getattr(args, "inception_weights", None) or getattr(args, "fid_reference", None):
+        return None
+    from metrics.inception import FID_WEIGHTS_FILE, FID_WEIGHTS_URL
+    from metrics.weights import find_weights, torch_home
+
+    try:
+        find_weights(FID_WEIGHTS_FILE, "hub/checkpoints", FID_WEIGHTS_URL, what="FID Inception")
+        return None
+    except WeightsUnavailableError as exc:
+        why = getattr(exc, "why", "it could not be had")
+    args.fid = False
+    return (f"FID/KID skipped: the Inception weights {FID_WEIGHTS_FILE} are not in {torch_home() / 'hub/checkpoints'} and "
+            f"{why}; to score them put the file there (from {FID_WEIGHTS_URL}) or pass --inception-weights FILE "
+            f"(--no-fid: no FID, no note)")
 
 
 def exit_code(manifest_rows: list[dict]) -> int:

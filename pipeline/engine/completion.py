@@ -44,7 +44,7 @@ def run_to_completion(task, schema, outputs: tuple[str, ...], body: Callable[[],
         remove_outputs(*outputs)
         manifest.update(failed_task_row(task, failure_message(exc), failure_kind(exc), counts, **base))
     manifest.update(seconds=round(time.time() - started, 3), worker_peak_rss_mb=peak_rss_mb(),
-                    finished_at=dt.datetime.now(dt.timezone.utc).isoformat())
+                    finished_at=dt.datetime.now(dt.timezone.utc))
     write_parquet_atomic(rows_table([manifest], schema), task.manifest_url)
     return manifest
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from pipeline.io.listing import entry_version, list_directory, object_entries, object_state, object_states, one_entry
 from pipeline.io.records import rows_table, write_parquet_atomic
+from pipeline.io.row_types import read_rows_file
 from pipeline.io.schemas import MANIFEST_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Checkpoint:
         try:
             metadata = pq.ParquetFile(io.BytesIO(data)).schema_arrow.metadata or {}
             where = json.loads(zlib.decompress(base64.b64decode(metadata[META_KEY])))
-            table = pq.read_table(io.BytesIO(data), schema=schema)
+            table = read_rows_file(io.BytesIO(data), schema)
             names, versions, counts = where["names"], where["versions"], where["counts"]
             if not len(names) == len(versions) == len(counts) or sum(counts) != table.num_rows:
                 raise ValueError("its index does not match its rows")
@@ -126,7 +127,7 @@ class Checkpoint:
     def _read_files(self, fs, directory: str, names: list[str]) -> list[pa.Table | None]:
         def read(name: str) -> pa.Table | None:
             try:
-                return pq.read_table(io.BytesIO(fs.cat_file(posixpath.join(directory, name))), schema=self.schema)
+                return read_rows_file(io.BytesIO(fs.cat_file(posixpath.join(directory, name))), self.schema)
             except FileNotFoundError:
                 return None
         local = {"file", "local", "memory"} & set([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)
@@ -161,7 +162,8 @@ class Checkpoint:
             return
         where = json.dumps({"names": self.names, "versions": self.versions, "counts": self.counts}).encode()
         index = base64.b64encode(zlib.compress(where))      # names share prefixes: a tenth of the size
-        write_parquet_atomic(self.table.replace_schema_metadata({META_KEY: index}), checkpoint_url(self.marker_dir))
+        metadata = {**(self.schema.metadata or {}), META_KEY: index}     # the schema's own (pandas) kept
+        write_parquet_atomic(self.table.replace_schema_metadata(metadata), checkpoint_url(self.marker_dir))
         self.changed = False
 
     def latest(self, key: str, *columns: str) -> dict:

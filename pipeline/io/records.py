@@ -40,9 +40,12 @@ def finished_files(url: str, suffix: str) -> list[str]:
 
 
 def read_parquet_dir(url: str, schema: pa.Schema) -> list[dict]:
-    """The rows of every finished (non-hidden) Parquet file directly under ``url``."""
+    """The rows of every finished (non-hidden) Parquet file directly under ``url``, as ``schema``
+    (files written before its columns were typed included: ``pipeline.io.row_types``)."""
+    from pipeline.io.row_types import read_rows_file
+
     out: list[dict] = []
     for file in finished_files(url, ".parquet"):
         with fsspec.open(file, "rb") as f:
-            out.extend(pq.read_table(f, schema=schema).to_pylist())
+            out.extend(read_rows_file(f, schema).to_pylist())
     return out

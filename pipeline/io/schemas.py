@@ -8,9 +8,38 @@ columns as any other, and the rows of a run read back as one table
 """
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 # How a sample's image was prepared (pipeline.io.images): in every row that comes from an input image.
+# Typed columns (since 2026-12; files written before held text: ``pipeline.io.row_types`` reads
+# and upgrades them). Times are UTC instants; a --privacy-target search is a list of trials.
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+TRIAL = pa.struct([
+    ("t", pa.float64()),               # the level tried
+    ("passed", pa.bool_()),            # every loop recognizer called the output another person, and a face was found
+    ("different", pa.bool_()),         # every loop recognizer called it another person
+    ("distances", pa.map_(pa.string(), pa.float64())),   # recognizer -> identity distance (null: no face to compare)
+    ("face_in_output", pa.bool_()),
+    ("reason", pa.string()),
+])
+TRIALS = pa.list_(TRIAL)
+
+# Counts that are null where they do not apply (face counts of a whole-image run). Parquet holds
+# them as nullable int64 (DuckDB: BIGINT); the files also tell pandas to read them as its
+# nullable Int64 rather than float64 with NaN.
+FACE_COUNTS = ("faces_found", "faces_regenerated", "faces_pixelated", "images_without_face")
+
+
+def nullable_ints_for_pandas(schema: pa.Schema, columns=FACE_COUNTS) -> pa.Schema:
+    """``schema`` with pandas metadata making ``columns`` (those it has) pandas ``Int64``."""
+    named = [{"name": c, "field_name": c, "pandas_type": "int64", "numpy_type": "Int64", "metadata": None}
+             for c in columns if c in schema.names]
+    meta = {"index_columns": [], "column_indexes": [], "columns": named}
+    return schema.with_metadata({**(schema.metadata or {}), b"pandas": json.dumps(meta).encode()})
+
+
 IMAGE_COLUMNS = [
     ("image_field", pa.string()),
     ("orig_width", pa.int64()),
@@ -20,7 +49,7 @@ IMAGE_COLUMNS = [
     ("resize_rule", pa.string()),
 ]
 
-ROW_SCHEMA = pa.schema([
+ROW_SCHEMA = nullable_ints_for_pandas(pa.schema([
     ("key", pa.string()),              # output sample key (source key + variant suffix for augment)
     ("source_key", pa.string()),
     ("status", pa.string()),           # "ok" or "error"
@@ -40,7 +69,7 @@ ROW_SCHEMA = pa.schema([
     ("seed", pa.int64()),              # the per-sample seed derived from (run seed, key, variant)
     *IMAGE_COLUMNS,
     ("mix_real_prob", pa.float64()),
-    ("dropped_fields", pa.string()),   # image-like input fields not copied to the output
+    ("dropped_fields", pa.list_(pa.string())),   # the input fields not copied to the output (sorted)
     ("precision", pa.string()),        # device type / dtype the network ran in
     ("seconds", pa.float64()),         # this output's share of its batch's compute time
     # --region faces (null otherwise): what was done where, per image (per face: FACE_ROW_SCHEMA)
@@ -51,11 +80,11 @@ ROW_SCHEMA = pa.schema([
     # --privacy-target (null otherwise): whether the grid met it, and every t tried with its verdict
     ("privacy", pa.string()),          # "met" or "not_met"
     ("loop_recognizers", pa.string()),
-    ("privacy_trials", pa.string()),   # JSON: [{"t", "passed", "distances": {recognizer: l2}, "face_in_output", "reason"}]
+    ("privacy_trials", TRIALS),        # every t tried, in the order tried, with its verdict
     # image-file inputs (null for shards): the private link from an output to its file
     ("source_path", pa.string()),      # the input file's path relative to its folder (escaped if unsafe)
     ("output_file", pa.string()),      # --output-format files: the output's path under <run_dir>/files/
-])
+]))
 
 FACE_ROW_SCHEMA = pa.schema([
     ("key", pa.string()),              # the output the face belongs to
@@ -74,10 +103,10 @@ FACE_ROW_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("error_kind", pa.string()),
     ("privacy", pa.string()),          # --privacy-target: this face's own t met it, or not
-    ("privacy_trials", pa.string()),
+    ("privacy_trials", TRIALS),
 ])
 
-MANIFEST_SCHEMA = pa.schema([
+MANIFEST_SCHEMA = nullable_ints_for_pandas(pa.schema([
     ("input_shard", pa.string()),
     ("output_shard", pa.string()),
     ("status", pa.string()),           # "ok", "truncated" (tar ended early) or "failed" (redone next run)
@@ -92,7 +121,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("input_version", pa.string()),    # its content version then (io.listing.content_version): a change redoes it
     ("config_hash", pa.string()),
     ("seconds", pa.float64()),
-    ("finished_at", pa.string()),
+    ("finished_at", TIMESTAMP),
     ("worker", pa.string()),
     ("worker_peak_rss_mb", pa.float64()),  # peak resident memory of the worker process so far
     # Where the shard's seconds went (pipeline.steps.stages): reading and decoding and encoding
@@ -105,7 +134,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("faces_regenerated", pa.int64()),
     ("faces_pixelated", pa.int64()),
     ("images_without_face", pa.int64()),
-])
+]))
 
 EVAL_MANIFEST_SCHEMA = pa.schema([
     ("input_shard", pa.string()),
@@ -117,7 +146,7 @@ EVAL_MANIFEST_SCHEMA = pa.schema([
     ("outputs_error", pa.int64()),
     ("input_version", pa.string()),    # the job row's input_version: the outputs scored were made from it
     ("seconds", pa.float64()),
-    ("finished_at", pa.string()),
+    ("finished_at", TIMESTAMP),
     ("worker", pa.string()),
     # Where a scoring task's seconds went, as for the job's shards (reading the output shard and
     # its sources overlaps the metric networks; "waiting" is the networks left idle).

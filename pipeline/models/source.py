@@ -44,6 +44,16 @@ def resolve_model_dir(spec: str) -> Path:
         raise ModelUnavailableError(_missing_message(spec, f"{type(exc).__name__}: {exc}")) from None
 
 
+def published_model(spec: str, fingerprint: str) -> dict:
+    """How a published sample names its model: a hub id as given; a local directory by its
+    folder name only (the path as typed, ``/home/name/...``, says who made the data and where),
+    and in both cases the content fingerprint the run directory was named with, which tells one
+    model from another whatever it is called."""
+    path = Path(spec).expanduser()
+    name = (path.name or path.resolve().name) if path.is_dir() else spec
+    return {"model": name, "model_fingerprint": fingerprint or None}
+
+
 def _missing_message(spec: str, why: str) -> str:
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME", "~/.cache/huggingface") + "/hub"
     return (f"model {spec!r} is not in the local Hugging Face cache ({cache}) and could not be downloaded "

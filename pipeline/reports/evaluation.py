@@ -16,7 +16,7 @@ import pandas as pd
 
 from metrics.registry import MetricSettings
 from pipeline.reports.faces import run_faces
-from pipeline.reports.html import faces_section, render_report, series_label
+from pipeline.reports.html import faces_section, key_columns, render_report, series_label
 from pipeline.config.runs import load_run_config
 from pipeline.transforms.scoring import read_npz
 from pipeline.io.records import finished_files, write_parquet_atomic
@@ -86,6 +86,14 @@ def run_columns(cfg) -> dict:
     return {**{c: settings.get(c) for c in CONFIG_COLUMNS}, "sampler": cfg.method_plugin.sampler_name(cfg.method_settings)}
 
 
+def run_settings(cfg) -> dict:
+    """What the report lists of a run: the settings hashed into its directory name (those that
+    define its outputs, for its mode only) and how many inputs it read."""
+    inputs = cfg.run.inputs
+    return {**cfg.output_settings(), "inputs": f"{len(inputs)} " + ("folder(s)" if getattr(cfg.run, "input_kind", "") == "files"
+                                                                      else "shard(s)")}
+
+
 def output_levels(cfg, job_rows: pd.DataFrame | None = None) -> list[float]:
     """The rows' ``t`` values a run made outputs at: from its rows (a cold method's t is s / T
     of its restorer, which the configuration alone does not know), else its Boomerang t grid."""
@@ -122,7 +130,8 @@ def _run_outputs(run_dir: str, source_keys: list[str]) -> dict[float, dict[str, 
 
 def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarray]]]:
     """Contact-sheet rows: the first ``n`` sources of the first run (at the outputs'
-    resolution), then each run's outputs of them per t (variant 0)."""
+    resolution), then each series' outputs of them by increasing t (variant 0), whatever the
+    order the runs were given in (one run per t is the usual anonymize comparison)."""
     first = next((s for url in expand_shard_urls(posixpath.join(run_dirs[0], "shards")) for s in ShardReader(url)), None)
     if first is None:
         return []
@@ -138,20 +147,24 @@ def sheet_rows(run_dirs: list[str], n: int = 8) -> list[tuple[str, list[np.ndarr
                     continue
         if len(sources) >= n:
             break
-    one_series = len({series_label(run_columns(load_run_config(r))) for r in run_dirs}) == 1
-    rows = [("source", list(sources.values()))]
+    series = {r: series_label(run_columns(load_run_config(r))) for r in run_dirs}
+    first_seen = {s: i for i, s in reversed(list(enumerate(series.values())))}
+    made = []
     for run_dir in run_dirs:
         for t, images in _run_outputs(run_dir, list(sources)).items():
-            label = f"t={t:g}" if one_series else f"{posixpath.basename(run_dir)[-6:]} t={t:g}"
-            rows.append((label, [images.get(k, np.full_like(v, 255)) for k, v in sources.items()]))
-    return rows
+            label = f"t={t:g}" if len(first_seen) == 1 else f"{posixpath.basename(run_dir)[-6:]} t={t:g}"
+            made.append((first_seen[series[run_dir]], t, label, [images.get(k, np.full_like(v, 255)) for k, v in sources.items()]))
+    made.sort(key=lambda row: row[:2])          # stable: runs of one series and t keep their order
+    return [("source", list(sources.values()))] + [(label, images) for _, _, label, images in made]
 
 
 def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: tuple | None = None,
-                 title: str = "Evaluation report", attacks: pd.DataFrame | None = None) -> pd.DataFrame:
+                 title: str = "Evaluation report", attacks: pd.DataFrame | None = None,
+                 notes: list[str] = ()) -> pd.DataFrame:
     """Summaries of every run into ``out_dir``: summary.parquet, per_sample.parquet, report.html.
     ``attacks``: attacker rows (``pipeline.reports.attacks``) with ``mode`` = the run directory;
-    their rank-1 joins each run's summary rows and they get a section of the page."""
+    their rank-1 joins each run's summary rows and they get a section of the page. ``notes``:
+    what was skipped and why (shown at the top of the page)."""
     import pyarrow as pa
 
     summaries, samples, described_all = [], [], {"recognizers": {}}
@@ -170,7 +183,7 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
     write_parquet_atomic(pa.Table.from_pandas(summary, preserve_index=False), posixpath.join(out_dir, "summary.parquet"))
     if len(per_sample):
         write_parquet_atomic(pa.Table.from_pandas(per_sample, preserve_index=False), posixpath.join(out_dir, "per_sample.parquet"))
-    configs = {r: json.loads(load_run_config(r).to_json())["config"] for r in run_dirs}
+    configs = {r: run_settings(load_run_config(r)) for r in run_dirs}
     rows = sheet_rows(run_dirs)
     sections = []
     for r in run_dirs:
@@ -184,8 +197,9 @@ def write_report(run_dirs: list[str], eval_name: str, out_dir: str, reference: t
         sections.append(attacks_section(attacks) + figure_section(attacks))
     metric_sections = [section for metric, _ in MetricSettings.build(**described_all["settings"]).active()
                        for section in metric.report(described_all)]
+    summary.attrs["key_columns"] = key_columns(summary, metric_sections)     # what a reader compares first
     page = render_report(summary, per_sample, metric_sections, configs, contact_sheet(rows) if rows else None, title,
-                         sections)
+                         sections, notes)
     fs, path = fsspec.core.url_to_fs(posixpath.join(out_dir, "report.html"))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "w") as f:

@@ -37,6 +37,23 @@ def image_uri(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def y_limits(values, min_relative: float = 0.1, min_absolute: float = 1e-3) -> tuple[float, float] | None:
+    """A y range for a line plot that shows a flat line as flat: at least ``min_relative`` of the
+    largest magnitude (``min_absolute`` near zero) around the values, plus 5% either side, so a
+    constant 1.0 or a change in the fourth digit is not stretched over the whole axis as
+    matplotlib's autoscaling does (0.96 to 1.04). None when there is no finite value."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return None
+    lo, hi = min(finite), max(finite)
+    need = max(min_relative * max(abs(lo), abs(hi)), min_absolute)
+    if hi - lo < need:
+        middle = (lo + hi) / 2
+        lo, hi = middle - need / 2, middle + need / 2
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
 def _lines(summary: pd.DataFrame, columns: list[tuple[str, str]], title: str, ylabel: str):
     """One axis per column; one line per series against t."""
     import matplotlib
@@ -49,6 +66,9 @@ def _lines(summary: pd.DataFrame, columns: list[tuple[str, str]], title: str, yl
             group = group.sort_values("t")
             values = pd.to_numeric(group[column], errors="coerce")
             ax.plot(group["t"], values, marker="o", label=name)
+        limits = y_limits(pd.to_numeric(summary[column], errors="coerce").tolist())
+        if limits is not None:
+            ax.set_ylim(*limits)
         ax.set_xlabel("t (noise level t_B / T)")
         ax.set_ylabel(ylabel)
         ax.set_title(label)
@@ -125,25 +145,47 @@ def faces_section(run_dir: str, sheet, faces: pd.DataFrame) -> str:
 
 
 def render_report(summary: pd.DataFrame, per_sample: pd.DataFrame, metric_sections: list,
-                  configs: dict[str, dict], contact_sheet, title: str, sections: list[str] = ()) -> str:
+                  configs: dict[str, dict], contact_sheet, title: str, sections: list[str] = (),
+                  notes: list[str] = ()) -> str:
     """The report's HTML. ``metric_sections``: each active metric's ``ReportSection``s;
     ``configs`` maps a run dir to its config; ``contact_sheet`` is a PIL image or None;
-    ``sections``: more HTML parts (e.g. ``faces_section``) before the summary table."""
+    ``sections``: more HTML parts (e.g. ``faces_section``) before the summary table; ``notes``:
+    what was skipped and why, under the title."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts.extend(f"<p class=null>note: {html.escape(n)}</p>" for n in notes)
     if contact_sheet is not None:
         parts.append("<h2>Sources and outputs</h2><p>Top row: sources at the model's resolution; then one row "
                      f"per run and t.</p><img src='{image_uri(contact_sheet)}'>")
     parts.extend(metric_section_html(section, summary, per_sample) for section in metric_sections)
     parts.extend(sections)
-    parts.append("<h2>Summary</h2>" + html_table(summary.drop(columns=[c for c in ("run_dir",) if c in summary])))
-    parts.append("<h2>Runs</h2>")
-    for run_dir, cfg in configs.items():
-        shown = {k: v for k, v in cfg.items() if k not in ("inputs", "metrics")}
-        shown["inputs"] = f"{len(cfg.get('inputs', []))} shard(s)"
+    parts.append(summary_tables(summary.drop(columns=[c for c in ("run_dir",) if c in summary]),
+                                key_columns(summary, metric_sections)))
+    parts.append("<h2>Runs</h2><p>The settings that define each run (those hashed into its directory name); "
+                 "every setting, defaults included, is in the run's config.json.</p>")
+    for run_dir, settings in configs.items():
         parts.append(f"<h3>{html.escape(run_dir)}</h3>" + html_table(pd.DataFrame(
-            [(k, json.dumps(v, default=str) if isinstance(v, (list, dict, tuple)) else v) for k, v in sorted(shown.items())],
+            [(k, json.dumps(v, default=str) if isinstance(v, (list, dict, tuple)) else v) for k, v in sorted(settings.items())],
             columns=["setting", "value"])))
     return html_page(title, parts)
+
+
+def key_columns(summary: pd.DataFrame, metric_sections) -> list[str]:
+    """The summary's columns a reader compares first: the configuration columns that differ
+    between its rows, t, the output counts and the columns the metric plots show."""
+    varying = [c for c in ("job", "method", "model", "sampler", "steps", "cascade", "seed")
+               if c in summary and summary[c].astype(str).nunique() > 1]
+    plotted = [c for section in metric_sections for plot in section.line_plots for c, _ in plot]
+    wanted = varying + ["t", "outputs_ok", "outputs_error", "outputs_scored"] + plotted
+    return [c for c in dict.fromkeys(wanted) if c in summary]
+
+
+def summary_tables(summary: pd.DataFrame, key: list[str]) -> str:
+    """The summary's key columns as a table that fits a page, every column below it on demand."""
+    if len(key) >= len(summary.columns):
+        return "<h2>Summary</h2>" + html_table(summary)
+    return ("<h2>Summary</h2>" + f"<p>Key columns; all {len(summary.columns)} are below and in summary.parquet.</p>"
+            + html_table(summary[key]) + f"<details><summary>All {len(summary.columns)} columns</summary>"
+            f"<div style='overflow-x:auto'>{html_table(summary)}</div></details>")
 
 
 def html_page(title: str, parts: list[str]) -> str:

@@ -30,6 +30,7 @@ from pipeline.io.schemas import FRAME_ROW_SCHEMA
 from pipeline.transforms.base import Produced, Transform
 from pipeline.transforms.features import FeatureFile
 from pipeline.transforms.frame_scores import score_frames
+from pipeline.models.source import published_model
 from pipeline.transforms.publication import METADATA_FIELD
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,8 @@ class Frames(Transform):
         cfg, grid, noise = self.cfg, self.cfg.interpolation, self.cfg.noise
         meta = {"pair_id": frame.pair.pair_id, "key_a": frame.pair.key_a, "key_b": frame.pair.key_b,
                 "method": frame.method, "lam": frame.lam, "timestep": self.t_end, "steps": grid.steps,
-                "invert_steps": grid.invert_steps, "seed": frame.seed, "model": cfg.run.model,
-                "config_hash": self.config_hash}
+                "invert_steps": grid.invert_steps, "seed": frame.seed,
+                **published_model(cfg.run.model, cfg.run.model_fingerprint), "config_hash": self.config_hash}
         if frame.method == "noisediffusion":
             meta.update(gamma=noise.gamma, boundary=noise.boundary, mu=noise.mu, nu=noise.nu)
         if frame.method == "noise":

@@ -13,7 +13,6 @@ an error row ``target_not_met``) or ``max`` (published at the largest t, ``priva
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -36,7 +35,7 @@ class TargetResult:
     timestep: int | None
     model_evals: int          # over every attempt
     seconds: float
-    trials: str               # JSON: every t tried with its verdict
+    trials: list[dict]        # every t tried, in order, with its verdict (schemas.TRIAL)
 
 
 def target_met(found) -> bool:
@@ -78,7 +77,7 @@ def search_targets(sources: list, make: Callable, judge, grid, batch_size: int, 
         met = target_met(f)
         t = f.level if met else grid[-1]
         results.append(TargetResult(t, f.output if met else at_max.get(i), met, timesteps.get(t), spent[i], seconds[i],
-                                    json.dumps([{"t": lv, **detail} for lv, _, detail in f.tried], sort_keys=True)))
+                                    [{"t": lv, **detail} for lv, _, detail in f.tried]))
     return results
 
 

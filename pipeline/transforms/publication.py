@@ -7,6 +7,7 @@ import json
 
 from pipeline.io.fields import is_image_field
 from pipeline.io.pseudonyms import pseudonym
+from pipeline.models.source import published_model
 
 METADATA_FIELD = "diffusion.json"   # added to every output sample: how it was made
 
@@ -22,6 +23,7 @@ class Publisher:
     def __init__(self, job, secret: bytes | None, config_hash: str):
         self.job, self.secret, self.config_hash = job, secret, config_hash
         self.method = job.method_plugin
+        self.model = published_model(job.run.model, job.run.model_fingerprint)
         if job.pseudonymized and secret is None:
             raise ValueError("--keys pseudonym needs the secret (pipeline.io.pseudonyms)")
 
@@ -47,15 +49,15 @@ class Publisher:
             return {k: v for k, v in fields.items() if k in kept and not is_image_field(k)}
         return {k: v for k, v in fields.items() if not is_image_field(k)}
 
-    def dropped(self, fields: dict[str, bytes], image_field: str) -> str | None:
-        """The input fields an output leaves out (its image aside), comma-joined for the row."""
-        return ",".join(sorted(set(fields) - set(self.carried(fields)) - {image_field})) or None
+    def dropped(self, fields: dict[str, bytes], image_field: str) -> list[str] | None:
+        """The input fields an output leaves out (its image aside), sorted, for the row."""
+        return sorted(set(fields) - set(self.carried(fields)) - {image_field}) or None
 
     def metadata(self, row: dict, **extra) -> bytes:
         """The ``diffusion.json`` of an output, from its row."""
         published = PUBLISHED_METADATA + (() if self.job.pseudonymized else SOURCE_METADATA)
         meta = {k: row.get(k) for k in published}
-        meta.update(model=self.job.run.model, config_hash=self.config_hash, **extra)
+        meta.update(self.model, config_hash=self.config_hash, **extra)
         return json.dumps(meta, sort_keys=True).encode()
 
     def sample(self, fields: dict[str, bytes], out_field: str, pixels, row: dict, **extra) -> dict:

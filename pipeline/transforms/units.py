@@ -42,7 +42,7 @@ class UnitResult:
     seconds: float = 0.0
     t: float | None = None              # the level it was made at (a target search: the one it chose)
     privacy: str | None = None          # a target search: met / not_met
-    trials: str | None = None           # a target search: every level tried, with its verdict (JSON)
+    trials: list[dict] | None = None    # a target search: every level tried, with its verdict (schemas.TRIAL)
     error: SampleError | None = None
 
 

@@ -43,3 +43,9 @@ def hostile_tar(path, members, fmt=tarfile.PAX_FORMAT, compress: bool = False) -
     data = gzip.compress(buf.getvalue(), compresslevel=1) if compress else buf.getvalue()
     Path(path).write_bytes(data)
     return str(path)
+
+
+def trials(cell) -> list[dict]:
+    """A ``privacy_trials`` cell as pandas reads it (a list<struct> whose ``distances`` map
+    comes back as (recognizer, distance) pairs) as plain trials with a distances dict."""
+    return [{**trial, "distances": dict(trial["distances"] or [])} for trial in cell]

@@ -28,6 +28,7 @@ from pipeline.engine.tasks import EvalTask, ShardTask
 from pipeline.errors import UserError
 from pipeline.execution.planning import plan_inputs
 from pipeline.execution.run_lock import RunLock
+from pipeline.execution.upgrade import upgrade_run_dir
 from pipeline.execution.withdrawal import Withdrawal, forget_in_stored, remove, withdraw
 from pipeline.io.pseudonyms import default_secret_path, load_or_create_secret, secret_fingerprint
 from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, MANIFEST_SCHEMA
@@ -145,6 +146,7 @@ def run_resolved(cfg: JobConfig) -> list[dict]:
         return run_files_job(cfg)
     states = list_inputs(cfg.run.inputs)
     with RunLock(cfg.run_dir):
+        upgrade_run_dir(cfg.run_dir)          # written by an older version: today's column types, once
         plan = plan_run(cfg, states)
         withdrawal = withdraw_gone(plan, cfg.execution.keep_orphans)
         unpublish_changed(plan.pending, plan.changed)
@@ -193,6 +195,7 @@ def run_files_job(cfg: JobConfig) -> list[dict]:
 
     listings = list_roots(cfg.run.inputs)        # none with an image: exit 2 before the run directory is touched
     with RunLock(cfg.run_dir):
+        upgrade_run_dir(cfg.run_dir)          # written by an older version: today's column types, once
         plan = plan_files(cfg, listings)
         keep = cfg.execution.keep_orphans
         withdrawal = withdraw_gone_groups(plan, cfg, [] if keep else evaluation_dirs(plan.run_dir), keep)

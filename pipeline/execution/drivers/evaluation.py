@@ -11,6 +11,7 @@ from pipeline.engine.completion import SCORING_COUNTS
 from pipeline.engine.tasks import EvalTask
 from pipeline.execution.planning import FINAL, Checkpoint
 from pipeline.execution.run_lock import RunLock
+from pipeline.execution.upgrade import upgrade_run_dir
 from pipeline.io.records import write_bytes_atomic
 from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, MANIFEST_SCHEMA
 from pipeline.execution.actors import EvalWorker
@@ -59,6 +60,7 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
     cfg = load_run_config(run_dir)
     check_available(settings)
     with RunLock(run_dir):
+        upgrade_run_dir(run_dir)          # written by an older version: today's column types, once
         plan = plan_evaluation(run_dir, settings)
         write_eval_settings(plan.eval_dir, settings)
         print(f"evaluation {plan.eval_dir}: {len(plan.pending)} shard(s) to score, {len(plan.skipped)} already scored",

@@ -32,6 +32,7 @@ from pipeline.io.pairs import (ImageRef, consecutive_pairs, file_fingerprint, gr
                             random_pairs, read_pairs_file, resolve_refs)
 from pipeline.io.schemas import INVERSION_ROW_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.execution.run_lock import RunLock
+from pipeline.execution.upgrade import upgrade_run_dir
 from pipeline.methods.boomerang import check_steps
 from pipeline.execution.drivers.common import (RunPlan, expand_inputs, list_inputs, merge_manifest, missing_note, print_summary,
                                      save_checkpoint, withdrawal_failures, write_run_files)
@@ -63,6 +64,12 @@ def check_metric_weights(cfg: InterpConfig) -> None:
                                          inception_weights=frames.inception_weights))
 
 
+def made_at(finished_at) -> str | None:
+    """When a shard's inversions were made, as the text pair groups were hashed with (the ISO
+    form manifests held before ``finished_at`` was a timestamp): typing the column redoes no group."""
+    return finished_at.isoformat() if hasattr(finished_at, "isoformat") else finished_at
+
+
 def locate_inversions(run_dir: str, inputs, manifests: Checkpoint | None = None
                       ) -> tuple[dict[str, list[ImageRef]], dict[str, list[str]], list[str]]:
     """From stage 1's files: every key's inversion (or error), the keys of each shard in
@@ -85,7 +92,7 @@ def locate_inversions(run_dir: str, inputs, manifests: Checkpoint | None = None
             continue
         keys_by_shard[shard].append(row["key"])
         located.setdefault(row["key"], []).append(ImageRef(
-            row["key"], shard, row["cache_url"], None if row["status"] == "ok" else row["error"], finished[shard][1]))
+            row["key"], shard, row["cache_url"], None if row["status"] == "ok" else row["error"], made_at(finished[shard][1])))
     return located, keys_by_shard, failed
 
 
@@ -142,6 +149,7 @@ def run_interpolation(cfg: InterpConfig) -> list[dict]:
         check_metric_weights(cfg)
     states = list_inputs(cfg.run.inputs)
     with RunLock(cfg.run_dir):
+        upgrade_run_dir(cfg.run_dir)          # written by an older version: today's column types, once
         return _run_stages(cfg, states)
 
 
