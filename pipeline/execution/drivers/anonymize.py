@@ -144,7 +144,7 @@ def run_resolved(cfg: JobConfig) -> list[dict]:
     if cfg.identity.k_same:
         from pipeline.execution.drivers.k_same import run_k_same
 
-        return run_k_same(cfg)
+        return run_k_same(cfg, publication_secret(cfg))
     if cfg.run.input_kind == "files":
         return run_files_job(cfg)
     states = list_inputs(cfg.run.inputs)

@@ -76,17 +76,16 @@ def members_hash(members: list[GroupMember], versions: dict[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_k_same(cfg) -> list[dict]:
-    """Both stages and the grouping for a resolved configuration; returns the group stage's
-    manifest rows (plus a failed row per input shard whose embedding failed)."""
+def run_k_same(cfg, secret: bytes | None) -> list[dict]:
+    """Both stages and the grouping for a resolved configuration (``secret``: the pseudonym
+    key, None with --keys keep); returns the group stage's manifest rows (plus a failed row per
+    input shard whose embedding failed)."""
     states = list_inputs(cfg.run.inputs)
     with RunLock(cfg.run_dir):
-        return _run(cfg, states)
+        return _run(cfg, secret, states)
 
 
-def _run(cfg, states) -> list[dict]:
-    from pipeline.execution.drivers.anonymize import publication_secret
-
+def _run(cfg, secret: bytes | None, states) -> list[dict]:
     run_dir, keep = cfg.run_dir, cfg.execution.keep_orphans
     plan = plan_inputs(cfg.run.inputs, posixpath.join(k_same_dir(run_dir), "manifest"), states=states)
     embeddings = [EmbeddingTask.for_shard(run_dir, s.url, s.size, s.version) for s in plan.pending]
@@ -99,7 +98,7 @@ def _run(cfg, states) -> list[dict]:
           + (f", {len(plan.missing)} not found" if plan.missing else "")
           + (f", {len(plan.gone)} gone" if plan.gone else ""), file=sys.stderr, flush=True)
     config_hash = cfg.config_hash()
-    pool = WorkerPool(KSameWorker, (cfg, publication_secret(cfg)), **cfg.worker_options(), n_tasks=1 << 30)
+    pool = WorkerPool(KSameWorker, (cfg, secret), **cfg.worker_options(), n_tasks=1 << 30)
     notes = missing_note(plan.missing) + withdrawal.summary_lines()
     with pool:
         embedded = pool.run(embeddings, MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
