@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline.engine.completion import remove_outputs
 from pipeline.engine.tasks import EmbeddingTask, GroupMember, GroupTask
-from pipeline.errors import GROUP_WAITING
+from pipeline.errors import DUPLICATE_KEY, GROUP_WAITING
 from pipeline.execution.actors import KSameWorker
 from pipeline.execution.drivers.common import (RunPlan, list_inputs, missing_note, print_summary, save_checkpoint,
                                                withdrawal_failures, write_run_files)
@@ -135,6 +135,9 @@ def read_members(run_dir: str, present: list[str]) -> tuple[dict[str, Member], d
     for row in table.to_pylist():
         if row["input_shard"] not in wanted:
             continue
+        if row["status"] == "ok" and row["key"] in members:        # one key in two shards: one person, two images?
+            row = {**row, "status": "error", "error_kind": DUPLICATE_KEY,
+                   "error": f"the key is also in {refs[row['key']].shard}: a group member must be one image"}
         if row["status"] != "ok":
             unusable.append(row)
             continue
