@@ -122,7 +122,7 @@ eval-interp: install
 eval-cold: install
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_cold.py --out $(EVAL_OUT)/cold --degradation $(COLD_DEGRADATION)
 
-# Fixed t and --privacy-target (dlib only; dlib + structure) on EVAL_DATA (ORL), judged by every attacker of
+# Fixed t, --privacy-target (dlib only; dlib + structure) and --identity k-same on EVAL_DATA (ORL), judged by every attacker of
 # metrics/attack_suite.py (naive, parrot, SEBA-style, reversal, linkability) with the privacy/utility frontier.
 eval-privacy: install
 	@test -n "$(EVAL_DATA)" || (echo "set EVAL_DATA=<labelled face folder>, e.g. ../shared/datasets/orl_faces"; exit 2)

@@ -32,6 +32,8 @@ BAD_BOXES = "bad_boxes"                  # --region faces: supplied boxes that c
 TOO_MANY_FACES = "too_many_faces"        # --region faces: more faces than --max-faces (none published partly)
 TARGET_NOT_MET = "target_not_met"        # --privacy-target: no t of the grid meets it (--unmet drop)
 UNREADABLE_FILE = "unreadable_file"      # an input image file gone since listed, or not readable (permissions)
+NO_IDENTITY = "no_identity"              # --identity k-same: the sample lacks its --identity-field
+GROUP_WAITING = "group_waiting"          # --identity k-same: fewer than --k new people to group with (waits for more)
 # Shard level (manifest rows).
 UNREADABLE_SHARD = "unreadable_shard"    # missing, empty, not a tar, permission denied
 WRITE_FAILED = "write_failed"            # an output, rows or manifest file could not be written
@@ -39,7 +41,8 @@ WORKER_FAILED = "worker_failed"          # the worker died or raised outside the
 
 ERROR_KINDS = (UNSAFE_KEY, UNSAFE_MEMBER, TOO_LARGE, DUPLICATE_KEY, TRUNCATED, NO_IMAGE, UNDECODABLE,
                IMAGE_TOO_SMALL, IMAGE_TOO_LARGE, UNSUPPORTED_MODE, GENERATION_FAILED, SCORING_FAILED,
-               MISSING_INPUT, NO_FACE, BAD_BOXES, TOO_MANY_FACES, TARGET_NOT_MET, UNREADABLE_FILE, UNREADABLE_SHARD, WRITE_FAILED, WORKER_FAILED)
+               MISSING_INPUT, NO_FACE, BAD_BOXES, TOO_MANY_FACES, TARGET_NOT_MET, UNREADABLE_FILE,
+               NO_IDENTITY, GROUP_WAITING, UNREADABLE_SHARD, WRITE_FAILED, WORKER_FAILED)
 
 
 class SampleError(ValueError):

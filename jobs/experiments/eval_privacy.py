@@ -1,6 +1,6 @@
 """Privacy judged by attackers that were never in the loop (``make eval-privacy``, issue 23):
 every mode (fixed t, ``--privacy-target`` with the old dlib-only loop and with the default
-dlib + structure ensemble; a named list, so later modes such as k-same plug in) against the
+dlib + structure ensemble, ``--identity k-same``; a named list, ``--modes`` picks) against the
 attacker suite of ``metrics.attack_suite``, with the privacy/utility frontier.
 
     python jobs/experiments/eval_privacy.py --data ../shared/datasets/orl_faces --model eval_out/orl_faces_model \\
@@ -35,9 +35,15 @@ FIXED_T = (0.2, 0.3, 0.4, 0.5, 0.7)
 TARGET_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float = 0.0) -> dict:
-    """The modes to compare, by name -> JobConfig (the hook for later modes, e.g. k-same:
-    add an entry here). Order: what is run first."""
+K_SAME_K = 20
+K_SAME_T = 0.3
+
+
+def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float = 0.0, k: int = K_SAME_K,
+                 k_same_t: float = K_SAME_T) -> dict:
+    """The modes to compare, by name -> JobConfig (add an entry here for a new mode). Order:
+    what is run first. ``k-same``: surrogate identities, groups of ``k`` distinct people (the
+    person is the shards' ``cls`` field), Boomerang from the group's surrogate at ``k_same_t``."""
     from pipeline.config.job import JobConfig
 
     modes = {
@@ -50,6 +56,7 @@ def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float 
                                                       loop_recognizers=("dlib", "structure"), unmet="max"),
     }
     modes.update({f"t={t:g}": JobConfig.build(**common, t=(t,)) for t in fixed_t})
+    modes["k-same"] = JobConfig.build(**common, t=(k_same_t,), identity="k-same", k=k, identity_field="cls")
     return modes
 
 
@@ -61,6 +68,8 @@ def main() -> int:
     ap.add_argument("--fixed-t", type=float, nargs="*", default=list(FIXED_T))
     ap.add_argument("--modes", nargs="*", default=None, help="only these modes (names as in the report)")
     ap.add_argument("--margin", type=float, default=0.0)
+    ap.add_argument("--k", type=int, default=K_SAME_K, help="k-same: distinct people per group")
+    ap.add_argument("--k-same-t", type=float, default=K_SAME_T, help="k-same: Boomerang's t from the surrogate")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--restorer-steps", type=int, default=300)
     ap.add_argument("--eigen-face-box", choices=["detect", "full"], default="full",
@@ -86,7 +95,7 @@ def main() -> int:
     gallery = read_labelled_shards(gallery_shards, "key", None)         # centre square, full size
     common = dict(job="anonymize", inputs=tuple(probe_shards), output=str(out / "runs"), model=args.model,
                   steps=args.steps, batch_size=16, keys="keep", cpu_threads=1)
-    modes = mode_configs(common, args.fixed_t, margin=args.margin)
+    modes = mode_configs(common, args.fixed_t, margin=args.margin, k=args.k, k_same_t=args.k_same_t)
     if args.modes:
         modes = {k: v for k, v in modes.items() if k in args.modes}
     fid = load_fid()

@@ -113,7 +113,7 @@ def _end_after(seconds: float) -> None:
 # The sections each job kind shows as flags (the others keep their defaults: anonymize makes one
 # output per input, augment publishes keys and fields as they are).
 JOB_FLAG_SECTIONS = {
-    "anonymize": ("run", "method_settings", "images", "execution", "publication", "regions", "privacy"),
+    "anonymize": ("run", "method_settings", "images", "execution", "publication", "regions", "privacy", "identity"),
     "augment": ("run", "method_settings", "augment", "images", "execution", "regions"),
 }
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from metrics.registry import MetricSettings
-from pipeline.config.job_sections import (AugmentSettings, PrivacyTargetSettings, PublicationSettings,
-                                          RegionSettings)
+from pipeline.config.job_sections import (AugmentSettings, IdentitySettings, PrivacyTargetSettings,
+                                          PublicationSettings, RegionSettings)
 from pipeline.config.sections import DEFAULT_MAX_GPU_WORKERS, ExecutionSettings, ImageSettings, RunSettings  # noqa: F401
 from pipeline.errors import UserError
 from pipeline.settings import Settings, route
@@ -104,9 +104,11 @@ class JobConfig(HashedConfig):
     publication: PublicationSettings
     regions: RegionSettings
     privacy: PrivacyTargetSettings
+    identity: IdentitySettings
     metrics: MetricSettings | None = None     # score outputs in the same pass (its own eval-<hash8>/ dir)
 
-    section_names = ("run", "images", "execution", "method_settings", "augment", "publication", "regions", "privacy")
+    section_names = ("run", "images", "execution", "method_settings", "augment", "publication", "regions", "privacy",
+                     "identity")
     top_level = ("job", "method")
 
     @staticmethod
@@ -115,7 +117,8 @@ class JobConfig(HashedConfig):
 
         return {"run": RunSettings, "images": ImageSettings, "execution": ExecutionSettings,
                 "method_settings": get_method(method).settings, "augment": AugmentSettings,
-                "publication": PublicationSettings, "regions": RegionSettings, "privacy": PrivacyTargetSettings}
+                "publication": PublicationSettings, "regions": RegionSettings, "privacy": PrivacyTargetSettings,
+                "identity": IdentitySettings}
 
     @classmethod
     def build(cls, job: str, method: str = "boomerang", metrics: MetricSettings | None = None,

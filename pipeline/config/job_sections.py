@@ -233,3 +233,64 @@ class PrivacyTargetSettings(Settings):
     def replaces(self) -> tuple[str, ...]:
         """Settings the search makes irrelevant to the outputs (left out of the hash)."""
         return ("t",) if self.privacy_target else ()
+
+
+IDENTITY_MODES = ("own", "k-same")
+
+
+@dataclass(frozen=True)
+class IdentitySettings(Settings):
+    """--identity k-same: k-anonymous surrogate identities (``pipeline.execution.drivers.k_same``).
+    Every output is made from its group's surrogate (at least --k distinct people), so it depends
+    on the group, not on which member it came from. Left out of the hash unless k-same is on."""
+    title = "identity"
+    identity: str = setting("own", "own: each output from its own source (Boomerang at --t); k-same: inputs grouped "
+                                   "into groups of at least --k distinct people alike in pose and light, every "
+                                   "output Boomerang from its group's surrogate with its own noise (no recognizer "
+                                   "beats 1/k among its group)", choices=IDENTITY_MODES)
+    k: int = setting(10, "k-same: distinct people per group (at least)", type=positive_int)
+    identity_field: str | None = setting(None, "k-same: the sample field that names the person (e.g. cls); unset: "
+                                               "every key is its own person", metavar="FIELD")
+    own_noise: float = setting(0.5, "k-same: gamma, the share of each output's start noise that is its own (key-"
+                                    "derived) rather than its group's: 0 makes the group's outputs alike, 1 "
+                                    "independent draws around the surrogate", type=float)
+
+    @property
+    def k_same(self) -> bool:
+        return self.identity == "k-same"
+
+    def check(self, job) -> None:
+        from pipeline.io.sample_keys import unsafe_name_reason
+
+        if self.identity not in IDENTITY_MODES:
+            raise UserError(f"--identity {self.identity!r}: choose one of {', '.join(IDENTITY_MODES)}")
+        if not self.k_same:
+            return
+        if self.k < 2:
+            raise UserError(f"--k must be >= 2 for k-same surrogates, got {self.k}")
+        if not 0.0 <= self.own_noise < 1.0:
+            raise UserError(f"--own-noise must be in [0, 1), got {self.own_noise}")
+        if self.identity_field is not None and (unsafe_name_reason(self.identity_field) or "/" in self.identity_field):
+            raise UserError(f"--identity-field {self.identity_field!r} is not a field name")
+        if job.job != "anonymize" or job.method != "boomerang":
+            raise UserError("--identity k-same makes anonymize outputs with Boomerang")
+        if job.privacy.privacy_target:
+            raise UserError("--identity k-same and --privacy-target are two ways to choose what an output keeps: "
+                            "use one")
+        if job.regions.region != "full":
+            raise UserError("--identity k-same regenerates whole images for now (--region full): surrogate faces "
+                            "blended into each member's frame are not built yet")
+        if job.publication.keep_fields:
+            raise UserError("--keep-fields with --identity k-same: a label published beside a surrogate names the "
+                            "person the group hides")
+        if job.publication.output_format != "webdataset" or job.run.input_kind == "files":
+            raise UserError("--identity k-same reads and writes WebDataset shards (convert image folders with "
+                            "jobs/folder_to_shards.py)")
+        if getattr(job, "metrics", None) is not None and job.metrics.enabled():
+            raise UserError("--metrics scores outputs beside their input shard; k-same outputs are per group: score "
+                            "them with the attackers (jobs/experiments/eval_privacy.py, jobs/evaluate.py --attack-gallery)")
+        if job.method_settings.cascade != 1:
+            raise UserError("--identity k-same runs one Boomerang round trip from the surrogate: --cascade 1")
+
+    def hashed(self, job) -> dict:
+        return super().hashed(job) if self.k_same else {}

@@ -101,6 +101,16 @@ def anonymize_transform(cfg, model, secret: bytes | None = None, detector=None, 
     return WholeImage(cfg, model, publisher, policy)
 
 
+def k_same_stages(cfg, model, secret: bytes | None = None) -> dict:
+    """--identity k-same: the transform of each of its two task types."""
+    from pipeline.engine.tasks import EmbeddingTask, GroupTask
+    from pipeline.transforms.k_same import AppearanceEmbedding, GroupSurrogates
+    from pipeline.transforms.publication import Publisher
+
+    return {EmbeddingTask: AppearanceEmbedding(cfg, model.resolution),
+            GroupTask: GroupSurrogates(cfg, model, Publisher(cfg, secret, cfg.config_hash()))}
+
+
 def process_shard(cfg, model, task, *, transform=None, secret: bytes | None = None, detector=None, judge=None,
                   suite=None, progress: Callable[[int], None] = lambda n: None) -> dict:
     """One anonymize/augment shard (``transform``: made once by the caller, or here), scored in

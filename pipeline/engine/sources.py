@@ -8,6 +8,7 @@
   output's source found through the job's rows, the input's images parked on local disk first.
 * ``PairGroupSource``: a group of pairs with their cached inversions (the interpolation's
   second stage), as one chunk.
+* ``GroupSource``: a k-same group's members with their cached pixels, as one chunk.
 """
 from __future__ import annotations
 
@@ -293,3 +294,29 @@ def read_file(entry, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise SampleError(TOO_LARGE, f"file is over {max_bytes} bytes (--max-member-bytes)")
     return data
+
+
+class GroupSource:
+    """A k-same group's members (stage 2) with their cached pixels, as one chunk of one item per
+    member: ``(member, pixels, reason)``. A member whose cache cannot be read gives every member
+    its reason: the surrogate needs them all."""
+    error = None
+
+    def __init__(self, task):
+        self.task = task
+
+    def chunks(self) -> Iterator[Chunk]:
+        import fsspec
+        import safetensors.torch
+
+        pixels, reason = {}, None
+        for member in self.task.members:
+            try:
+                with fsspec.open(member.cache_url, "rb") as f:
+                    pixels[member.key] = safetensors.torch.load(f.read())["pixels"].numpy()
+            except Exception as exc:     # deleted or damaged cache file: the group fails and is redone
+                reason = (f"member {printable_key(member.key)!r}: its cached image cannot be read "
+                          f"({type(exc).__name__}: {exc}); rerun to redo it")
+                break
+        members = self.task.members
+        yield Chunk([(m, pixels.get(m.key), reason) for m in members], inputs=len(members))

@@ -6,7 +6,10 @@ imports, so a Ray driver plans a run without loading torch.
 * ``EvalTask``: one output shard scored beside its input shard (``eval-<hash8>/``);
 * ``InversionTask``: the interpolation's stage 1, one input shard's images DDIM-inverted into
   ``inversions/cache/<shard>/<hash of key>.safetensors``;
-* ``PairTask``: the interpolation's stage 2, one group of pairs decoded into one output shard.
+* ``PairTask``: the interpolation's stage 2, one group of pairs decoded into one output shard;
+* ``EmbeddingTask``: ``--identity k-same``'s stage 1, one input shard's images embedded and cached
+  under ``k-same/``;
+* ``GroupTask``: its stage 2, one group's surrogate and every member's output, into one shard.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from pipeline.engine.completion import SCORING_COUNTS, SHARD_COUNTS
 from pipeline.io.limits import DEFAULT_MAX_MEMBER_BYTES
 from pipeline.io.pairs import ImageRef, Pair
 from pipeline.io.sample_keys import key_file_name, printable_key
-from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
+from pipeline.io.schemas import EVAL_MANIFEST_SCHEMA, GROUP_MANIFEST_SCHEMA, MANIFEST_SCHEMA, PAIR_MANIFEST_SCHEMA
 from pipeline.io.shards import SHARD_SUFFIXES, shard_name
 
 # Each task type says what it reads (``source``), what it writes (``files``), and its manifest
@@ -315,3 +318,99 @@ class FileGroupTask:
 
     def row_base(self) -> dict:
         return {"input_shard": self.input_url, "output_shard": self.output_url}
+
+
+@dataclass(frozen=True)
+class EmbeddingTask:
+    """k-same stage 1: one input shard's images, each with its person and appearance embedding
+    (rows) and its pixels at the model's resolution (``k-same/cache/<shard>/<hash of key>``)."""
+    input_url: str
+    cache_dir: str
+    rows_url: str
+    manifest_url: str
+    input_bytes: int | None = None
+    input_version: str | None = None
+    manifest_schema: ClassVar = MANIFEST_SCHEMA
+    counts: ClassVar = SHARD_COUNTS
+
+    @classmethod
+    def for_shard(cls, run_dir: str, input_url: str, input_bytes: int | None = None,
+                  input_version: str | None = None) -> "EmbeddingTask":
+        stem, base = shard_stem(input_url), posixpath.join(run_dir, "k-same")
+        return cls(input_url, posixpath.join(base, "cache", stem), posixpath.join(base, "rows", f"{stem}.parquet"),
+                   posixpath.join(base, "manifest", f"{stem}.parquet"), input_bytes, input_version)
+
+    def cache_url(self, key: str) -> str:
+        return posixpath.join(self.cache_dir, key_file_name(key, ".safetensors"))
+
+    def source(self, transform, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, **_):
+        from pipeline.engine.sources import ShardSource
+
+        return ShardSource(self.input_url, max_member_bytes, transform)
+
+    def files(self, transform, **_):
+        from pipeline.engine.loop import KeyFiles, TaskFiles
+
+        return TaskFiles(self.rows_url, sinks={"cache": KeyFiles(self.cache_url)})
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.cache_dir, "input_bytes": self.input_bytes,
+                "input_version": self.input_version, **context}
+
+    def row_base(self) -> dict:
+        return {"input_shard": self.input_url}
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    key: str
+    person: str
+    shard: str
+    cache_url: str
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """k-same stage 2: one group (``group-<id>``): its surrogate and every member's output,
+    published as ``shards/group-<id>.tar``; ``members_hash`` names the members and the content
+    versions they were cached from (a change redoes the group)."""
+    group: int
+    members: tuple[GroupMember, ...]
+    members_hash: str
+    output_url: str
+    rows_url: str
+    manifest_url: str
+    manifest_schema: ClassVar = GROUP_MANIFEST_SCHEMA
+    counts: ClassVar = SHARD_COUNTS
+
+    @staticmethod
+    def name_of(group: int) -> str:
+        return f"group-{group:06d}"
+
+    @classmethod
+    def for_group(cls, run_dir: str, group: int, members=(), members_hash: str = "") -> "GroupTask":
+        name = cls.name_of(group)
+        return cls(group, tuple(members), members_hash, posixpath.join(run_dir, "shards", f"{name}.tar"),
+                   posixpath.join(run_dir, "rows", f"{name}.parquet"),
+                   posixpath.join(run_dir, "manifest", f"{name}.parquet"))
+
+    @property
+    def input_url(self) -> str:       # what progress, failures and the manifest call the task
+        return self.name_of(self.group)
+
+    def source(self, transform, **_):
+        from pipeline.engine.sources import GroupSource
+
+        return GroupSource(self)
+
+    def files(self, transform, key_ordered: bool = False):
+        from pipeline.engine.loop import TarSink, TaskFiles
+
+        return TaskFiles(self.rows_url, sinks={"shards": TarSink(self.output_url, key_ordered)})
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.output_url, "members_hash": self.members_hash,
+                **context}
+
+    def row_base(self) -> dict:
+        return {"output_shard": self.output_url}

@@ -210,6 +210,28 @@ FRAME_ROW_SCHEMA = pa.schema([
 # The decoding stage's per-group completion marker: a manifest row plus the group's identity.
 PAIR_MANIFEST_SCHEMA = MANIFEST_SCHEMA.append(pa.field("pairs_hash", pa.string()))
 
+# --identity k-same, stage 1 (per input shard): each usable image's person, appearance embedding
+# and cached pixels at the model's resolution.
+EMBEDDING_ROW_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("source_key", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("error_kind", pa.string()),
+    ("input_shard", pa.string()),
+    ("person", pa.string()),           # the --identity-field's value, or the key
+    ("embedding", pa.list_(pa.float32())),   # pipeline.transforms.k_same_groups.appearance_embedding
+    ("cache_url", pa.string()),        # the image at the model's resolution (safetensors: pixels)
+    *IMAGE_COLUMNS,
+])
+# Stage 2 (per group): the anonymize rows plus the group each output was made from.
+GROUP_ROW_SCHEMA = ROW_SCHEMA.append(pa.field("identity_group", pa.int64())).append(
+    pa.field("group_size", pa.int64())).append(pa.field("group_people", pa.int64()))
+GROUP_MANIFEST_SCHEMA = MANIFEST_SCHEMA.append(pa.field("members_hash", pa.string()))
+# <run_dir>/k-same/groups.parquet: the persisted groups (key -> group id), what reruns keep.
+GROUPS_SCHEMA = pa.schema([("key", pa.string()), ("person", pa.string()), ("group", pa.int64()),
+                           ("input_shard", pa.string())])
+
 
 def metric_row_schema(settings) -> pa.Schema:
     """Columns of the per-output metric rows: the base columns, then each active metric's

@@ -142,6 +142,10 @@ def run_job(cfg: JobConfig) -> list[dict]:
 def run_resolved(cfg: JobConfig) -> list[dict]:
     """``run_job`` for a configuration ``resolve_config`` made (its ``run_dir`` is the run's)."""
     check_scoring(cfg)
+    if cfg.identity.k_same:
+        from pipeline.execution.drivers.k_same import run_k_same
+
+        return run_k_same(cfg, publication_secret(cfg))
     if cfg.run.input_kind == "files":
         return run_files_job(cfg)
     states = list_inputs(cfg.run.inputs)
