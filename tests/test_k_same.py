@@ -86,6 +86,17 @@ def test_groups_hold_k_distinct_people_and_alike_ones_go_together():
     assert form_groups(members[:4], 3) == ([], sorted(m.key for m in members[:4]))     # 2 people < k: wait
 
 
+def test_a_leftover_joins_a_group_without_its_person_even_a_farther_one():
+    # a2 is nearest to {a1, b}, which holds its person: it goes to {c, d}, so no group holds a twice
+    members = [member("a1", "a", [0, 0]), member("a2", "a", [0.05, 0]), member("b", "b", [0.1, 0]),
+               member("c", "c", [10, 0]), member("d", "d", [10.1, 0])]
+    groups, waiting = form_groups(members, 2)
+    assert waiting == [] and sorted(map(sorted, groups)) == [["a1", "b"], ["a2", "c", "d"]]
+    # when every group holds the person already, the nearest group takes it
+    alone = [member("a1", "a", [0, 0]), member("b", "b", [0.1, 0]), member("a2", "a", [0.05, 0])]
+    assert form_groups(alone, 2) == ([["a1", "a2", "b"]], [])
+
+
 def test_updates_keep_groups_dissolve_on_erasure_and_never_reuse_ids():
     people = [member(f"k{i}", f"p{i}", [i, 0]) for i in range(6)]
     first = update_groups({}, people, 3)

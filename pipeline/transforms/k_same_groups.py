@@ -10,8 +10,10 @@ groups it persisted before.
   the others' centroid starts a group, which takes the nearest free input of each person not yet
   in it until it holds ``k`` distinct people; repeated while ``k`` distinct people are free.
   Inputs left over (fewer than ``k`` people remain) join the nearest group formed in the same
-  round, so a group may hold a person twice but never fewer than ``k`` people; a round with
-  fewer than ``k`` people at all forms nothing and its inputs wait.
+  round that does not hold their person yet (the nearest of all only when every group does): a
+  person's second image in a group would raise the chance of naming it above 1/k (the bound is
+  c/n, c the most images of one person in a group of n). A group never holds fewer than ``k``
+  people; a round with fewer than ``k`` people at all forms nothing and its inputs wait.
 * ``update_groups``: the incremental rule. A group persisted before is kept as it is while every
   member is still an input and it still holds ``k`` people: new inputs never join it (its
   surrogate, and so its members' published outputs, would change). A group that lost a member
@@ -75,8 +77,10 @@ def form_groups(members: list[Member], k: int) -> tuple[list[list[str]], list[st
         free[chosen] = False
     members_of = [list(g) for g in groups]
     centroids = np.stack([emb[g].mean(0) for g in groups])
-    for i in np.flatnonzero(free):                 # leftovers: the nearest group of this round
-        members_of[int(np.argmin(((centroids - emb[i]) ** 2).sum(1)))].append(i)
+    for i in np.flatnonzero(free):                 # leftovers: the nearest group not holding their person yet
+        distance = ((centroids - emb[i]) ** 2).sum(1)
+        lacking = [g for g, held in enumerate(members_of) if people[i] not in {people[j] for j in held}]
+        members_of[min(lacking or range(len(members_of)), key=lambda g: (distance[g], g))].append(i)
     return [sorted(members[i].key for i in g) for g in members_of], []
 
 
