@@ -121,8 +121,29 @@ class EvalTask:
         return {}
 
 
+class _KeyCacheStage:
+    """What a stage that reads one input shard and caches a file per key shares (inversions,
+    k-same embeddings): the cache's file names, the source, the manifest and row bases."""
+
+    def cache_url(self, key: str) -> str:
+        """Named by a hash of the key: a key is data from the shard, never a path."""
+        return posixpath.join(self.cache_dir, key_file_name(key, ".safetensors"))
+
+    def source(self, transform, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, **_):
+        from pipeline.engine.sources import ShardSource
+
+        return ShardSource(self.input_url, max_member_bytes, transform)
+
+    def manifest_base(self, **context) -> dict:
+        return {"input_shard": self.input_url, "output_shard": self.cache_dir, "input_bytes": self.input_bytes,
+                "input_version": self.input_version, **context}
+
+    def row_base(self) -> dict:
+        return {"input_shard": self.input_url}
+
+
 @dataclass(frozen=True)
-class InversionTask:
+class InversionTask(_KeyCacheStage):
     input_url: str
     cache_dir: str
     rows_url: str
@@ -142,26 +163,10 @@ class InversionTask:
                    posixpath.join(inv, "features", f"{stem}.npz"), posixpath.join(inv, "manifest", f"{stem}.parquet"),
                    input_bytes, wanted, input_version)
 
-    def cache_url(self, key: str) -> str:
-        """Named by a hash of the key: a key is data from the shard, never a path."""
-        return posixpath.join(self.cache_dir, key_file_name(key, ".safetensors"))
-
-    def source(self, transform, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, **_):
-        from pipeline.engine.sources import ShardSource
-
-        return ShardSource(self.input_url, max_member_bytes, transform)
-
     def files(self, transform, **_):
         from pipeline.engine.loop import KeyFiles, TaskFiles
 
         return TaskFiles(self.rows_url, files={"features": self.features_url}, sinks={"cache": KeyFiles(self.cache_url)})
-
-    def manifest_base(self, **context) -> dict:
-        return {"input_shard": self.input_url, "output_shard": self.cache_dir, "input_bytes": self.input_bytes,
-                "input_version": self.input_version, **context}
-
-    def row_base(self) -> dict:
-        return {"input_shard": self.input_url}
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,7 @@ class FileGroupTask:
 
 
 @dataclass(frozen=True)
-class EmbeddingTask:
+class EmbeddingTask(_KeyCacheStage):
     """k-same stage 1: one input shard's images, each with its person and appearance embedding
     (rows) and its pixels at the model's resolution (``k-same/cache/<shard>/<hash of key>``)."""
     input_url: str
@@ -340,25 +345,10 @@ class EmbeddingTask:
         return cls(input_url, posixpath.join(base, "cache", stem), posixpath.join(base, "rows", f"{stem}.parquet"),
                    posixpath.join(base, "manifest", f"{stem}.parquet"), input_bytes, input_version)
 
-    def cache_url(self, key: str) -> str:
-        return posixpath.join(self.cache_dir, key_file_name(key, ".safetensors"))
-
-    def source(self, transform, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, **_):
-        from pipeline.engine.sources import ShardSource
-
-        return ShardSource(self.input_url, max_member_bytes, transform)
-
     def files(self, transform, **_):
         from pipeline.engine.loop import KeyFiles, TaskFiles
 
         return TaskFiles(self.rows_url, sinks={"cache": KeyFiles(self.cache_url)})
-
-    def manifest_base(self, **context) -> dict:
-        return {"input_shard": self.input_url, "output_shard": self.cache_dir, "input_bytes": self.input_bytes,
-                "input_version": self.input_version, **context}
-
-    def row_base(self) -> dict:
-        return {"input_shard": self.input_url}
 
 
 @dataclass(frozen=True)
