@@ -66,6 +66,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(1.0 / mse(a, b))   # 1/0 = inf -> inf dB
 
 
+def mean_pairwise_rms(batch: torch.Tensor) -> float:
+    """The mean RMS distance over every pair of a (N, C, H, W) batch in [0, 1]: how different
+    the images are from each other (NaN below two images)."""
+    flat = batch.to(torch.float64).flatten(1)
+    n = flat.shape[0]
+    if n < 2:
+        return float("nan")
+    squared = torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist").pow(2) / flat.shape[1]
+    return float(squared.sqrt().sum() / (n * (n - 1)))
+
+
+def diversity_kept(sources: torch.Tensor, outputs: torch.Tensor) -> float:
+    """The outputs' mean pairwise distance as a share of the sources': what a transform that
+    makes images alike (k-same's group surrogates) costs in variety."""
+    return mean_pairwise_rms(outputs) / mean_pairwise_rms(sources)
+
+
 def summarize_psnr(values) -> tuple[float | None, int]:
     """The one rule for averaging PSNR: the mean over finite values (None if there are none)
     and how many were infinite (identical images), never a cap."""

@@ -120,3 +120,17 @@ def test_pair_fidelity_is_the_metric_functions_under_the_row_column_names():
         == ["rms_distance", "lpips"]
     with pytest.raises(ValueError, match="unknown pixel metric"):
         pair_fidelity(a, b, pixel=("mae",))
+
+
+def test_diversity_kept_is_one_for_a_reordering_and_zero_when_every_output_is_alike():
+    from metrics.fidelity import diversity_kept, mean_pairwise_rms
+
+    g = torch.Generator().manual_seed(0)
+    sources = torch.rand((6, 3, 8, 8), generator=g, dtype=torch.float64)
+    # two images: the pairwise mean is their one RMS distance
+    assert abs(mean_pairwise_rms(sources[:2]) - float(((sources[0] - sources[1]) ** 2).mean().sqrt())) < 1e-9
+    assert abs(diversity_kept(sources, sources.flip(0)) - 1.0) < 1e-9
+    assert diversity_kept(sources, sources[:1].repeat(6, 1, 1, 1)) == 0.0
+    # pulling every image halfway to their mean halves the variety
+    halfway = (sources + sources.mean(0, keepdim=True)) / 2
+    assert abs(diversity_kept(sources, halfway) - 0.5) < 1e-6

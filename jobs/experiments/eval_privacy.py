@@ -36,14 +36,15 @@ TARGET_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 K_SAME_K = 20
-K_SAME_T = 0.3
+K_SAME_T = (0.3, 0.15)
 
 
 def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float = 0.0, k: int = K_SAME_K,
-                 k_same_t: float = K_SAME_T) -> dict:
+                 k_same_t=K_SAME_T) -> dict:
     """The modes to compare, by name -> JobConfig (add an entry here for a new mode). Order:
-    what is run first. ``k-same``: surrogate identities, groups of ``k`` distinct people (the
-    person is the shards' ``cls`` field), Boomerang from the group's surrogate at ``k_same_t``."""
+    what is run first. ``k-same t=T``: surrogate identities, groups of ``k`` distinct people (the
+    person is the shards' ``cls`` field), Boomerang from the group's surrogate at each ``k_same_t``
+    (the identity is hidden by the group, so t only has to make the surrogate a face again)."""
     from pipeline.config.job import JobConfig
 
     modes = {
@@ -56,7 +57,8 @@ def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float 
                                                       loop_recognizers=("dlib", "structure"), unmet="max"),
     }
     modes.update({f"t={t:g}": JobConfig.build(**common, t=(t,)) for t in fixed_t})
-    modes["k-same"] = JobConfig.build(**common, t=(k_same_t,), identity="k-same", k=k, identity_field="cls")
+    modes.update({f"k-same t={t:g}": JobConfig.build(**common, t=(t,), identity="k-same", k=k, identity_field="cls")
+                  for t in k_same_t})
     return modes
 
 
@@ -69,7 +71,8 @@ def main() -> int:
     ap.add_argument("--modes", nargs="*", default=None, help="only these modes (names as in the report)")
     ap.add_argument("--margin", type=float, default=0.0)
     ap.add_argument("--k", type=int, default=K_SAME_K, help="k-same: distinct people per group")
-    ap.add_argument("--k-same-t", type=float, default=K_SAME_T, help="k-same: Boomerang's t from the surrogate")
+    ap.add_argument("--k-same-t", type=float, nargs="*", default=list(K_SAME_T),
+                    help="k-same: Boomerang's t from the surrogate (one mode per value)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--restorer-steps", type=int, default=300)
     ap.add_argument("--eigen-face-box", choices=["detect", "full"], default="full",

@@ -21,6 +21,7 @@ def write_report(path, table, settings: dict, timings: dict, notes: list[str]) -
              "kept: MTCNN on outputs upscaled to 160 px, as a share of the sources' rate.</p>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes if n]
     for x, label in (("psnr", "PSNR to the source (dB)"), ("face_detect_kept", "face detection kept (share of sources')"),
+                     ("diversity_kept", "diversity kept (outputs' mean pairwise distance over the sources')"),
                      ("fid", "FID to the sources")):
         if x in table and table[x].notna().any():
             parts.append(f"<h2>Rank-1 against {html.escape(label)}</h2>"

@@ -182,16 +182,19 @@ def detection_rate(images: list[np.ndarray]) -> float:
 
 
 def utility(outputs: list[np.ndarray], sources: list[np.ndarray], fid: dict | None = None) -> dict:
-    """Fidelity to the sources, MTCNN detection (upscaled) of outputs and sources, FID/KID
-    (sources as the reference) where ``fid`` holds a loaded Inception network."""
-    from metrics.fidelity import pair_fidelity, to_unit_batch
+    """Fidelity to the sources, diversity kept (mean pairwise distance of the outputs over the
+    sources'), MTCNN detection (upscaled) of outputs and sources, FID/KID (sources as the
+    reference) where ``fid`` holds a loaded Inception network."""
+    from metrics.fidelity import diversity_kept, pair_fidelity, to_unit_batch
 
     row = {"face_detect_output": detection_rate(outputs), "face_detect_source": detection_rate(sources)}
     row["face_detect_kept"] = row["face_detect_output"] / row["face_detect_source"] if row["face_detect_source"] else None
     if outputs:
-        f = pair_fidelity(to_unit_batch(sources), to_unit_batch(outputs))
+        reference, candidate = to_unit_batch(sources), to_unit_batch(outputs)
+        f = pair_fidelity(reference, candidate)
         finite = f["psnr"][np.isfinite(f["psnr"].numpy())]
-        row.update(psnr=float(finite.mean()) if len(finite) else None, ssim=float(f["ssim"].mean()))
+        row.update(psnr=float(finite.mean()) if len(finite) else None, ssim=float(f["ssim"].mean()),
+                   diversity_kept=diversity_kept(reference, candidate))
     if fid and fid.get("net") is not None and len(outputs) > 1:
         from metrics.fid import fid_from_stats, kid
         from metrics.inception import inception_features
