@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config.cli import job_config_from_argv, positive_int, user_errors_exit_2
+from pipeline.config.submitted_job import refuse_relative_outputs
 from pipeline.reports.preview import preview
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ours.images and not ("-h" in rest or "--help" in rest):
             return 2
         job_config_from_argv("anonymize", ["--help"], __doc__)
+    refuse_relative_outputs([], extra=(("out", ours.out),))      # its default is relative too
     if "--model" not in rest:
         print(f"model: {DEMO_MODEL} (the demo toy; pass --model for yours)", file=sys.stderr)
         rest += ["--model", str(DEMO_MODEL)]

@@ -59,6 +59,15 @@ def test_relative_outputs_are_refused_only_in_a_submitted_job():
         refuse_relative_outputs([], job_env, extra=(("out", "boxes.parquet"),))
 
 
+def test_previews_default_output_folder_is_refused_in_a_submitted_job(monkeypatch, capsys, tmp_path):
+    from jobs import preview
+    from pipeline.config.submitted_job import JOB_CONFIG_VARIABLE
+
+    monkeypatch.setenv(JOB_CONFIG_VARIABLE, json.dumps({"metadata": {"job_submission_id": "raysubmit_abc"}}))
+    assert preview.main([str(tmp_path / "photo.jpg")]) == 2          # --out defaults to the relative "preview"
+    assert "out preview: a relative path" in capsys.readouterr().err
+
+
 def test_a_read_only_autoscaler_report_means_no_node_can_be_added():
     from ray._private import ray_constants
 
