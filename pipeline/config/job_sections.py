@@ -277,9 +277,9 @@ class IdentitySettings(Settings):
         if job.privacy.privacy_target:
             raise UserError("--identity k-same and --privacy-target are two ways to choose what an output keeps: "
                             "use one")
-        if job.regions.region != "full":
-            raise UserError("--identity k-same regenerates whole images for now (--region full): surrogate faces "
-                            "blended into each member's frame are not built yet")
+        if job.regions.region == "faces" and job.regions.no_face == "full":
+            raise UserError("--no-face full with --identity k-same --region faces: a frame without a face has no "
+                            "person to group; use --no-face drop or keep")
         if job.publication.keep_fields:
             raise UserError("--keep-fields with --identity k-same: a label published beside a surrogate names the "
                             "person the group hides")
