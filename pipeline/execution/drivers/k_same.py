@@ -16,6 +16,12 @@ the run directory's lock, planned and withdrawn like every job kind.
 
 Rows: every input is in ``rows/group-*.parquet`` (its output) or ``rows/not-grouped.parquet``
 (unusable in stage 1, or waiting for enough new people to form a group), rewritten each run.
+
+With ``--region faces`` the members are faces (stage 1 finds them), stage 2 caches each face's
+surrogate crop under ``k-same/surrogates/`` instead of publishing it, and a third stage,
+**composites**, one ``CompositeTask`` per input shard (``pipeline.execution.drivers.k_same_regions``),
+pastes them into their images and publishes ``shards/<shard>.tar``, ``rows/``, ``faces/`` and
+``manifest/`` as region-mode anonymize does; every input is in its shard's rows.
 """
 from __future__ import annotations
 
@@ -31,9 +37,9 @@ from pipeline.engine.completion import remove_outputs
 from pipeline.engine.tasks import EmbeddingTask, GroupMember, GroupTask
 from pipeline.errors import DUPLICATE_KEY, GROUP_WAITING
 from pipeline.execution.actors import KSameWorker
-from pipeline.execution.drivers.k_same_regions import plan_composites
 from pipeline.execution.drivers.common import (RunPlan, list_inputs, missing_note, print_summary, save_checkpoint,
                                                withdrawal_failures, write_run_files)
+from pipeline.execution.drivers.k_same_regions import plan_composites
 from pipeline.execution.planning import FINAL, Checkpoint, plan_inputs, task_rows
 from pipeline.execution.pool import WorkerPool
 from pipeline.execution.run_lock import RunLock
@@ -119,7 +125,7 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
         groups = plan_groups(cfg, stage1, versions)
         if cfg.regions.region == "faces":
             # every composite that a changed group touches is withdrawn before any group is made
-            composites = plan_composites(cfg, present, versions, stage1, groups)
+            composites = plan_composites(cfg, present, versions, stage1, groups, set(plan.gone))
         else:
             waiting_rows = not_grouped_rows(groups.unusable, groups.waiting, cfg.identity.k)
             write_parquet_atomic(_rows_table(waiting_rows), posixpath.join(run_dir, "rows", "not-grouped.parquet"))
@@ -136,6 +142,7 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
             rows = save_checkpoint(composites.done.updated(task_rows(composites.tasks, made))).rows()
             rows += [r for r in group_rows if r["status"] == "failed"]
             rows += withdrawal_failures(withdrawal) + withdrawal_failures(composites.withdrawal)
+            notes += composites.withdrawal.summary_lines()
             print_summary(rows, run_dir, unit="images", notes=notes)
             return rows
     rows = group_rows + withdrawal_failures(withdrawal)

@@ -6,8 +6,9 @@ and for each regenerated face its group and surrogate crop, or why it has none. 
 ``members_hash``, and every face's reason for having none: a shard is skipped when it finished
 with the same hash, and redone otherwise, its old outputs withdrawn here, before any group is
 made, so nothing made from a dissolved group (an erased member's) stays published. Composites
-of shards no longer present (gone, not found, or erased whole) are withdrawn: their faces'
-groups are dissolved whatever --keep-orphans says.
+of shards no longer present (gone, or named but not found) are withdrawn: their faces left their
+groups. A gone shard kept by --keep-orphans keeps its faces in their groups and its composite
+while nothing changes, and loses the composite when something does (it cannot be redone).
 """
 from __future__ import annotations
 
@@ -82,18 +83,20 @@ def composite_hash(version: str | None, images: list[CompositeImage], faces: lis
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan_composites(cfg, present: list[str], versions: dict[str, str], rows: list[dict], groups) -> CompositePlan:
+def plan_composites(cfg, present: list[str], versions: dict[str, str], rows: list[dict], groups,
+                    gone: set[str] = frozenset()) -> CompositePlan:
+    """The composite tasks of the ``present`` shards (``gone``: those kept by --keep-orphans,
+    whose composite is kept while its hash holds and withdrawn otherwise: it cannot be redone
+    without its input)."""
     run_dir = cfg.run_dir
     done = Checkpoint.load(posixpath.join(run_dir, "manifest"), GROUP_MANIFEST_SCHEMA)
-    made = done.latest("input_shard", "status", "members_hash")
-    withdrawal = withdraw(done, [url for url in made if url not in set(present)], composite_files(run_dir))
     made = done.latest("input_shard", "status", "members_hash")
     images_of, states = recorded_images(rows), face_states(run_dir, groups, cfg.identity.k)
     by_shard: dict[str, list[CompositeFace]] = {}
     for row in rows:
         if row["face"] is not None and row["key"] in states:
             by_shard.setdefault(row["input_shard"], []).append(states[row["key"]])
-    tasks, n_done = [], 0
+    tasks, n_done, stale = [], 0, [url for url in made if url not in set(present)]
     for url in present:
         images = sorted(images_of.get(url, {}).values(), key=lambda i: i.key)
         faces = sorted(by_shard.get(url, []), key=lambda f: f.key)
@@ -102,8 +105,11 @@ def plan_composites(cfg, present: list[str], versions: dict[str, str], rows: lis
         status, previous = made.get(url, (None, None))
         if status in FINAL and previous == task.composite_hash:
             n_done += 1
-            continue
-        if url in made:
-            remove(task.output_url)            # made from other groups or content: not published while redone
-        tasks.append(task)
-    return CompositePlan(tasks, done, n_done, withdrawal)
+        elif url in gone:
+            if url in made:
+                stale.append(url)
+        else:
+            if url in made:
+                remove(task.output_url)        # made from other groups or content: not published while redone
+            tasks.append(task)
+    return CompositePlan(tasks, done, n_done, withdraw(done, stale, composite_files(run_dir)))
