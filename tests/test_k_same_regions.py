@@ -79,8 +79,10 @@ def test_k_same_faces_account_window_bound_rerun_and_erasure(ray_cluster, pixel_
     pixels = {key: scene(i) for i, key in enumerate(["p0", "p1", "p2", "p3", "p4", "none", "bad"])}
     src = {"p0": (pixels["p0"], "p0", [BOX]), "p1": (pixels["p1"], "p1", [BOX]), "p2": (pixels["p2"], "p2", CORNERS),
            "none": (pixels["none"], "p9", []), "bad": (pixels["bad"], "p8", "[[10, 10, 5, 5]]"),
-           "p3": (pixels["p3"], "p3", [BOX]), "p4": (pixels["p4"], "p4", [BOX, SMALL])}
-    halves = (["p0", "p1", "p2", "none", "bad"], ["p3", "p4"])
+           "p3": (pixels["p3"], "p3", [BOX]), "p4": (pixels["p4"], "p4", [BOX, SMALL]),
+           "tiny": (scene(7), "p7", [SMALL])}
+    pixels["tiny"] = src["tiny"][0]
+    halves = (["p0", "p1", "p2", "none", "bad"], ["p3", "p4", "tiny"])
     shards = [str(tmp_path / "a.tar"), str(tmp_path / "b.tar")]
 
     def write_inputs(samples: dict) -> None:
@@ -93,11 +95,11 @@ def test_k_same_faces_account_window_bound_rerun_and_erasure(ray_cluster, pixel_
     first, faces = published(run_dir), face_rows(run_dir)
     rows = pd.read_parquet(run_dir / "rows").set_index("source_key")
     # (a) every input accounted for: faces published, the rest error rows that say why
-    assert sorted(rows.index) == sorted(src) and sorted(first) == ["p0", "p1", "p2", "p3", "p4"]
+    assert sorted(rows.index) == sorted(src) and sorted(first) == ["p0", "p1", "p2", "p3", "p4", "tiny"]
     assert rows.loc["none", "error_kind"] == "no_face" and rows.loc["bad", "error_kind"] == "bad_boxes"
     regenerated = faces[faces.action == "regenerated"]
     assert len(regenerated) == 6 and regenerated.identity_group.notna().all()
-    assert faces.set_index("action").loc["pixelated", "source_key"] == "p4"
+    assert sorted(faces[faces.action == "pixelated"].source_key) == ["p4", "tiny"]      # only a mosaic: published
     groups = pd.read_parquet(run_dir / "k-same" / "groups.parquet")
     for _, members in groups.groupby("group"):            # >= k people; an image's two faces never together
         assert members.person.nunique() >= 3 and members.person.is_unique
@@ -149,6 +151,7 @@ def test_k_same_faces_account_window_bound_rerun_and_erasure(ray_cluster, pixel_
     # composite that used it is redone (or withdrawn), and everything is still accounted for.
     gone_group = member_group[f"{m1}\x1fface0"]
     users = set(groups[groups.group == gone_group].key.str.split("\x1f").str[0]) - {m1}
+    assert users
     del current[m1]
     write_inputs(current)
     run_dir = run(inputs, out, pixel_model_dir)

@@ -135,15 +135,9 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
                             units=("groups", "faces" if cfg.regions.region == "faces" else "images"))
         group_rows = save_checkpoint(groups.done.updated(task_rows(groups.tasks, this_run))).rows()
         if cfg.regions.region == "faces":
-            print(f"\n{len(composites.tasks)} shard(s) to composite, {composites.n_done} already done",
-                  file=sys.stderr, flush=True)
-            made = pool.run(composites.tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
-                            units=("shards composited", "images"))
-            rows = save_checkpoint(composites.done.updated(task_rows(composites.tasks, made))).rows()
-            rows += [r for r in group_rows if r["status"] == "failed"]
+            rows = run_composites(pool, composites, config_hash) + [r for r in group_rows if r["status"] == "failed"]
             rows += withdrawal_failures(withdrawal) + withdrawal_failures(composites.withdrawal)
-            notes += composites.withdrawal.summary_lines()
-            print_summary(rows, run_dir, unit="images", notes=notes)
+            print_summary(rows, run_dir, unit="images", notes=notes + composites.withdrawal.summary_lines())
             return rows
     rows = group_rows + withdrawal_failures(withdrawal)
     if waiting_rows:
@@ -151,6 +145,15 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
                      f"a group (rows/not-grouped.parquet)")
     print_summary(rows, run_dir, unit="images", notes=notes)
     return rows
+
+
+def run_composites(pool, composites, config_hash: str) -> list[dict]:
+    """--region faces, stage 3: the composite tasks; returns the merged composite manifest."""
+    print(f"\n{len(composites.tasks)} shard(s) to composite, {composites.n_done} already done",
+          file=sys.stderr, flush=True)
+    made = pool.run(composites.tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
+                    units=("shards composited", "images"))
+    return save_checkpoint(composites.done.updated(task_rows(composites.tasks, made))).rows()
 
 
 def read_stage1(run_dir: str, present: list[str]) -> list[dict]:
