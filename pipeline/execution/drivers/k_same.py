@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.engine.completion import remove_outputs
-from pipeline.engine.tasks import EmbeddingTask, GroupMember, GroupTask
+from pipeline.engine.tasks import CompositeTask, EmbeddingTask, GroupMember, GroupTask
 from pipeline.errors import DUPLICATE_KEY, GROUP_WAITING
 from pipeline.execution.actors import KSameWorker
 from pipeline.execution.drivers.common import (RunPlan, list_inputs, missing_note, print_summary, save_checkpoint,
@@ -57,17 +57,21 @@ def groups_url(run_dir: str) -> str:
     return posixpath.join(k_same_dir(run_dir), "groups.parquet")
 
 
-def read_groups(run_dir: str) -> dict[str, int]:
-    """The persisted groups: key -> group id (empty before the first grouping)."""
+def read_group_rows(run_dir: str) -> list[dict]:
+    """The persisted groups' rows (``GROUPS_SCHEMA``; empty before the first grouping)."""
     import fsspec
     import pyarrow.parquet as pq
 
     try:
         with fsspec.open(groups_url(run_dir), "rb") as f:
-            table = pq.read_table(f)
+            return pq.read_table(f).to_pylist()
     except FileNotFoundError:
-        return {}
-    return dict(zip(table.column("key").to_pylist(), table.column("group").to_pylist()))
+        return []
+
+
+def read_groups(run_dir: str) -> dict[str, int]:
+    """The persisted groups: key -> group id (empty before the first grouping)."""
+    return {row["key"]: row["group"] for row in read_group_rows(run_dir)}
 
 
 def embedding_files(run_dir: str):
@@ -201,7 +205,8 @@ def plan_groups(cfg, rows: list[dict], versions: dict[str, str]) -> GroupPlan:
     plan the group tasks."""
     run_dir, faces = cfg.run_dir, cfg.regions.region == "faces"
     members, refs, unusable = read_members(rows)
-    update = update_groups(read_groups(run_dir), list(members.values()), cfg.identity.k)
+    previous = read_group_rows(run_dir)
+    update = update_groups({r["key"]: r["group"] for r in previous}, list(members.values()), cfg.identity.k)
     done = Checkpoint.load(GroupTask.manifest_dir(run_dir, faces), GROUP_MANIFEST_SCHEMA)
     made = done.latest("input_shard", "status", "members_hash")
     # Dissolved groups' outputs go before the new grouping is recorded (an erased person's
@@ -213,6 +218,9 @@ def plan_groups(cfg, rows: list[dict], versions: dict[str, str]) -> GroupPlan:
         remove_outputs(stale.rows_url, stale.manifest_url)
         forgotten.append(posixpath.basename(stale.manifest_url))
     done.forget(forgotten)
+    if faces:        # and the composites that show their faces (redone once the faces have new groups)
+        for shard in sorted({r["input_shard"] for r in previous if r["group"] in update.dissolved}):
+            remove(CompositeTask.for_inputs(run_dir, shard, None).output_url)
     groups: dict[int, list[GroupMember]] = {}
     for key, gid in sorted(update.assignment.items()):
         groups.setdefault(gid, []).append(refs[key])
