@@ -60,12 +60,11 @@ class AppearanceEmbedding(Transform):
     def process(self, items: list[Decoded]) -> list[Produced]:
         out = []
         for j, (sample, field, image) in enumerate(items):
-            row = image_row(sample, field, image)
-            if self.identity_field is not None and person_of(sample.fields, sample.key, self.identity_field) is None:
+            row, person = image_row(sample, field, image), person_of(sample.fields, sample.key, self.identity_field)
+            if person is None:
                 out.append(Produced({**row, **no_identity(self.identity_field)}, item=j))
                 continue
-            out.append(member_output(row, sample.key, person_of(sample.fields, sample.key, self.identity_field),
-                                     image.pixels, self.task, j))
+            out.append(member_output(row, sample.key, person, image.pixels, self.task, j))
         return out
 
 
@@ -86,8 +85,14 @@ def member_output(row: dict, key: str, person: str, pixels: np.ndarray, task, it
     row, its pixels at the model's resolution in the task's cache under ``key``."""
     row = {**row, "key": key, "status": "ok", "person": person, "embedding": appearance_embedding(pixels).tolist(),
            "cache_url": task.cache_url(key)}
-    cached = {"pixels": torch.from_numpy(np.array(pixels))}           # a copy: a crop may view a read-only image
-    return Produced(row, {"safetensors": safetensors.torch.save(cached)}, sink="cache", item=item)
+    return Produced(row, cached_pixels(pixels), sink="cache", item=item)
+
+
+def cached_pixels(pixels: np.ndarray) -> dict[str, bytes]:
+    """The one field of a key-named cache file: the pixels as safetensors (what ``GroupSource``
+    and the composite stage read back)."""
+    tensor = torch.from_numpy(np.array(pixels, order="C"))      # a C-ordered copy: a crop may view a read-only image
+    return {"safetensors": safetensors.torch.save({"pixels": tensor})}
 
 
 def boomerang_columns(settings, model, precision: str) -> dict:
@@ -143,8 +148,7 @@ class GroupSurrogates(Transform):
         for j, row in enumerate(rows):
             row.update(status="ok", error=None, error_kind=None, timestep=timestep, model_evals=evals, seconds=seconds)
             if self.task.faces:
-                cached = {"pixels": torch.from_numpy(np.ascontiguousarray(pixels[j]))}
-                out.append(Produced(row, {"safetensors": safetensors.torch.save(cached)}, sink="cache", item=j))
+                out.append(Produced(row, cached_pixels(pixels[j]), sink="cache", item=j))
                 continue
             sample = self.publisher.sample({}, OUTPUT_FIELD, pixels[j], row, identity="k-same")
             out.append(Produced(row, sample, item=j))
