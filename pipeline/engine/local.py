@@ -116,8 +116,8 @@ def k_same_stages(cfg, model, secret: bytes | None = None, detector=None) -> dic
     from pipeline.transforms.k_same_faces import FaceEmbedding
 
     detector = detector if detector is not None else load_detector_of(cfg, str(model.device))
-    return {EmbeddingTask: FaceEmbedding(cfg, model.resolution, detector), GroupTask: GroupSurrogates(cfg, model, publisher),
-            CompositeTask: SurrogateFaces(cfg, model, publisher)}
+    return {EmbeddingTask: FaceEmbedding(cfg, model.resolution, detector),
+            GroupTask: GroupSurrogates(cfg, model, publisher), CompositeTask: SurrogateFaces(cfg, model, publisher)}
 
 
 def process_shard(cfg, model, task, *, transform=None, secret: bytes | None = None, detector=None, judge=None,

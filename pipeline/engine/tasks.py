@@ -385,10 +385,11 @@ class GroupTask:
 
     @staticmethod
     def manifest_dir(run_dir: str, faces: bool = False) -> str:
-        return posixpath.join(run_dir, "k-same", "surrogates-manifest") if faces else posixpath.join(run_dir, "manifest")
+        return posixpath.join(run_dir, "k-same" if faces else "", "surrogates-manifest" if faces else "manifest")
 
     @classmethod
-    def for_group(cls, run_dir: str, group: int, members=(), members_hash: str = "", faces: bool = False) -> "GroupTask":
+    def for_group(cls, run_dir: str, group: int, members=(), members_hash: str = "",
+                  faces: bool = False) -> "GroupTask":
         name = cls.name_of(group)
         manifest = posixpath.join(cls.manifest_dir(run_dir, faces), f"{name}.parquet")
         if faces:
