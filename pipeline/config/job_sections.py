@@ -250,7 +250,9 @@ class IdentitySettings(Settings):
                                    "beats 1/k among its group)", choices=IDENTITY_MODES)
     k: int = setting(10, "k-same: distinct people per group (at least)", type=positive_int)
     identity_field: str | None = setting(None, "k-same: the sample field that names the person (e.g. cls); unset: "
-                                               "every key is its own person", metavar="FIELD")
+                                               "every key (with --region faces: every face) is its own person; "
+                                               "with --region faces every face of an image carries its label",
+                                          metavar="FIELD")
     own_noise: float = setting(0.5, "k-same: gamma, the share of each output's start noise that is its own (key-"
                                     "derived) rather than its group's: 0 makes the group's outputs alike, 1 "
                                     "independent draws around the surrogate", type=float)
@@ -277,9 +279,9 @@ class IdentitySettings(Settings):
         if job.privacy.privacy_target:
             raise UserError("--identity k-same and --privacy-target are two ways to choose what an output keeps: "
                             "use one")
-        if job.regions.region != "full":
-            raise UserError("--identity k-same regenerates whole images for now (--region full): surrogate faces "
-                            "blended into each member's frame are not built yet")
+        if job.regions.region == "faces" and job.regions.no_face == "full":
+            raise UserError("--no-face full with --identity k-same --region faces: a frame without a face has no "
+                            "person to group; use --no-face drop or keep")
         if job.publication.keep_fields:
             raise UserError("--keep-fields with --identity k-same: a label published beside a surrogate names the "
                             "person the group hides")

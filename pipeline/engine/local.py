@@ -101,14 +101,23 @@ def anonymize_transform(cfg, model, secret: bytes | None = None, detector=None, 
     return WholeImage(cfg, model, publisher, policy)
 
 
-def k_same_stages(cfg, model, secret: bytes | None = None) -> dict:
-    """--identity k-same: the transform of each of its two task types."""
-    from pipeline.engine.tasks import EmbeddingTask, GroupTask
+def k_same_stages(cfg, model, secret: bytes | None = None, detector=None) -> dict:
+    """--identity k-same: the transform of each of its task types (with --region faces, faces
+    found by ``detector`` are the members and a third stage composites each input shard)."""
+    from pipeline.engine.tasks import CompositeTask, EmbeddingTask, GroupTask
     from pipeline.transforms.k_same import AppearanceEmbedding, GroupSurrogates
     from pipeline.transforms.publication import Publisher
 
-    return {EmbeddingTask: AppearanceEmbedding(cfg, model.resolution),
-            GroupTask: GroupSurrogates(cfg, model, Publisher(cfg, secret, cfg.config_hash()))}
+    publisher = Publisher(cfg, secret, cfg.config_hash())
+    if cfg.regions.region != "faces":
+        return {EmbeddingTask: AppearanceEmbedding(cfg, model.resolution),
+                GroupTask: GroupSurrogates(cfg, model, publisher)}
+    from pipeline.transforms.k_same_composite import SurrogateFaces
+    from pipeline.transforms.k_same_faces import FaceEmbedding
+
+    detector = detector if detector is not None else load_detector_of(cfg, str(model.device))
+    return {EmbeddingTask: FaceEmbedding(cfg, model.resolution, detector),
+            GroupTask: GroupSurrogates(cfg, model, publisher), CompositeTask: SurrogateFaces(cfg, model, publisher)}
 
 
 def process_shard(cfg, model, task, *, transform=None, secret: bytes | None = None, detector=None, judge=None,

@@ -9,7 +9,10 @@ imports, so a Ray driver plans a run without loading torch.
 * ``PairTask``: the interpolation's stage 2, one group of pairs decoded into one output shard;
 * ``EmbeddingTask``: ``--identity k-same``'s stage 1, one input shard's images embedded and cached
   under ``k-same/``;
-* ``GroupTask``: its stage 2, one group's surrogate and every member's output, into one shard.
+* ``GroupTask``: its stage 2, one group's surrogate and every member's output, into one shard
+  (with --region faces: the members' surrogate face crops, cached);
+* ``CompositeTask``: with --region faces, its stage 3: one input shard with every face replaced
+  by its group's surrogate crop.
 """
 from __future__ import annotations
 
@@ -363,13 +366,16 @@ class GroupMember:
 class GroupTask:
     """k-same stage 2: one group (``group-<id>``): its surrogate and every member's output,
     published as ``shards/group-<id>.tar``; ``members_hash`` names the members and the content
-    versions they were cached from (a change redoes the group)."""
+    versions they were cached from (a change redoes the group). With ``faces`` (--region faces)
+    the members are face crops and their outputs are not published: they are cached, one file
+    per member key, under ``k-same/surrogates/group-<id>/`` for the composite stage."""
     group: int
     members: tuple[GroupMember, ...]
     members_hash: str
     output_url: str
     rows_url: str
     manifest_url: str
+    faces: bool = False
     manifest_schema: ClassVar = GROUP_MANIFEST_SCHEMA
     counts: ClassVar = SHARD_COUNTS
 
@@ -377,12 +383,30 @@ class GroupTask:
     def name_of(group: int) -> str:
         return f"group-{group:06d}"
 
+    @staticmethod
+    def manifest_dir(run_dir: str, faces: bool = False) -> str:
+        return posixpath.join(run_dir, "k-same" if faces else "", "surrogates-manifest" if faces else "manifest")
+
     @classmethod
-    def for_group(cls, run_dir: str, group: int, members=(), members_hash: str = "") -> "GroupTask":
+    def for_group(cls, run_dir: str, group: int, members=(), members_hash: str = "",
+                  faces: bool = False) -> "GroupTask":
         name = cls.name_of(group)
+        manifest = posixpath.join(cls.manifest_dir(run_dir, faces), f"{name}.parquet")
+        if faces:
+            base = posixpath.join(run_dir, "k-same")
+            return cls(group, tuple(members), members_hash, posixpath.join(base, "surrogates", name),
+                       posixpath.join(base, "surrogates-rows", f"{name}.parquet"), manifest, True)
         return cls(group, tuple(members), members_hash, posixpath.join(run_dir, "shards", f"{name}.tar"),
-                   posixpath.join(run_dir, "rows", f"{name}.parquet"),
-                   posixpath.join(run_dir, "manifest", f"{name}.parquet"))
+                   posixpath.join(run_dir, "rows", f"{name}.parquet"), manifest)
+
+    @property
+    def published(self) -> str:
+        """What to remove to withdraw its outputs (with ``faces``: its cache directory)."""
+        return self.output_url.rstrip("/") + "/" if self.faces else self.output_url
+
+    def cache_url(self, key: str) -> str:
+        """With ``faces``: a member's surrogate crop, named by a hash of its key."""
+        return posixpath.join(self.output_url, key_file_name(key, ".safetensors"))
 
     @property
     def input_url(self) -> str:       # what progress, failures and the manifest call the task
@@ -394,8 +418,10 @@ class GroupTask:
         return GroupSource(self)
 
     def files(self, transform, key_ordered: bool = False):
-        from pipeline.engine.loop import TarSink, TaskFiles
+        from pipeline.engine.loop import KeyFiles, TarSink, TaskFiles
 
+        if self.faces:
+            return TaskFiles(self.rows_url, sinks={"cache": KeyFiles(self.cache_url)})
         return TaskFiles(self.rows_url, sinks={"shards": TarSink(self.output_url, key_ordered)})
 
     def manifest_base(self, **context) -> dict:
@@ -404,3 +430,47 @@ class GroupTask:
 
     def row_base(self) -> dict:
         return {"output_shard": self.output_url}
+
+
+@dataclass(frozen=True)
+class CompositeImage:
+    """k-same with --region faces, stage 3: what stage 1 recorded of one image: its faces'
+    clipped boxes in detection order (``pipeline.regions.boxes.FaceBox``; the crops and masks
+    are planned from them again), or why it cannot be used."""
+    key: str
+    boxes: tuple = ()
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CompositeFace:
+    """A regenerated face (its member key): its group and surrogate crop, or why it has none
+    (``group_waiting``, or the reason it is no group member)."""
+    key: str
+    group: int | None = None
+    surrogate_url: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CompositeTask(ShardTask):
+    """k-same with --region faces, stage 3: one input shard read again, every face replaced by
+    its group's surrogate crop, published like a region-mode anonymize shard (``shards/``,
+    ``rows/``, ``faces/``, ``manifest/``). ``composite_hash`` names the input's content and each
+    face's group and the group's members (a change redoes the shard)."""
+    images: tuple[CompositeImage, ...] = ()
+    faces: tuple[CompositeFace, ...] = ()
+    composite_hash: str = ""
+    manifest_schema: ClassVar = GROUP_MANIFEST_SCHEMA
+
+    @classmethod
+    def for_inputs(cls, run_dir: str, input_url: str, input_version: str | None, images=(), faces=(),
+                   composite_hash: str = "") -> "CompositeTask":
+        base = ShardTask.for_shard(run_dir, input_url, None, input_version)
+        return cls(base.input_url, base.output_url, base.rows_url, base.manifest_url, None, input_version,
+                   tuple(images), tuple(faces), composite_hash)
+
+    def manifest_base(self, **context) -> dict:
+        return {**super().manifest_base(**context), "members_hash": self.composite_hash}

@@ -11,7 +11,7 @@ import ray
 
 from pipeline.config.interpolation import InterpConfig
 from pipeline.config.job import JobConfig
-from pipeline.engine.tasks import GroupTask, InversionTask, PairTask, ShardTask
+from pipeline.engine.tasks import CompositeTask, GroupTask, InversionTask, PairTask, ShardTask
 
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,8 @@ class InterpWorker(Worker):
 
 
 class KSameWorker(Worker):
-    """--identity k-same: the model, loaded once, for both stages (embedding, group surrogates)."""
+    """--identity k-same: the model, loaded once, for every stage (embedding, group surrogates,
+    and with --region faces the composites)."""
 
     def setup(self, cfg: JobConfig, secret: bytes | None) -> None:
         from pipeline.engine.local import k_same_stages, load_job_model, model_identity
@@ -202,4 +203,4 @@ class KSameWorker(Worker):
         from pipeline.engine.loop import run
 
         return run(task, self.stages[type(task)], progress=self.report, max_member_bytes=self.max_member_bytes,
-                   key_ordered=self.key_ordered and isinstance(task, GroupTask), **self.context)
+                   key_ordered=self.key_ordered and isinstance(task, (GroupTask, CompositeTask)), **self.context)

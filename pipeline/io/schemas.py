@@ -221,13 +221,23 @@ EMBEDDING_ROW_SCHEMA = pa.schema([
     ("input_shard", pa.string()),
     ("person", pa.string()),           # the --identity-field's value, or the key
     ("embedding", pa.list_(pa.float32())),   # pipeline.transforms.k_same_groups.appearance_embedding
-    ("cache_url", pa.string()),        # the image at the model's resolution (safetensors: pixels)
+    ("cache_url", pa.string()),        # the image (or face crop) at the model's resolution (safetensors: pixels)
     *IMAGE_COLUMNS,
+    # --region faces (null otherwise): one row per face (key: the image's key + "\x1fface<i>"; a
+    # member only when regenerated), or one row for an image without a face (face null). The
+    # clipped box is what the composite stage plans the face's crop and mask from again.
+    ("face", pa.int64()),
+    ("action", pa.string()),           # "regenerated" (a group member) or "pixelated" (below --min-face)
+    ("detector", pa.string()),
+    ("score", pa.float64()),
+    ("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64()),
 ])
 # Stage 2 (per group): the anonymize rows plus the group each output was made from.
 GROUP_ROW_SCHEMA = ROW_SCHEMA.append(pa.field("identity_group", pa.int64())).append(
     pa.field("group_size", pa.int64())).append(pa.field("group_people", pa.int64()))
 GROUP_MANIFEST_SCHEMA = MANIFEST_SCHEMA.append(pa.field("members_hash", pa.string()))
+# --region faces with k-same: the face rows plus the group each regenerated face's surrogate came from.
+K_SAME_FACE_ROW_SCHEMA = FACE_ROW_SCHEMA.append(pa.field("identity_group", pa.int64()))
 # <run_dir>/k-same/groups.parquet: the persisted groups (key -> group id), what reruns keep.
 GROUPS_SCHEMA = pa.schema([("key", pa.string()), ("person", pa.string()), ("group", pa.int64()),
                            ("input_shard", pa.string())])

@@ -51,6 +51,26 @@ def plan_faces(boxes: list[FaceBox], width: int, height: int, regions) -> list[F
     return plans
 
 
+def find_faces(detector, items: list[Decoded], limit: int) -> list[list[FaceBox] | SampleError]:
+    """Boxes per decoded image (or why the image cannot be used): supplied boxes checked
+    against their image, and every image with more faces than ``limit`` (--max-faces) refused
+    whole. Face regions and k-same's face members (``k_same_faces``) find faces alike."""
+    if detector.name == "supplied":
+        out: list = []
+        for sample, _, image in items:
+            try:
+                boxes = detector.for_sample(sample.key, sample.fields)
+                check_boxes_fit(boxes, image.pixels.shape[1], image.pixels.shape[0])
+                out.append(boxes)
+            except BadBoxes as exc:
+                out.append(SampleError(BAD_BOXES, str(exc)))
+    else:
+        out = detector.detect([image.pixels for _, _, image in items])
+    return [SampleError(TOO_MANY_FACES, f"{len(found)} faces found; at most {limit} per image (--max-faces): "
+                                        f"not published, since a face left as it is would be")
+            if isinstance(found, list) and len(found) > limit else found for found in out]
+
+
 def seed_key(key: str, plan: FacePlan | None) -> str:
     """Each face draws its noise from its own generator: outputs do not depend on batching."""
     return f"{key}\x1fframe" if plan is None else f"{key}\x1fface{plan.index}"
@@ -67,7 +87,7 @@ class FaceRegions(ImageOutputs):
         self.decode = DecodeSpec(None, images.min_side, images.max_pixels, images.image_field, keep_size=True)
 
     def process(self, items: list[Decoded]) -> list[Produced]:
-        found = self._find(items) if items else []
+        found = find_faces(self.detector, items, self.regions.max_faces) if items else []
         plans: list[list[FacePlan] | SampleError] = [
             f if isinstance(f, SampleError) else plan_faces(f, image.pixels.shape[1], image.pixels.shape[0], self.regions)
             for f, (_, _, image) in zip(found, items)]
@@ -107,25 +127,6 @@ class FaceRegions(ImageOutputs):
             groups[-1].append(k)
             jobs += cost
         return groups
-
-    def _find(self, items: list[Decoded]) -> list[list[FaceBox] | SampleError]:
-        """Boxes per decoded image (or why the image cannot be used): supplied boxes checked
-        against their image, and every image with more faces than --max-faces refused whole."""
-        if self.detector.name == "supplied":
-            out: list = []
-            for sample, _, image in items:
-                try:
-                    boxes = self.detector.for_sample(sample.key, sample.fields)
-                    check_boxes_fit(boxes, image.pixels.shape[1], image.pixels.shape[0])
-                    out.append(boxes)
-                except BadBoxes as exc:
-                    out.append(SampleError(BAD_BOXES, str(exc)))
-        else:
-            out = self.detector.detect([image.pixels for _, _, image in items])
-        limit = self.regions.max_faces
-        return [SampleError(TOO_MANY_FACES, f"{len(found)} faces found; at most {limit} per image (--max-faces): "
-                                            f"not published, since a face left as it is would be")
-                if isinstance(found, list) and len(found) > limit else found for found in out]
 
     def _model_plans(self, plans: list[FacePlan]) -> list[FacePlan | None]:
         """The crops an image sends to the model: its regenerated faces, or its whole frame when

@@ -8,7 +8,9 @@
   combination over n members, at Boomerang's t_B), one per member with the member's own
   key-derived noise, and each runs the reverse process to t = 0 with the member's generator.
   What an output depends on: the members' latents as a set, the group id (its noise draws) and
-  its own key's generator; not on which member it is published for.
+  its own key's generator; not on which member it is published for. With --region faces the
+  members are face crops and their outputs go to a cache for the composite stage
+  (``k_same_composite``), not to a shard.
 """
 from __future__ import annotations
 
@@ -58,20 +60,45 @@ class AppearanceEmbedding(Transform):
     def process(self, items: list[Decoded]) -> list[Produced]:
         out = []
         for j, (sample, field, image) in enumerate(items):
-            row = {"key": sample.key, "source_key": sample.key, "image_field": field, "orig_width": image.orig_width,
-                   "orig_height": image.orig_height, "orig_mode": image.orig_mode, "conversion": image.conversion,
-                   "resize_rule": image.resize_rule}
-            person = person_of(sample.fields, sample.key, self.identity_field)
+            row, person = image_row(sample, field, image), person_of(sample.fields, sample.key, self.identity_field)
             if person is None:
-                row.update(status="error", error_kind=NO_IDENTITY,
-                           error=f"no {self.identity_field!r} field to name the person (--identity-field)")
-                out.append(Produced(row, item=j))
+                out.append(Produced({**row, **no_identity(self.identity_field)}, item=j))
                 continue
-            row.update(status="ok", person=person, embedding=appearance_embedding(image.pixels).tolist(),
-                       cache_url=self.task.cache_url(sample.key))
-            cached = {"pixels": torch.from_numpy(np.ascontiguousarray(image.pixels))}
-            out.append(Produced(row, {"safetensors": safetensors.torch.save(cached)}, sink="cache", item=j))
+            out.append(member_output(row, sample.key, person, image.pixels, self.task, j))
         return out
+
+
+def image_row(sample, field: str, image) -> dict:
+    """A stage-1 row's columns of the input image."""
+    return {"key": sample.key, "source_key": sample.key, "image_field": field, "orig_width": image.orig_width,
+            "orig_height": image.orig_height, "orig_mode": image.orig_mode, "conversion": image.conversion,
+            "resize_rule": image.resize_rule}
+
+
+def no_identity(identity_field: str) -> dict:
+    return {"status": "error", "error_kind": NO_IDENTITY,
+            "error": f"no {identity_field!r} field to name the person (--identity-field)"}
+
+
+def member_output(row: dict, key: str, person: str, pixels: np.ndarray, task, item: int) -> Produced:
+    """A group member (an image, or a face crop): its person and appearance embedding in its
+    row, its pixels at the model's resolution in the task's cache under ``key``."""
+    row = {**row, "key": key, "status": "ok", "person": person, "embedding": appearance_embedding(pixels).tolist(),
+           "cache_url": task.cache_url(key)}
+    return Produced(row, cached_pixels(pixels), sink="cache", item=item)
+
+
+def cached_pixels(pixels: np.ndarray) -> dict[str, bytes]:
+    """The one field of a key-named cache file: the pixels as safetensors (what ``GroupSource``
+    and the composite stage read back)."""
+    tensor = torch.from_numpy(np.array(pixels, order="C"))      # a C-ordered copy: a crop may view a read-only image
+    return {"safetensors": safetensors.torch.save({"pixels": tensor})}
+
+
+def boomerang_columns(settings, model, precision: str) -> dict:
+    """How a k-same output is made, as row columns (one Boomerang round trip at --t)."""
+    return {"method": "boomerang", "sampler": settings.sampler, "steps": settings.steps, "cascade": 1, "variant": 0,
+            "t": settings.t[0], "num_train_timesteps": model.num_train_timesteps, "precision": precision}
 
 
 def content_key(pixels: np.ndarray) -> str:
@@ -95,12 +122,11 @@ class GroupSurrogates(Transform):
         self.task = task
 
     def row_of(self, member, people: int, size: int) -> dict:
-        s = self.settings
-        return {"key": self.publisher.key(member.key, None, 0), "source_key": member.key, "input_shard": member.shard,
-                "method": "boomerang", "sampler": s.sampler, "steps": s.steps, "cascade": 1, "variant": 0,
-                "t": s.t[0], "num_train_timesteps": self.model.num_train_timesteps, "precision": self.precision,
-                "seed": sample_seed(self.seed, member.key, 0), "identity_group": self.task.group,
-                "group_size": size, "group_people": people}
+        # a face member's output is cached, not published: its row keeps the member key
+        key = member.key if self.task.faces else self.publisher.key(member.key, None, 0)
+        return {**boomerang_columns(self.settings, self.model, self.precision), "key": key, "source_key": member.key,
+                "input_shard": member.shard, "seed": sample_seed(self.seed, member.key, 0),
+                "identity_group": self.task.group, "group_size": size, "group_people": people}
 
     def process(self, items: list) -> list[Produced]:
         members = [m for m, _, _ in items]
@@ -121,6 +147,9 @@ class GroupSurrogates(Transform):
         out = []
         for j, row in enumerate(rows):
             row.update(status="ok", error=None, error_kind=None, timestep=timestep, model_evals=evals, seconds=seconds)
+            if self.task.faces:
+                out.append(Produced(row, cached_pixels(pixels[j]), sink="cache", item=j))
+                continue
             sample = self.publisher.sample({}, OUTPUT_FIELD, pixels[j], row, identity="k-same")
             out.append(Produced(row, sample, item=j))
         return out

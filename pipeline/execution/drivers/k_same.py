@@ -16,6 +16,12 @@ the run directory's lock, planned and withdrawn like every job kind.
 
 Rows: every input is in ``rows/group-*.parquet`` (its output) or ``rows/not-grouped.parquet``
 (unusable in stage 1, or waiting for enough new people to form a group), rewritten each run.
+
+With ``--region faces`` the members are faces (stage 1 finds them), stage 2 caches each face's
+surrogate crop under ``k-same/surrogates/`` instead of publishing it, and a third stage,
+**composites**, one ``CompositeTask`` per input shard (``pipeline.execution.drivers.k_same_regions``),
+pastes them into their images and publishes ``shards/<shard>.tar``, ``rows/``, ``faces/`` and
+``manifest/`` as region-mode anonymize does; every input is in its shard's rows.
 """
 from __future__ import annotations
 
@@ -23,15 +29,17 @@ import hashlib
 import json
 import posixpath
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.engine.completion import remove_outputs
-from pipeline.engine.tasks import EmbeddingTask, GroupMember, GroupTask
+from pipeline.engine.tasks import CompositeTask, EmbeddingTask, GroupMember, GroupTask
 from pipeline.errors import DUPLICATE_KEY, GROUP_WAITING
 from pipeline.execution.actors import KSameWorker
 from pipeline.execution.drivers.common import (RunPlan, list_inputs, missing_note, print_summary, save_checkpoint,
                                                withdrawal_failures, write_run_files)
+from pipeline.execution.drivers.k_same_regions import plan_composites
 from pipeline.execution.planning import FINAL, Checkpoint, plan_inputs, task_rows
 from pipeline.execution.pool import WorkerPool
 from pipeline.execution.run_lock import RunLock
@@ -49,17 +57,21 @@ def groups_url(run_dir: str) -> str:
     return posixpath.join(k_same_dir(run_dir), "groups.parquet")
 
 
-def read_groups(run_dir: str) -> dict[str, int]:
-    """The persisted groups: key -> group id (empty before the first grouping)."""
+def read_group_rows(run_dir: str) -> list[dict]:
+    """The persisted groups' rows (``GROUPS_SCHEMA``; empty before the first grouping)."""
     import fsspec
     import pyarrow.parquet as pq
 
     try:
         with fsspec.open(groups_url(run_dir), "rb") as f:
-            table = pq.read_table(f)
+            return pq.read_table(f).to_pylist()
     except FileNotFoundError:
-        return {}
-    return dict(zip(table.column("key").to_pylist(), table.column("group").to_pylist()))
+        return []
+
+
+def read_groups(run_dir: str) -> dict[str, int]:
+    """The persisted groups: key -> group id (empty before the first grouping)."""
+    return {row["key"]: row["group"] for row in read_group_rows(run_dir)}
 
 
 def embedding_files(run_dir: str):
@@ -113,12 +125,25 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
             print_summary(rows, run_dir, notes=notes)
             return rows
         versions = {url: finished[url][1] for url in present}
-        tasks, done, n_done, waiting_rows = plan_groups(cfg, present, versions)
-        print(f"\n{len(tasks)} group(s) of at least {cfg.identity.k} people to make, {n_done} already done",
-              file=sys.stderr, flush=True)
-        this_run = pool.run(tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
-                            units=("groups", "images"))
-    rows = save_checkpoint(done.updated(task_rows(tasks, this_run))).rows() + withdrawal_failures(withdrawal)
+        stage1 = read_stage1(run_dir, present)
+        groups = plan_groups(cfg, stage1, versions)
+        if cfg.regions.region == "faces":
+            # every composite that a changed group touches is withdrawn before any group is made
+            composites = plan_composites(cfg, present, versions, stage1, groups, set(plan.gone))
+        else:
+            waiting_rows = not_grouped_rows(groups.unusable, groups.waiting, cfg.identity.k)
+            write_parquet_atomic(_rows_table(waiting_rows), posixpath.join(run_dir, "rows", "not-grouped.parquet"))
+        print(f"\n{len(groups.tasks)} group(s) of at least {cfg.identity.k} people to make, {groups.n_done} already "
+              f"done", file=sys.stderr, flush=True)
+        this_run = pool.run(groups.tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
+                            units=("groups", "faces" if cfg.regions.region == "faces" else "images"))
+        group_rows = save_checkpoint(groups.done.updated(task_rows(groups.tasks, this_run))).rows()
+        if cfg.regions.region == "faces":
+            rows = run_composites(pool, composites, config_hash) + [r for r in group_rows if r["status"] == "failed"]
+            rows += withdrawal_failures(withdrawal) + withdrawal_failures(composites.withdrawal)
+            print_summary(rows, run_dir, unit="images", notes=notes + composites.withdrawal.summary_lines())
+            return rows
+    rows = group_rows + withdrawal_failures(withdrawal)
     if waiting_rows:
         notes.append(f"{len(waiting_rows)} input(s) not published: unusable or waiting for enough new people to form "
                      f"a group (rows/not-grouped.parquet)")
@@ -126,14 +151,29 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
     return rows
 
 
-def read_members(run_dir: str, present: list[str]) -> tuple[dict[str, Member], dict[str, GroupMember], list[dict]]:
-    """Stage 1's rows of the present shards: usable inputs (for grouping and for their tasks)
-    and the rows of the unusable ones."""
+def run_composites(pool, composites, config_hash: str) -> list[dict]:
+    """--region faces, stage 3: the composite tasks; returns the merged composite manifest."""
+    print(f"\n{len(composites.tasks)} shard(s) to composite, {composites.n_done} already done",
+          file=sys.stderr, flush=True)
+    made = pool.run(composites.tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
+                    units=("shards composited", "images"))
+    return save_checkpoint(composites.done.updated(task_rows(composites.tasks, made))).rows()
+
+
+def read_stage1(run_dir: str, present: list[str]) -> list[dict]:
+    """Stage 1's rows of the present shards."""
     table = save_checkpoint(Checkpoint.load(posixpath.join(k_same_dir(run_dir), "rows"), EMBEDDING_ROW_SCHEMA)).table
     wanted = set(present)
+    return [row for row in table.to_pylist() if row["input_shard"] in wanted]
+
+
+def read_members(rows: list[dict]) -> tuple[dict[str, Member], dict[str, GroupMember], list[dict]]:
+    """Of stage 1's rows: the usable members (for grouping and for their tasks) and the rows of
+    the unusable ones. With --region faces a member is a regenerated face; the rows of pixelated
+    faces and of images without a face are neither (the composite stage reads them)."""
     members, refs, unusable = {}, {}, []
-    for row in table.to_pylist():
-        if row["input_shard"] not in wanted:
+    for row in rows:
+        if row["status"] == "ok" and row["cache_url"] is None:          # not a member (--region faces)
             continue
         if row["status"] == "ok" and row["key"] in members:        # one key in two shards: one person, two images?
             row = {**row, "status": "error", "error_kind": DUPLICATE_KEY,
@@ -146,39 +186,56 @@ def read_members(run_dir: str, present: list[str]) -> tuple[dict[str, Member], d
     return members, refs, unusable
 
 
-def plan_groups(cfg, present: list[str], versions: dict[str, str]):
-    """Update and persist the groups, withdraw the dissolved ones, and return the group tasks to
-    run, the group manifest checkpoint, how many groups are done, and the rows of the inputs
-    that are in no group."""
-    run_dir = cfg.run_dir
-    members, refs, unusable = read_members(run_dir, present)
-    update = update_groups(read_groups(run_dir), list(members.values()), cfg.identity.k)
-    done = Checkpoint.load(posixpath.join(run_dir, "manifest"), GROUP_MANIFEST_SCHEMA)
+@dataclass
+class GroupPlan:
+    """The groups of a run: the group tasks to run, the group manifest checkpoint, how many
+    groups are done, every group's members hash, the member key -> group id, and the members
+    in no group (waiting, and the rows of the unusable ones)."""
+    tasks: list[GroupTask]
+    done: Checkpoint
+    n_done: int
+    hashes: dict[int, str]
+    assignment: dict[str, int]
+    waiting: list[GroupMember]
+    unusable: list[dict]
+
+
+def plan_groups(cfg, rows: list[dict], versions: dict[str, str]) -> GroupPlan:
+    """Update and persist the groups of stage 1's ``rows``, withdraw the dissolved ones, and
+    plan the group tasks."""
+    run_dir, faces = cfg.run_dir, cfg.regions.region == "faces"
+    members, refs, unusable = read_members(rows)
+    previous = read_group_rows(run_dir)
+    update = update_groups({r["key"]: r["group"] for r in previous}, list(members.values()), cfg.identity.k)
+    done = Checkpoint.load(GroupTask.manifest_dir(run_dir, faces), GROUP_MANIFEST_SCHEMA)
     made = done.latest("input_shard", "status", "members_hash")
     # Dissolved groups' outputs go before the new grouping is recorded (an erased person's
     # surrogate is never published again, whatever happens next).
     forgotten = []
     for gid in sorted(update.dissolved):
-        stale = GroupTask.for_group(run_dir, gid)
-        remove_outputs(stale.output_url, stale.rows_url, stale.manifest_url)
+        stale = GroupTask.for_group(run_dir, gid, faces=faces)
+        remove(stale.published)
+        remove_outputs(stale.rows_url, stale.manifest_url)
         forgotten.append(posixpath.basename(stale.manifest_url))
     done.forget(forgotten)
+    if faces:        # and the composites that show their faces (redone once the faces have new groups)
+        for shard in sorted({r["input_shard"] for r in previous if r["group"] in update.dissolved}):
+            remove(CompositeTask.for_inputs(run_dir, shard, None).output_url)
     groups: dict[int, list[GroupMember]] = {}
     for key, gid in sorted(update.assignment.items()):
         groups.setdefault(gid, []).append(refs[key])
     write_parquet_atomic(_groups_table([(m, gid) for gid, ms in groups.items() for m in ms]), groups_url(run_dir))
-    tasks, n_done = [], 0
+    tasks, n_done, hashes = [], 0, {}
     for gid, group in sorted(groups.items()):
-        task = GroupTask.for_group(run_dir, gid, group, members_hash(group, versions))
+        task = GroupTask.for_group(run_dir, gid, group, members_hash(group, versions), faces=faces)
+        hashes[gid] = task.members_hash
         if made.get(task.input_url, (None, None)) == ("ok", task.members_hash):
             n_done += 1
             continue
         if task.input_url in made:
-            remove(task.output_url)          # made from other content: not published while redone
+            remove(task.published)          # made from other content: not published while redone
         tasks.append(task)
-    rows = not_grouped_rows(unusable, [refs[k] for k in update.waiting], cfg.identity.k)
-    write_parquet_atomic(_rows_table(rows), posixpath.join(run_dir, "rows", "not-grouped.parquet"))
-    return tasks, done, n_done, rows
+    return GroupPlan(tasks, done, n_done, hashes, update.assignment, [refs[k] for k in update.waiting], unusable)
 
 
 def not_grouped_rows(unusable: list[dict], waiting: list[GroupMember], k: int) -> list[dict]:
