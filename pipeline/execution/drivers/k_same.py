@@ -27,16 +27,18 @@ import sys
 import numpy as np
 
 from pipeline.engine.completion import remove_outputs
-from pipeline.engine.tasks import EmbeddingTask, GroupMember, GroupTask
+from pipeline.engine.tasks import EmbeddingTask, EvalTask, GroupMember, GroupTask
 from pipeline.errors import DUPLICATE_KEY, GROUP_WAITING
 from pipeline.execution.actors import KSameWorker
-from pipeline.execution.drivers.common import (RunPlan, list_inputs, missing_note, print_summary, save_checkpoint,
-                                               withdrawal_failures, write_run_files)
+from pipeline.execution.drivers.common import (RunPlan, evaluation_dirs, list_inputs, missing_note, print_summary,
+                                               save_checkpoint, withdrawal_failures, write_run_files)
+from pipeline.execution.drivers.evaluation import score_run
 from pipeline.execution.planning import FINAL, Checkpoint, plan_inputs, task_rows
 from pipeline.execution.pool import WorkerPool
 from pipeline.execution.run_lock import RunLock
-from pipeline.execution.withdrawal import TREE, remove, withdraw
-from pipeline.io.schemas import EMBEDDING_ROW_SCHEMA, GROUP_MANIFEST_SCHEMA, GROUP_ROW_SCHEMA, GROUPS_SCHEMA, MANIFEST_SCHEMA
+from pipeline.execution.withdrawal import TREE, forget_in_stored, remove, withdraw
+from pipeline.io.schemas import (EMBEDDING_ROW_SCHEMA, EVAL_MANIFEST_SCHEMA, GROUP_MANIFEST_SCHEMA, GROUP_ROW_SCHEMA,
+                                 GROUPS_SCHEMA, MANIFEST_SCHEMA)
 from pipeline.io.records import rows_table, write_parquet_atomic
 from pipeline.transforms.k_same_groups import Member, update_groups
 
@@ -119,6 +121,10 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
         this_run = pool.run(tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
                             units=("groups", "images"))
     rows = save_checkpoint(done.updated(task_rows(tasks, this_run))).rows() + withdrawal_failures(withdrawal)
+    if cfg.metrics is not None and cfg.metrics.enabled():
+        # --metrics: once every group is made, what jobs/evaluate.py does (groups not scored yet
+        # or redone), still under the lock; a group whose scoring failed is scored by the next run.
+        score_run(run_dir, cfg.metrics, cfg.images.image_field, k_same=True, **cfg.worker_options())
     if waiting_rows:
         notes.append(f"{len(waiting_rows)} input(s) not published: unusable or waiting for enough new people to form "
                      f"a group (rows/not-grouped.parquet)")
@@ -157,12 +163,16 @@ def plan_groups(cfg, present: list[str], versions: dict[str, str]):
     made = done.latest("input_shard", "status", "members_hash")
     # Dissolved groups' outputs go before the new grouping is recorded (an erased person's
     # surrogate is never published again, whatever happens next).
-    forgotten = []
+    forgotten, eval_dirs = [], evaluation_dirs(run_dir) if update.dissolved else []
     for gid in sorted(update.dissolved):
         stale = GroupTask.for_group(run_dir, gid)
-        remove_outputs(stale.output_url, stale.rows_url, stale.manifest_url)
+        scores = [EvalTask.for_shard(d, stale.input_url, stale.output_url) for d in eval_dirs]
+        remove_outputs(stale.output_url, stale.rows_url, stale.manifest_url,
+                       *(url for s in scores for url in (s.rows_url, s.features_url, s.manifest_url)))
         forgotten.append(posixpath.basename(stale.manifest_url))
     done.forget(forgotten)
+    for eval_dir in eval_dirs:          # its scores describe outputs that are gone: out of every report
+        forget_in_stored(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA, forgotten)
     groups: dict[int, list[GroupMember]] = {}
     for key, gid in sorted(update.assignment.items()):
         groups.setdefault(gid, []).append(refs[key])
