@@ -226,11 +226,14 @@ def test_k_same_job_bound_reruns_and_erasure(ray_cluster, pixel_model_dir, tmp_p
 
 # -- scoring a k-same run: each output against its own member's source -------------------------
 
+METRICS = ("--recognizers", "dlib", "--face-box", "full")     # what runs offline (FID: skipped with a note)
+
+
 def evaluate(run_dir: Path, report: Path, capsys) -> str:
     from jobs import evaluate as evaluate_job
 
     capsys.readouterr()
-    assert evaluate_job.main(["--runs", str(run_dir), "--report", str(report)]) == 0
+    assert evaluate_job.main(["--runs", str(run_dir), "--report", str(report), *METRICS]) == 0
     return capsys.readouterr().err
 
 
@@ -257,7 +260,7 @@ def test_evaluate_scores_each_output_against_its_own_member(ray_cluster, pixel_m
         outputs, grouped = published(run_dir), groups(run_dir)
         assert sorted(scores.index) == sorted(outputs) == sorted(jobs.index) and (scores.status == "ok").all()
         assert (scores.source_key == jobs.source_key.loc[scores.index]).all()
-        assert scores.filter(like="_l2").notna().all().all() and scores.ssim.notna().all()   # recognizers ran too
+        assert scores.dlib_l2.notna().all() and scores.ssim.notna().all()       # face distance, fidelity
         for key, row in scores.iterrows():
             output = np.asarray(Image.open(io.BytesIO(outputs[key])).convert("RGB"))
             own = prepare_image(current[row.source_key][0], 16, 1).pixels
@@ -275,6 +278,7 @@ def test_evaluate_scores_each_output_against_its_own_member(ray_cluster, pixel_m
     first = check_scores(run_dir, src)
     summary = pd.read_parquet(report / "summary.parquet")
     assert summary.outputs_scored.sum() == len(src) and summary.psnr_mean.notna().all()
+    assert summary.dlib_l2_mean.notna().all() and summary.dlib_reid_rate.notna().all()      # re-identification
     assert len(pd.read_parquet(report / "per_sample.parquet")) == len(src)
     # A rerun is a no-op: nothing scored, no manifest rewritten.
     (eval_dir,) = run_dir.glob("eval-*")
@@ -289,7 +293,7 @@ def test_evaluate_scores_each_output_against_its_own_member(ray_cluster, pixel_m
     current = {**src, changed: (face(999), src[changed][1])}
     write_input(changed, current)
     capsys.readouterr()
-    assert run(list(shards.values()), out, pixel_model_dir, extra=("--metrics",)) == run_dir
+    assert run(list(shards.values()), out, pixel_model_dir, extra=("--metrics", *METRICS)) == run_dir
     err = capsys.readouterr().err
     assert "1 shard(s) to score, 1 already scored" in err, err
     now = check_scores(run_dir, current)
@@ -301,8 +305,8 @@ def test_evaluate_scores_each_output_against_its_own_member(ray_cluster, pixel_m
     del current[changed]
     gone = GroupTask.name_of(grouped[changed])
     assert list(run_dir.glob(f"eval-*/*/{gone}.*"))
-    run_dir = run([url for key, url in shards.items() if key != changed], out, pixel_model_dir)
+    run_dir = run([url for key, url in shards.items() if key != changed], out, pixel_model_dir,
+                  extra=("--metrics", *METRICS))
     assert not list(run_dir.glob(f"eval-*/*/{gone}.*"))
-    evaluate(run_dir, report, capsys)
-    scores = pd.read_parquet(eval_dir / "rows")
+    scores = pd.read_parquet(eval_dir / "rows")          # its survivors' new group is scored by --metrics
     assert changed not in set(scores.source_key) and sorted(scores.key) == sorted(published(run_dir))

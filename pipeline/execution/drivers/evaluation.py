@@ -66,19 +66,21 @@ def run_evaluation(run_dir: str, settings, *, address: str | None = None, num_gp
     with RunLock(run_dir):
         upgrade_run_dir(run_dir)          # written by an older version: today's column types, once
         k_same = getattr(cfg, "identity", None) is not None and cfg.identity.k_same     # interpolation runs: none
-        return score_run(run_dir, settings, cfg.images.image_field, k_same, address=address,
-                         num_gpus=num_gpus, num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads)
+        with WorkerPool(EvalWorker, (settings, cfg.images.image_field), address=address, num_gpus=num_gpus,
+                        num_cpu_workers=num_cpu_workers, cpu_threads=cpu_threads) as pool:
+            return score_run(run_dir, settings, pool, k_same)
 
 
-def score_run(run_dir: str, settings, image_field: str | None, k_same: bool = False, **pool_options) -> str:
-    """Score what is not scored yet of a run whose lock the caller holds (``jobs/evaluate.py``,
-    or a k-same job's ``--metrics`` once its groups are made); returns the eval dir."""
+def score_run(run_dir: str, settings, pool, k_same: bool = False) -> str:
+    """Score what is not scored yet of a run whose lock the caller holds, on ``pool`` (its
+    workers load the metric networks: ``EvalWorker``, or a k-same job's workers with
+    ``--metrics``, once its groups are made); returns the eval dir. Workers start only if
+    something is left to score."""
     plan = plan_evaluation(run_dir, settings, k_same)
     write_eval_settings(plan.eval_dir, settings)
     print(f"evaluation {plan.eval_dir}: {len(plan.pending)} shard(s) to score, {len(plan.skipped)} already scored",
           file=sys.stderr, flush=True)
-    with WorkerPool(EvalWorker, (settings, image_field), **pool_options) as pool:
-        scored = pool.run(plan.pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
+    scored = pool.run(plan.pending, EVAL_MANIFEST_SCHEMA, counts=SCORING_COUNTS, count_key="outputs_scored")
     merge_manifest(plan.checkpoint, plan.pending, scored)
     return plan.eval_dir
 

@@ -120,11 +120,11 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
               file=sys.stderr, flush=True)
         this_run = pool.run(tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
                             units=("groups", "images"))
-    rows = save_checkpoint(done.updated(task_rows(tasks, this_run))).rows() + withdrawal_failures(withdrawal)
-    if cfg.metrics is not None and cfg.metrics.enabled():
-        # --metrics: once every group is made, what jobs/evaluate.py does (groups not scored yet
-        # or redone), still under the lock; a group whose scoring failed is scored by the next run.
-        score_run(run_dir, cfg.metrics, cfg.images.image_field, k_same=True, **cfg.worker_options())
+        rows = save_checkpoint(done.updated(task_rows(tasks, this_run))).rows() + withdrawal_failures(withdrawal)
+        if cfg.metrics is not None and cfg.metrics.enabled():
+            # --metrics: what jobs/evaluate.py does (groups not scored yet or redone), on the same
+            # workers once every group is made; a group whose scoring failed is scored next run.
+            score_run(run_dir, cfg.metrics, pool, k_same=True)
     if waiting_rows:
         notes.append(f"{len(waiting_rows)} input(s) not published: unusable or waiting for enough new people to form "
                      f"a group (rows/not-grouped.parquet)")
