@@ -7,7 +7,9 @@
 For each run directory, outputs not scored yet with these metric settings are scored beside
 their sources (under ``<run>/eval-<hash8>/``; reruns skip scored shards), then every run is
 summarised into ``--report``: summary.parquet (one row per run and t), per_sample.parquet and
-report.html. Runs made with ``--metrics`` were scored during generation already.
+report.html. Runs made with ``--metrics`` were scored during generation already. A ``--identity
+k-same`` run is scored per group shard, each output against its own member's pixels as the
+model saw them (the run's stage-1 cache); a group redone since is scored again.
 
 Attackers outside the loop (issue 23; ``metrics.attack_suite``): give a labelled gallery of
 other photos of the people and say how a probe's person is named:

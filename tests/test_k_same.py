@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
 from pipeline.diffusion.interpolation import noisediffusion_combination
 from pipeline.diffusion.k_same import canonical_order, contrast_matched_mean, surrogate_starts
+from pipeline.engine.tasks import GroupTask
 from pipeline.io.shards import AtomicShardWriter, ShardReader
+from tests.helpers.scoring import METRICS, evaluate, psnr
 from pipeline.transforms.k_same_groups import Member, appearance_embedding, form_groups, update_groups
 
 A, B = 0.6, 0.8           # a^2 + b^2 = 1
@@ -138,12 +141,12 @@ def write_shard(path: Path, samples: dict[str, tuple[bytes, str]]) -> str:
     return str(path)
 
 
-def run(inputs: list[str], out: Path, model: str, k: int = 3) -> Path:
+def run(inputs: list[str], out: Path, model: str, k: int = 3, extra: tuple[str, ...] = ()) -> Path:
     from jobs import anonymize_celeba
 
     argv = ["--input", *inputs, "--output", str(out), "--model", model, "--identity", "k-same", "--k", str(k),
             "--identity-field", "cls", "--t", "0.5", "--steps", "10", "--batch-size", "4", "--cpu-threads", "1",
-            "--keys", "keep"]
+            "--keys", "keep", *extra]
     assert anonymize_celeba.main(argv) == 0
     (run_dir,) = out.glob("anonymize-*")
     return run_dir
@@ -220,3 +223,76 @@ def test_k_same_job_bound_reruns_and_erasure(ray_cluster, pixel_model_dir, tmp_p
         assert len({k.split("_")[0] for k, v in final.items() if v == g}) >= 3
     survivors = [k for k, g in grouped.items() if g == swap_group and k != m1]
     assert all(k in outputs or rows.set_index("source_key").loc[k, "error_kind"] == "group_waiting" for k in survivors)
+
+
+# -- scoring a k-same run: each output against its own member's source -------------------------
+
+def test_evaluate_scores_each_output_against_its_own_member(ray_cluster, pixel_model_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    from pipeline.io.images import prepare_image
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))     # offline: FID skipped, the rest scored
+    src = {f"s{p}_{i}": (face(10 * p + i), f"s{p}") for p in range(4) for i in range(2)}
+    shards = {k: str(tmp_path / f"{k}.tar") for k in src}         # one image a shard: a change touches one group
+
+    def write_input(key: str, samples: dict) -> None:
+        write_shard(Path(shards[key]), {key: samples[key]})
+
+    def check_scores(run_dir: Path, current: dict) -> pd.DataFrame:
+        """Every published output has one ok row, joined to its source_key, scored against that member."""
+        (eval_dir,) = run_dir.glob("eval-*")
+        scores = pd.read_parquet(eval_dir / "rows").set_index("key")
+        jobs = pd.read_parquet(run_dir / "rows").query("status == 'ok'").set_index("key")
+        outputs, grouped = published(run_dir), groups(run_dir)
+        assert sorted(scores.index) == sorted(outputs) == sorted(jobs.index) and (scores.status == "ok").all()
+        assert (scores.source_key == jobs.source_key.loc[scores.index]).all()
+        assert scores.dlib_l2.notna().all() and scores.ssim.notna().all()       # face distance, fidelity
+        for key, row in scores.iterrows():
+            output = np.asarray(Image.open(io.BytesIO(outputs[key])).convert("RGB"))
+            own = prepare_image(current[row.source_key][0], 16, 1).pixels
+            other = next(k for k, g in sorted(grouped.items()) if g == grouped[row.source_key] and k != row.source_key)
+            assert row.psnr == pytest.approx(psnr(own, output), abs=1e-3), key
+            assert abs(row.psnr - psnr(prepare_image(current[other][0], 16, 1).pixels, output)) > 0.01, key
+        return scores
+
+    for key in src:
+        write_input(key, src)
+    out, report = tmp_path / "out", tmp_path / "report"
+    run_dir = run(list(shards.values()), out, pixel_model_dir)
+    err = evaluate(run_dir, report, capsys)
+    assert "2 shard(s) to score, 0 already scored" in err and "failed" not in err
+    first = check_scores(run_dir, src)
+    summary = pd.read_parquet(report / "summary.parquet")
+    assert summary.outputs_scored.sum() == len(src) and summary.psnr_mean.notna().all()
+    assert summary.dlib_l2_mean.notna().all() and summary.dlib_reid_rate.notna().all()      # re-identification
+    assert len(pd.read_parquet(report / "per_sample.parquet")) == len(src)
+    # A rerun is a no-op: nothing scored, no manifest rewritten.
+    (eval_dir,) = run_dir.glob("eval-*")
+    stamps = {p: p.stat().st_mtime_ns for p in eval_dir.rglob("*.parquet")}
+    assert "0 shard(s) to score, 2 already scored" in evaluate(run_dir, report, capsys)
+    assert {p: p.stat().st_mtime_ns for p in eval_dir.rglob("*.parquet")} == stamps
+
+    # One member gets new pixels: its group is redone, and the job's --metrics (the same offline
+    # settings, so the same eval dir) scores that group again beside its new source, and only it.
+    grouped = groups(run_dir)
+    changed = sorted(grouped)[0]
+    current = {**src, changed: (face(999), src[changed][1])}
+    write_input(changed, current)
+    capsys.readouterr()
+    assert run(list(shards.values()), out, pixel_model_dir, extra=("--metrics", *METRICS)) == run_dir
+    err = capsys.readouterr().err
+    assert "1 shard(s) to score, 1 already scored" in err, err
+    now = check_scores(run_dir, current)
+    same = [k for k, g in grouped.items() if g != grouped[changed]]
+    assert now.loc[same].psnr.tolist() == first.loc[same].psnr.tolist()
+    assert "0 shard(s) to score, 2 already scored" in evaluate(run_dir, report, capsys)
+
+    # Erasure: the member's shard is gone; its group is dissolved, and its scores go with its outputs.
+    del current[changed]
+    gone = GroupTask.name_of(grouped[changed])
+    assert list(run_dir.glob(f"eval-*/*/{gone}.*"))
+    run_dir = run([url for key, url in shards.items() if key != changed], out, pixel_model_dir,
+                  extra=("--metrics", *METRICS))
+    assert not list(run_dir.glob(f"eval-*/*/{gone}.*"))
+    scores = pd.read_parquet(eval_dir / "rows")          # its survivors' new group is scored by --metrics
+    assert changed not in set(scores.source_key) and sorted(scores.key) == sorted(published(run_dir))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from pipeline.errors import UserError
 from pipeline.io.shards import AtomicShardWriter, ShardReader
+from tests.helpers.scoring import evaluate, psnr
 
 SIDE = 48
 BOX = [16, 16, 32, 32]                 # every single-face image's face: one crop window for all of them
@@ -75,7 +76,8 @@ def box_pixels(image: np.ndarray, box) -> np.ndarray:
     return image[y0:y1, x0:x1]
 
 
-def test_k_same_faces_account_window_bound_rerun_and_erasure(ray_cluster, pixel_model_dir, tmp_path):
+def test_k_same_faces_account_window_bound_rerun_and_erasure(ray_cluster, pixel_model_dir, tmp_path, capsys,
+                                                             monkeypatch):
     pixels = {key: scene(i) for i, key in enumerate(["p0", "p1", "p2", "p3", "p4", "none", "bad"])}
     src = {"p0": (pixels["p0"], "p0", [BOX]), "p1": (pixels["p1"], "p1", [BOX]), "p2": (pixels["p2"], "p2", CORNERS),
            "none": (pixels["none"], "p9", []), "bad": (pixels["bad"], "p8", "[[10, 10, 5, 5]]"),
@@ -114,6 +116,15 @@ def test_k_same_faces_account_window_bound_rerun_and_erasure(ray_cluster, pixel_
                 untouched[0:12, 34:46] = False          # SMALL grown by a quarter of its side
         assert untouched.sum() > SIDE * SIDE // 4 and np.array_equal(image[untouched], pixels[key][untouched]), key
         assert not np.array_equal(image, pixels[key])
+    # scored per image against its input shard (not the group's cached face crops): jobs/evaluate.py
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))     # offline: FID skipped, the rest scored
+    err = evaluate(run_dir, tmp_path / "report", capsys)
+    assert "2 shard(s) to score, 0 already scored" in err and "failed" not in err
+    (eval_dir,) = run_dir.glob("eval-*")
+    scores = pd.read_parquet(eval_dir / "rows").query("status == 'ok'").set_index("source_key")
+    assert sorted(scores.index) == sorted(first)
+    for key, image in first.items():
+        assert scores.loc[key, "psnr"] == pytest.approx(psnr(pixels[key], image), abs=1e-3), key
 
     # (c) the bound: two single-face members of one group swap their face windows; every face
     # box of every output stays the same. In the same run a shard of two new people waits.

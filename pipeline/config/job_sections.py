@@ -288,9 +288,6 @@ class IdentitySettings(Settings):
         if job.publication.output_format != "webdataset" or job.run.input_kind == "files":
             raise UserError("--identity k-same reads and writes WebDataset shards (convert image folders with "
                             "jobs/folder_to_shards.py)")
-        if getattr(job, "metrics", None) is not None and job.metrics.enabled():
-            raise UserError("--metrics scores outputs beside their input shard; k-same outputs are per group: score "
-                            "them with the attackers (jobs/experiments/eval_privacy.py, jobs/evaluate.py --attack-gallery)")
         if job.method_settings.cascade != 1:
             raise UserError("--identity k-same runs one Boomerang round trip from the surrogate: --cascade 1")
 

@@ -5,13 +5,15 @@
   unsafe or duplicate key, a truncated sample, a bad image) become error rows here, once, for
   every job kind.
 * ``ScoringSource``: an output shard beside its input shard (scoring a finished run): each
-  output's source found through the job's rows, the input's images parked on local disk first.
+  output's source found through the job's rows, the input's images parked on local disk first
+  (a k-same group's sources: its members' cached pixels).
 * ``PairGroupSource``: a group of pairs with their cached inversions (the interpolation's
   second stage), as one chunk.
 * ``GroupSource``: a k-same group's members with their cached pixels, as one chunk.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -121,40 +123,33 @@ class ScoringItem:
 class ScoringSource:
     """The outputs of a finished run's shard, each beside its source (``pipeline.transforms.scoring``).
 
-    The sources' image bytes are parked on local disk first (one pass over the input shard),
-    then the outputs stream in whatever order they were published: memory holds one chunk and
-    the index, whatever the shard size. Each source is prepared at its output's size by the
-    job's own rule."""
+    The sources are an input shard's images, parked on local disk first (one pass over the
+    input shard), or for a k-same group each member's pixels from stage 1's cache (read one
+    file per output: the members come from many input shards). Then the outputs stream in
+    whatever order they were published: memory holds one chunk and the index, whatever the
+    shard size. Each source is prepared at its output's size by the job's own rule."""
     error = None
 
     def __init__(self, task, image_field: str | None, chunk_size: int):
         self.task, self.image_field, self.chunk_size = task, image_field, chunk_size
 
     def chunks(self) -> Iterator[Chunk]:
-        from pipeline.io.spool import FieldSpool
-
         made_from = output_sources(self.task.job_rows_url)
-        wanted = {source for source, _, _ in made_from.values()}
-        with FieldSpool() as sources:
-            for sample in ShardReader(self.task.input_url):
-                if sample.key in wanted and sample.key not in sources and sample.fields:
-                    try:
-                        name = find_image_field(sample.fields, self.image_field)
-                    except BadImage:
-                        continue
-                    sources.put(sample.key, {"image": sample.fields[name]})
+        if self.task.cached_sources:
+            sources = cached_sources(self.task)
+        else:
+            sources = shard_sources(self.task.input_url, self.image_field, {s for s, _, _, _ in made_from.values()})
+        with sources as source_of:
             for outputs in chunked(ShardReader(self.task.output_url), self.chunk_size):
                 chunk = Chunk([], inputs=len(outputs))
                 for sample in outputs:
-                    src_key, t, variant = made_from.get(sample.key, (None, None, 0))
+                    src_key, t, variant, input_shard = made_from.get(sample.key, (None, None, 0, None))
                     try:
                         if src_key is None:
                             raise BadImage(MISSING_INPUT, "no ok row of the job names this output (rows and shard disagree)")
-                        if src_key not in sources:
-                            raise BadImage(MISSING_INPUT, f"source {src_key!r} not found in {self.task.input_url}")
                         output = prepare_image(sample.fields[find_image_field(sample.fields)], None, 1,
                                                keep_size=True).pixels
-                        source = source_like(sources.get(src_key)["image"], output)
+                        source = source_of(src_key, input_shard, output)
                     except BadImage as exc:
                         chunk.rows.append({"key": sample.key, "source_key": src_key, "t": t, "variant": variant,
                                            "status": "error", "error": str(exc), "error_kind": exc.kind})
@@ -163,15 +158,66 @@ class ScoringSource:
                 yield chunk
 
 
-def output_sources(job_rows_url: str) -> dict[str, tuple[str, float, int]]:
-    """Each written output's (source key, t, variant), from the job's rows of its shard."""
+@contextmanager
+def shard_sources(input_url: str, image_field: str | None, wanted: set[str]):
+    """``source_of(key, input_shard, output)`` over one input shard's images, parked on local disk."""
+    from pipeline.io.spool import FieldSpool
+
+    with FieldSpool() as sources:
+        for sample in ShardReader(input_url):
+            if sample.key in wanted and sample.key not in sources and sample.fields:
+                try:
+                    name = find_image_field(sample.fields, image_field)
+                except BadImage:
+                    continue
+                sources.put(sample.key, {"image": sample.fields[name]})
+
+        def source_of(key: str, _input_shard, output):
+            if key not in sources:
+                raise BadImage(MISSING_INPUT, f"source {key!r} not found in {input_url}")
+            return source_like(sources.get(key)["image"], output)
+        yield source_of
+
+
+@contextmanager
+def cached_sources(task):
+    """``source_of(key, input_shard, output)`` for a k-same group: the member's pixels as the
+    model saw them (what its output was made from), from stage 1's cache."""
+    def source_of(key: str, input_shard: str, output):
+        try:
+            pixels = read_cached_pixels(task.source_cache_url(input_shard, key))
+        except Exception as exc:      # deleted or damaged since the group was made: this output only
+            raise BadImage(MISSING_INPUT, f"the cached source of {printable_key(key)!r} cannot be read "
+                                          f"({type(exc).__name__}: {exc}); rerun the job to redo its group") from None
+        if pixels.shape != output.shape:
+            raise BadImage(MISSING_INPUT, f"cached source is {pixels.shape[1]}x{pixels.shape[0]}, its output "
+                                          f"{output.shape[1]}x{output.shape[0]}: not the image it was made from")
+        return pixels
+    yield source_of
+
+
+def read_cached_pixels(url: str):
+    """A k-same member's pixels (HWC uint8) from stage 1's safetensors cache file (no pickle)."""
+    import fsspec
+    import safetensors.torch
+
+    with fsspec.open(url, "rb") as f:
+        return safetensors.torch.load(f.read())["pixels"].numpy()
+
+
+def output_sources(job_rows_url: str) -> dict[str, tuple[str, float, int, str | None]]:
+    """Each written output's (source key, t, variant, input shard), from the job's rows of its shard."""
     import fsspec
     import pyarrow.parquet as pq
 
     fs, path = fsspec.core.url_to_fs(job_rows_url)
     with fs.open(path, "rb") as f:
-        table = pq.read_table(f, columns=["key", "source_key", "t", "variant", "status"]).to_pylist()
-    return {r["key"]: (r["source_key"], r["t"], r["variant"] or 0) for r in table if r["status"] == "ok"}
+        rows_file = pq.ParquetFile(f)
+        names = rows_file.schema_arrow.names
+        rows = rows_file.read(columns=[c for c in ("key", "source_key", "t", "variant", "status", "input_shard")
+                                       if c in names]).to_pylist()
+    return {r["key"]: (r["source_key"], r["t"], r["variant"] or 0, r.get("input_shard"))
+            for r in rows if r["status"] == "ok"}
 
 
 def source_like(data: bytes, output):
@@ -306,14 +352,10 @@ class GroupSource:
         self.task = task
 
     def chunks(self) -> Iterator[Chunk]:
-        import fsspec
-        import safetensors.torch
-
         pixels, reason = {}, None
         for member in self.task.members:
             try:
-                with fsspec.open(member.cache_url, "rb") as f:
-                    pixels[member.key] = safetensors.torch.load(f.read())["pixels"].numpy()
+                pixels[member.key] = read_cached_pixels(member.cache_url)
             except Exception as exc:     # deleted or damaged cache file: the group fails and is redone
                 reason = (f"member {printable_key(member.key)!r}: its cached image cannot be read "
                           f"({type(exc).__name__}: {exc}); rerun to redo it")

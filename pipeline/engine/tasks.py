@@ -3,7 +3,8 @@ imports, so a Ray driver plans a run without loading torch.
 
 * ``ShardTask``: one input shard of anonymize/augment (or the enhancement's low-resolution
   inputs) to one output shard, its rows, its face rows, its manifest row;
-* ``EvalTask``: one output shard scored beside its input shard (``eval-<hash8>/``);
+* ``EvalTask``: one output shard scored beside its input shard (``eval-<hash8>/``), or a k-same
+  group's shard beside its members' pixels in the ``EmbeddingTask`` cache;
 * ``InversionTask``: the interpolation's stage 1, one input shard's images DDIM-inverted into
   ``inversions/cache/<shard>/<hash of key>.safetensors``;
 * ``PairTask``: the interpolation's stage 2, one group of pairs decoded into one output shard;
@@ -86,7 +87,10 @@ class ShardTask:
 @dataclass(frozen=True)
 class EvalTask:
     """One output shard to score, its input shard, the job's rows of it (which output came
-    from which source), and the three files it produces."""
+    from which source), and the three files it produces. ``cached_sources`` (a k-same group,
+    whose ``input_url`` is the group's name): each output's source is its member's pixels as
+    the model saw them, from stage 1's cache, found by the row's ``input_shard`` and
+    ``source_key``; ``input_version`` is then the group's ``members_hash``."""
     input_url: str
     output_url: str
     rows_url: str
@@ -94,17 +98,24 @@ class EvalTask:
     manifest_url: str
     job_rows_url: str = ""
     input_version: str | None = None     # the job's manifest row's: which content its outputs were made from
+    cached_sources: bool = False
     manifest_schema: ClassVar = EVAL_MANIFEST_SCHEMA
     counts: ClassVar = SCORING_COUNTS
 
     @classmethod
-    def for_shard(cls, eval_dir: str, input_url: str, output_url: str, input_version: str | None = None) -> "EvalTask":
+    def for_shard(cls, eval_dir: str, input_url: str, output_url: str, input_version: str | None = None,
+                  cached_sources: bool = False) -> "EvalTask":
         stem = shard_name(output_url).removesuffix(".tar")
         run_dir = posixpath.dirname(eval_dir.rstrip("/"))
         return cls(input_url, output_url, posixpath.join(eval_dir, "rows", f"{stem}.parquet"),
                    posixpath.join(eval_dir, "features", f"{stem}.npz"),
                    posixpath.join(eval_dir, "manifest", f"{stem}.parquet"),
-                   posixpath.join(run_dir, "rows", f"{stem}.parquet"), input_version)
+                   posixpath.join(run_dir, "rows", f"{stem}.parquet"), input_version, cached_sources)
+
+    def source_cache_url(self, input_shard: str, key: str) -> str:
+        """Where stage 1 cached a k-same member's pixels (``EmbeddingTask.cache_url``)."""
+        run_dir = posixpath.dirname(posixpath.dirname(self.job_rows_url))
+        return EmbeddingTask.for_shard(run_dir, input_shard).cache_url(key)
 
     def source(self, transform, image_field: str | None = None, **_):
         from pipeline.engine.sources import ScoringSource

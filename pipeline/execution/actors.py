@@ -11,7 +11,7 @@ import ray
 
 from pipeline.config.interpolation import InterpConfig
 from pipeline.config.job import JobConfig
-from pipeline.engine.tasks import CompositeTask, GroupTask, InversionTask, PairTask, ShardTask
+from pipeline.engine.tasks import CompositeTask, EvalTask, GroupTask, InversionTask, PairTask, ShardTask
 
 
 log = logging.getLogger(__name__)
@@ -189,18 +189,24 @@ class InterpWorker(Worker):
 
 class KSameWorker(Worker):
     """--identity k-same: the model, loaded once, for every stage (embedding, group surrogates,
-    and with --region faces the composites)."""
+    and with --region faces the composites), and with --metrics the metric networks, which score
+    the outputs once they are made."""
 
     def setup(self, cfg: JobConfig, secret: bytes | None) -> None:
         from pipeline.engine.local import k_same_stages, load_job_model, model_identity
 
         model = self.kept(model_identity(cfg), lambda: load_job_model(cfg))
         self.stages = k_same_stages(cfg, model, secret)
+        self.suite = load_suite(cfg.metrics)
         self.context = {"config_hash": cfg.config_hash(), "worker": f"{socket.gethostname()}:{model.device}"}
         self.max_member_bytes, self.key_ordered = cfg.images.max_member_bytes, cfg.pseudonymized
 
     def process(self, task) -> dict:
         from pipeline.engine.loop import run
 
+        if isinstance(task, EvalTask):
+            from pipeline.engine.local import score_shard
+
+            return score_shard(self.suite, task, progress=self.report)
         return run(task, self.stages[type(task)], progress=self.report, max_member_bytes=self.max_member_bytes,
                    key_ordered=self.key_ordered and isinstance(task, (GroupTask, CompositeTask)), **self.context)

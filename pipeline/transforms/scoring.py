@@ -1,7 +1,8 @@
 """Scoring as a transform: outputs beside their sources -> metric rows and Inception features.
 No Ray, no files. The same transform scores a run's outputs in the same pass as generation
-(``--metrics``: the engine feeds it each chunk's outputs) and afterwards (``jobs/evaluate.py``:
-a ``pipeline.engine.sources.ScoringSource`` reads an output shard beside its input shard).
+(``--metrics``: the engine feeds it each chunk's outputs) and afterwards (``jobs/evaluate.py``,
+or a k-same job's ``--metrics`` once its groups are made: a ``pipeline.engine.sources.ScoringSource``
+reads an output shard beside its input shard, or a k-same group's beside its members' cached pixels).
 Either way each shard gets, under ``<run_dir>/eval-<hash8>/``, ``rows/<shard>.parquet`` (one
 row per output, joinable with the job's rows by ``key``), ``features/<shard>.npz`` (float32
 Inception features of its sources and outputs; no pickles) and ``manifest/<shard>.parquet``.

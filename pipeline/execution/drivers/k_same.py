@@ -34,17 +34,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.engine.completion import remove_outputs
-from pipeline.engine.tasks import CompositeTask, EmbeddingTask, GroupMember, GroupTask
+from pipeline.engine.tasks import CompositeTask, EmbeddingTask, EvalTask, GroupMember, GroupTask
 from pipeline.errors import DUPLICATE_KEY, GROUP_WAITING
 from pipeline.execution.actors import KSameWorker
-from pipeline.execution.drivers.common import (RunPlan, list_inputs, missing_note, print_summary, save_checkpoint,
-                                               withdrawal_failures, write_run_files)
+from pipeline.execution.drivers.common import (RunPlan, evaluation_dirs, list_inputs, missing_note, print_summary,
+                                               save_checkpoint, withdrawal_failures, write_run_files)
+from pipeline.execution.drivers.evaluation import score_run
 from pipeline.execution.drivers.k_same_regions import plan_composites
 from pipeline.execution.planning import FINAL, Checkpoint, plan_inputs, task_rows
 from pipeline.execution.pool import WorkerPool
 from pipeline.execution.run_lock import RunLock
-from pipeline.execution.withdrawal import TREE, remove, withdraw
-from pipeline.io.schemas import EMBEDDING_ROW_SCHEMA, GROUP_MANIFEST_SCHEMA, GROUP_ROW_SCHEMA, GROUPS_SCHEMA, MANIFEST_SCHEMA
+from pipeline.execution.withdrawal import TREE, forget_in_stored, remove, withdraw
+from pipeline.io.schemas import (EMBEDDING_ROW_SCHEMA, EVAL_MANIFEST_SCHEMA, GROUP_MANIFEST_SCHEMA, GROUP_ROW_SCHEMA,
+                                 GROUPS_SCHEMA, MANIFEST_SCHEMA)
 from pipeline.io.records import rows_table, write_parquet_atomic
 from pipeline.transforms.k_same_groups import Member, update_groups
 
@@ -127,7 +129,8 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
         versions = {url: finished[url][1] for url in present}
         stage1 = read_stage1(run_dir, present)
         groups = plan_groups(cfg, stage1, versions)
-        if cfg.regions.region == "faces":
+        faces = cfg.regions.region == "faces"
+        if faces:
             # every composite that a changed group touches is withdrawn before any group is made
             composites = plan_composites(cfg, present, versions, stage1, groups, set(plan.gone))
         else:
@@ -136,10 +139,15 @@ def _run(cfg, secret: bytes | None, states) -> list[dict]:
         print(f"\n{len(groups.tasks)} group(s) of at least {cfg.identity.k} people to make, {groups.n_done} already "
               f"done", file=sys.stderr, flush=True)
         this_run = pool.run(groups.tasks, GROUP_MANIFEST_SCHEMA, failed_extra={"config_hash": config_hash},
-                            units=("groups", "faces" if cfg.regions.region == "faces" else "images"))
+                            units=("groups", "faces" if faces else "images"))
         group_rows = save_checkpoint(groups.done.updated(task_rows(groups.tasks, this_run))).rows()
-        if cfg.regions.region == "faces":
+        if faces:
             rows = run_composites(pool, composites, config_hash) + [r for r in group_rows if r["status"] == "failed"]
+        if cfg.metrics is not None and cfg.metrics.enabled():
+            # --metrics: what jobs/evaluate.py does (outputs not scored yet or redone), on the same
+            # workers once every output is made; what failed to score is scored next run.
+            score_run(run_dir, cfg.metrics, pool, k_same=True, cached_sources=not faces)
+        if faces:
             rows += withdrawal_failures(withdrawal) + withdrawal_failures(composites.withdrawal)
             print_summary(rows, run_dir, unit="images", notes=notes + composites.withdrawal.summary_lines())
             return rows
@@ -211,16 +219,21 @@ def plan_groups(cfg, rows: list[dict], versions: dict[str, str]) -> GroupPlan:
     made = done.latest("input_shard", "status", "members_hash")
     # Dissolved groups' outputs go before the new grouping is recorded (an erased person's
     # surrogate is never published again, whatever happens next).
-    forgotten = []
+    forgotten, eval_dirs = [], evaluation_dirs(run_dir) if update.dissolved else []
     for gid in sorted(update.dissolved):
         stale = GroupTask.for_group(run_dir, gid, faces=faces)
+        scores = [] if faces else [EvalTask.for_shard(d, stale.input_url, stale.output_url) for d in eval_dirs]
         remove(stale.published)
-        remove_outputs(stale.rows_url, stale.manifest_url)
+        remove_outputs(stale.rows_url, stale.manifest_url,
+                       *(url for s in scores for url in (s.rows_url, s.features_url, s.manifest_url)))
         forgotten.append(posixpath.basename(stale.manifest_url))
     done.forget(forgotten)
     if faces:        # and the composites that show their faces (redone once the faces have new groups)
         for shard in sorted({r["input_shard"] for r in previous if r["group"] in update.dissolved}):
             remove(CompositeTask.for_inputs(run_dir, shard, None).output_url)
+    else:
+        for eval_dir in eval_dirs:          # its scores describe outputs that are gone: out of every report
+            forget_in_stored(posixpath.join(eval_dir, "manifest"), EVAL_MANIFEST_SCHEMA, forgotten)
     groups: dict[int, list[GroupMember]] = {}
     for key, gid in sorted(update.assignment.items()):
         groups.setdefault(gid, []).append(refs[key])
