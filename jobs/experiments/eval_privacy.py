@@ -36,7 +36,7 @@ TARGET_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 K_SAME_K = 20
-K_SAME_T = (0.3, 0.15)
+K_SAME_T = (0.05, 0.1, 0.3)
 
 
 def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float = 0.0, k: int = K_SAME_K,
