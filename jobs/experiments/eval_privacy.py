@@ -126,11 +126,12 @@ def main() -> int:
         print(message, flush=True)
         log_lines.append(message)
 
-    probe_shards = write_folder_shards(args.data, str(out / "test"), split="test")
     gallery_shards = write_folder_shards(args.data, str(out / "gallery"), split="train")
     gallery = read_labelled_shards(gallery_shards, "key", None)         # centre square, full size
     parrot_inputs = gallery_shards
-    if args.scenes:
+    if not args.scenes:
+        probe_shards = write_folder_shards(args.data, str(out / "test"), split="test")
+    else:
         from pipeline.fixtures.wild_scenes import framed_crop, labelled_photo_scenes, write_scene_shards
         from pipeline.models.loading import load_model
 
