@@ -161,6 +161,8 @@ def main() -> int:
         rows = compute()
         timings.setdefault(name, {})["attack_s"] = round(time.time() - started, 1)
         path.write_text(json.dumps(rows, default=float))
+        if (out / "timings.json").exists():      # modes another process (--modes) attacked meanwhile
+            timings.update({k: v for k, v in json.loads((out / "timings.json").read_text()).items() if k not in timings})
         (out / "timings.json").write_text(json.dumps(timings, indent=2))
         return rows
 
