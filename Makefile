@@ -15,7 +15,7 @@ COLD_DEGRADATION ?= blur
 # Interpolation: the model the pairs go through (the embedded demo model by default).
 INTERP_MODEL ?= assets/demo_model
 
-.PHONY: install test test-all demo demo-model bench bench-interp bench-cold bench-full-size bench-gpu eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild eval-privacy clean
+.PHONY: install test test-all demo demo-model bench bench-interp bench-cold bench-full-size bench-gpu eval eval-model eval-recognizer eval-augment eval-interp eval-cold eval-enhance eval-wild eval-privacy eval-privacy-scenes clean
 
 install: $(VENV)/.installed
 
@@ -129,6 +129,14 @@ eval-privacy: install
 	$(MAKE) $(EVAL_MODEL)/train.json
 	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_privacy.py --data $(EVAL_DATA) --model $(EVAL_MODEL) \
 		--out $(EVAL_OUT)/privacy
+
+# The same attackers on faces in scenes: --region faces plain and with --identity k-same, each ORL photo pasted
+# at 64-128 px onto a background, probes cut at the true rectangles (faces the detector missed count, clear).
+eval-privacy-scenes: install
+	@test -n "$(EVAL_DATA)" || (echo "set EVAL_DATA=<labelled face folder>, e.g. ../shared/datasets/orl_faces"; exit 2)
+	$(MAKE) $(EVAL_MODEL)/train.json
+	HF_HUB_OFFLINE=1 $(BIN)/python jobs/experiments/eval_privacy.py --scenes --data $(EVAL_DATA) --model $(EVAL_MODEL) \
+		--out $(EVAL_OUT)/privacy-scenes
 
 # Faces in the wild: --region faces on scenes with ORL (when present) and synthetic faces pasted into
 # backgrounds, plus a real photo; detection, re-identification, untouched pixels, seams, faces/s.

@@ -17,6 +17,18 @@ has its chance level (rank-k: k / people). Utility per mode: PSNR/SSIM to the so
 detection on outputs upscaled to 160 px as a share of the sources' rate, FID/KID where the
 Inception weights file exists (else one line says why not).
 
+``--scenes``: the same attackers on faces in scenes (region mode): each probe and gallery photo
+pasted at 64-128 px onto a real background, one per scene (``wild_scenes.photo_scenes``, the
+person as ``cls``, PNG, the true rectangle kept aside); modes ``faces t=T`` (``--region faces
+--detector mtcnn``) and ``k-same faces t=T`` (plus ``--identity k-same --k K --identity-field
+cls``), images without a detected face published unchanged (``--no-face keep``: a missed face is
+published clear). Probes: each published scene cut at its true rectangle and framed as whole
+images are (short side to the model's resolution, centre square), so a missed face is a clear
+probe; the parrot runs the same command over the gallery scenes (built with the attacker's own
+seed) and is cut the same way; the naive attackers' clear gallery is photos 1-5 as above. Facts
+per mode: faces missed by the detector, and output pixels outside the faces' windows that
+differ from the source (0 for PNG inputs).
+
 Writes OUT/attacks.parquet (one row per mode and attacker), OUT/attacks/<mode>.json (per mode:
 a rerun skips modes already attacked; jobs skip finished runs), OUT/timings.json and
 OUT/report.html (frontier plots and the tables).
@@ -62,6 +74,22 @@ def mode_configs(common: dict, fixed_t=FIXED_T, grid=TARGET_GRID, margin: float 
     return modes
 
 
+SCENE_T = (0.3,)
+
+
+def scene_mode_configs(common: dict, scene_t=SCENE_T, k: int = K_SAME_K) -> dict:
+    """``--scenes``' modes: plain region Boomerang and k-same with faces as members, per t."""
+    from pipeline.config.job import JobConfig
+
+    region = dict(common, region="faces", detector="mtcnn", no_face="keep", min_face=16)
+    modes = {}
+    for t in scene_t:
+        modes[f"faces t={t:g}"] = JobConfig.build(**region, t=(t,))
+        modes[f"k-same faces t={t:g}"] = JobConfig.build(**region, t=(t,), identity="k-same", k=k,
+                                                          identity_field="cls")
+    return modes
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="a folder of one subfolder per person (ORL)")
@@ -73,13 +101,18 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=K_SAME_K, help="k-same: distinct people per group")
     ap.add_argument("--k-same-t", type=float, nargs="*", default=list(K_SAME_T),
                     help="k-same: Boomerang's t from the surrogate (one mode per value)")
+    ap.add_argument("--scenes", action="store_true",
+                    help="region mode on composite scenes (faces pasted at 64-128 px onto backgrounds)")
+    ap.add_argument("--scene-t", type=float, nargs="*", default=list(SCENE_T), help="--scenes: t of both modes")
+    ap.add_argument("--scene-seed", type=int, default=0, help="--scenes: the probe scenes' seed")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--restorer-steps", type=int, default=300)
     ap.add_argument("--eigen-face-box", choices=["detect", "full"], default="full",
                     help="Eigenfaces and softmax crops: full frame (ORL are face crops, framed like the tool's "
                          "inputs) or MTCNN crops")
     args = ap.parse_args()
-    from pipeline.execution.drivers.attacks import Labelled, attack_mode, load_fid, parrot_run, read_labelled_shards, run_outputs, run_probes
+    from pipeline.execution.drivers.attacks import (PARROT_SEED_OFFSET, Labelled, attack_mode, load_fid, parrot_run,
+                                                    read_labelled_shards, run_outputs, run_probes, scene_crops)
     from pipeline.io.folders import write_folder_shards
     from metrics.attack_suite import default_classifiers, dlib_factory, eigenfaces_factory
     from pipeline.execution.drivers.anonymize import resolve_config, run_job
@@ -93,12 +126,24 @@ def main() -> int:
         print(message, flush=True)
         log_lines.append(message)
 
-    probe_shards = write_folder_shards(args.data, str(out / "test"), split="test")
     gallery_shards = write_folder_shards(args.data, str(out / "gallery"), split="train")
     gallery = read_labelled_shards(gallery_shards, "key", None)         # centre square, full size
+    parrot_inputs = gallery_shards
+    if not args.scenes:
+        probe_shards = write_folder_shards(args.data, str(out / "test"), split="test")
+    else:
+        from pipeline.fixtures.wild_scenes import framed_crop, labelled_photo_scenes, write_scene_shards
+        from pipeline.models.loading import load_model
+
+        probe_scenes = labelled_photo_scenes(args.data, "test", args.scene_seed)
+        gallery_scenes = labelled_photo_scenes(args.data, "train", args.scene_seed + PARROT_SEED_OFFSET)
+        probe_shards = write_scene_shards(probe_scenes, str(out / "test-scenes"), prefix="scenes-test")
+        parrot_inputs = write_scene_shards(gallery_scenes, str(out / "gallery-scenes"), prefix="scenes-train")
+        resolution = load_model(args.model, device="cpu").resolution      # crops framed as whole-image probes
     common = dict(job="anonymize", inputs=tuple(probe_shards), output=str(out / "runs"), model=args.model,
                   steps=args.steps, batch_size=16, keys="keep", cpu_threads=1)
-    modes = mode_configs(common, args.fixed_t, margin=args.margin, k=args.k, k_same_t=args.k_same_t)
+    modes = (scene_mode_configs(common, args.scene_t, k=args.k) if args.scenes else
+             mode_configs(common, args.fixed_t, margin=args.margin, k=args.k, k_same_t=args.k_same_t))
     if args.modes:
         modes = {k: v for k, v in modes.items() if k in args.modes}
     fid = load_fid()
@@ -116,6 +161,8 @@ def main() -> int:
         rows = compute()
         timings.setdefault(name, {})["attack_s"] = round(time.time() - started, 1)
         path.write_text(json.dumps(rows, default=float))
+        if (out / "timings.json").exists():      # modes another process (--modes) attacked meanwhile
+            timings.update({k: v for k, v in json.loads((out / "timings.json").read_text()).items() if k not in timings})
         (out / "timings.json").write_text(json.dumps(timings, indent=2))
         return rows
 
@@ -124,12 +171,24 @@ def main() -> int:
         started = time.time()
         run_job(cfg)
         t_probe = time.time() - started
-        parrot_dir = parrot_run(cfg, gallery_shards, str(out / "parrot"))
+        parrot_dir = parrot_run(cfg, parrot_inputs, str(out / "parrot"))
         t_parrot = time.time() - started - t_probe
         if "probe_run_s" not in timings.get(name, {}) and t_probe > 5:
             timings.setdefault(name, {}).update(probe_run_s=round(t_probe, 1), parrot_run_s=round(t_parrot, 1))
         log(f"{name}: probe run {t_probe:.0f}s, parrot run {t_parrot:.0f}s")
         run_dir = resolve_config(cfg).run_dir
+
+        def compute_scenes(run_dir=run_dir, parrot_dir=parrot_dir, name=name):
+            probes, sources, facts = scene_crops(run_dir, probe_scenes, resolution)
+            log(f"  {name}: {facts['published']} published, {facts['faces_missed']} faces missed by the detector, "
+                f"{facts['pixels_changed_outside']} pixels changed outside the windows")
+            parrot, clean, _ = scene_crops(parrot_dir, gallery_scenes, resolution)
+            anonymized = Labelled(clean.keys, clean.ids, parrot.images, [parrot_dir])
+            pairs = (parrot.images, clean.images) if clean.keys else None
+            got = attack_mode(name, gallery, probes, sources, anonymized=anonymized, reversal_pairs=pairs,
+                              restorer_steps=args.restorer_steps, fid=fid, recognizers=recognizers,
+                              classifiers=classifiers, log=log)
+            return [{**r, **facts} for r in got]
 
         def compute(run_dir=run_dir, parrot_dir=parrot_dir, name=name):
             probes, sources, facts = run_probes(run_dir, "key")
@@ -144,9 +203,16 @@ def main() -> int:
                               restorer_steps=args.restorer_steps, fid=fid, recognizers=recognizers,
                               classifiers=classifiers, log=log)
             return [{**r, **facts} for r in got]
-        rows += attacked(name, compute)
+        rows += attacked(name, compute_scenes if args.scenes else compute)
 
     def untouched():
+        if args.scenes:                                     # the clear crops, framed as the probes
+            sources = Labelled([s.key for s in probe_scenes], [s.label for s in probe_scenes],
+                               [framed_crop(s.pixels, s.faces[0].box, resolution) for s in probe_scenes], probe_shards)
+            facts = {"inputs": len(sources.keys), "published": len(sources.keys)}
+            return [{**r, **facts} for r in
+                    attack_mode("untouched", gallery, sources, sources, anonymized=None, reversal_pairs=None, fid=fid,
+                                recognizers=recognizers, classifiers=classifiers, log=log)]
         size = next((next(iter(px.values())).shape[0] for px in (run_outputs(resolve_config(c).run_dir)
                                                                  for c in modes.values()) if px), None)
         sources = read_labelled_shards(probe_shards, "key", size)       # as the model saw them
@@ -158,7 +224,13 @@ def main() -> int:
     table = pd.DataFrame(rows)
     table.to_parquet(out / "attacks.parquet", index=False)
     settings = {**vars(args), "people": int(len(set(gallery.ids))), "gallery_photos": len(gallery.keys)}
-    write_report(out / "report.html", table, settings, timings, [fid.get("reason")] if fid.get("reason") else [])
+    notes = [fid.get("reason")]
+    if args.scenes:
+        notes += [f"{m}: {int(g.published.iloc[0])} published of {int(g.inputs.iloc[0])}, "
+                  f"{int(g.faces_missed.iloc[0])} faces missed by the detector (published clear, among the probes), "
+                  f"{int(g.pixels_changed_outside.iloc[0])} pixels changed outside the faces' windows"
+                  for m, g in table.groupby("mode", sort=False) if "faces_missed" in g and g.faces_missed.notna().any()]
+    write_report(out / "report.html", table, settings, timings, notes)
     from pipeline.reports.privacy import rank_table
 
     print(rank_table(table).to_string(float_format=lambda v: f"{v:.3f}"))

@@ -36,17 +36,9 @@ REPO = Path(__file__).resolve().parents[2]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.fixtures.wild_scenes import grace_hopper_scene, make_scenes, write_scene_shards  # noqa: E402
+from pipeline.fixtures.wild_scenes import changed_windows, coverage, grace_hopper_scene, make_scenes, write_scene_shards  # noqa: E402
 
 COVERAGE = 0.5
-
-
-def coverage(detected, true) -> float:
-    """The share of the detected box inside the true one."""
-    ix = max(0.0, min(detected[2], true[2]) - max(detected[0], true[0]))
-    iy = max(0.0, min(detected[3], true[3]) - max(detected[1], true[1]))
-    area = (detected[2] - detected[0]) * (detected[3] - detected[1])
-    return ix * iy / area if area else 0.0
 
 
 def psnr_where(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
@@ -82,19 +74,15 @@ def measure(scenes, outputs: dict, faces: pd.DataFrame, cfg) -> tuple[list[dict]
                 per_face.append({"scene": scene.key, "person": f.person, "size": f.box[3] - f.box[1], "found": False,
                                  "published": False})
             continue
-        changed = np.zeros(scene.pixels.shape[:2], bool)
+        changed = changed_windows(scene.pixels.shape[:2], det)
         for r in det.itertuples():
             if r.action == "regenerated":
                 x, y, s = int(r.crop_x), int(r.crop_y), int(r.crop_side)
-                changed[y:y + s, x:x + s] = True
                 crop = square_crop(FaceBox(r.x0, r.y0, r.x1, r.y1), cfg.regions.face_margin, *scene.pixels.shape[1::-1])
                 mask = feather_mask(crop, FaceBox(r.x0, r.y0, r.x1, r.y1), cfg.regions.face_feather * min(r.x1 - r.x0, r.y1 - r.y0))
                 band = np.zeros_like(changed)
                 band[y:y + s, x:x + s] = (mask > 0) & (mask < 0.2)
                 seams.append(gradient_energy(out, band) / max(gradient_energy(scene.pixels, band), 1e-9))
-            else:
-                gx, gy = (r.x1 - r.x0) * 0.25, (r.y1 - r.y0) * 0.25
-                changed[max(0, int(r.y0 - gy)):int(r.y1 + gy) + 1, max(0, int(r.x0 - gx)):int(r.x1 + gx) + 1] = True
         outside_changed.append(psnr_where(scene.pixels, out, ~changed))
         grown = np.ones_like(changed)
         for f in scene.faces:

@@ -36,17 +36,26 @@ def labelled_images(data: str | Path, train_photos: int) -> list[dict]:
     return items
 
 
+def split_images(data: str | Path, split: str = "all", train_photos: int = 5) -> list[dict]:
+    """``labelled_images`` of one split ("train", "test" or "all")."""
+    return [it for it in labelled_images(data, train_photos) if split == "all" or it["split"] == split]
+
+
+def sample_key(item: dict) -> str:
+    """A labelled image's shard key: ``<class>_<photo>``, dots replaced."""
+    return f"{item['class']}_{item['photo']}".replace(".", "_")
+
+
 def write_folder_shards(data: str | Path, out: str, split: str = "all", train_photos: int = 5,
                         per_shard: int = 100, prefix: str | None = None) -> list[str]:
-    items = [it for it in labelled_images(data, train_photos) if split == "all" or it["split"] == split]
+    items = split_images(data, split, train_photos)
     prefix = prefix or f"{Path(data).name}-{split}"
     paths = []
     for start in range(0, len(items), per_shard):
         path = f"{out}/{prefix}-{start // per_shard:06d}.tar"
         with AtomicShardWriter(path) as writer:
             for it in items[start:start + per_shard]:
-                key = f"{it['class']}_{it['photo']}".replace(".", "_")
-                writer.write(key, {
+                writer.write(sample_key(it), {
                     it["path"].suffix.lower().lstrip("."): it["path"].read_bytes(),
                     "cls": str(it["label"]).encode(),
                     "json": json.dumps({k: it[k] for k in ("class", "photo", "split", "label")}).encode()})

@@ -110,16 +110,10 @@ def run_probes(run_dir: str, rule: str) -> tuple[Labelled, Labelled, dict]:
     """(outputs with their people, their sources at the outputs' size, facts): outputs are
     mapped to their sources by the run's rows (``key`` -> ``source_key``), people come from
     the source samples by ``rule``."""
-    import pandas as pd
-
     from pipeline.config.runs import load_run_config
 
     cfg = load_run_config(run_dir)
-    rows = pd.read_parquet(Path(run_dir, "rows"))
-    ok = rows[rows.status == "ok"]
-    outputs = run_outputs(run_dir)
-    source_of = dict(zip(ok.key, ok.source_key))
-    keys = sorted(k for k in outputs if k in source_of)
+    rows, ok, outputs, source_of, keys = published(run_dir)
     size = outputs[keys[0]].shape[0] if keys else None
     sources = read_labelled_shards(list(cfg.run.inputs), rule, size, keys={source_of[k] for k in keys})
     by_key = dict(zip(sources.keys, range(len(sources.keys))))
@@ -127,11 +121,65 @@ def run_probes(run_dir: str, rule: str) -> tuple[Labelled, Labelled, dict]:
                       [str(Path(run_dir, "shards"))])
     matched = Labelled([source_of[k] for k in keys], probes.ids,
                        [sources.images[by_key[source_of[k]]] for k in keys], list(cfg.run.inputs))
+    return probes, matched, run_facts(rows, ok, keys)
+
+
+def published(run_dir: str):
+    """(rows, ok rows, outputs by key, source key by output key, the published keys sorted)."""
+    import pandas as pd
+
+    rows = pd.read_parquet(Path(run_dir, "rows"))
+    ok = rows[rows.status == "ok"]
+    outputs = run_outputs(run_dir)
+    source_of = dict(zip(ok.key, ok.source_key))
+    return rows, ok, outputs, source_of, sorted(k for k in outputs if k in source_of)
+
+
+def run_facts(rows, ok, keys: list[str]) -> dict:
     facts = {"inputs": int(rows.source_key.nunique()), "published": len(keys),
              "t_mean": float(ok.t.mean()) if "t" in ok and len(ok) else None}
     if "privacy" in ok and ok.privacy.notna().any():
         facts["target_met"] = float((rows.privacy == "met").sum() / max(rows.source_key.nunique(), 1))
-    return probes, matched, facts
+    return facts
+
+
+FOUND_COVERAGE = 0.5       # a detection finds a pasted face when this share of it lies inside the photo
+
+
+def scene_crops(run_dir: str, scenes: list, resolution: int) -> tuple[Labelled, Labelled, dict]:
+    """A region-mode run over ``wild_scenes.photo_scenes`` (one face each, true box kept aside):
+    (each published output cut at its true box and framed at ``resolution`` as whole images are
+    read, with its person; the source scene cut the same way; facts). A face the detector
+    missed is published as it was, so its crop is its clear face: it stays among the probes.
+    Facts: ``faces_missed`` (published scenes whose face no detection covers),
+    ``pixels_changed_outside`` (output pixels outside the faces' windows that differ from the
+    source: 0 for lossless inputs)."""
+    import pandas as pd
+
+    from pipeline.fixtures.wild_scenes import changed_windows, coverage, framed_crop
+
+    rows, ok, outputs, source_of, keys = published(run_dir)
+    faces_dir = Path(run_dir, "faces")
+    faces = pd.read_parquet(faces_dir) if faces_dir.exists() and any(faces_dir.glob("*.parquet")) else None
+    by_source = {k: g for k, g in faces.groupby("source_key")} if faces is not None and len(faces) else {}
+    scene_of = {s.key: s for s in scenes}
+    probes, sources = Labelled([], [], [], [str(Path(run_dir, "shards"))]), Labelled([], [], [], [])
+    missed = changed_outside = 0
+    for key in keys:
+        scene, out = scene_of[source_of[key]], outputs[key]
+        face = scene.faces[0]
+        det = by_source.get(scene.key, pd.DataFrame(columns=["action", "x0", "y0", "x1", "y1"]))
+        boxes = det[["x0", "y0", "x1", "y1"]].itertuples(index=False)
+        missed += not any(coverage(tuple(b), face.box) >= FOUND_COVERAGE for b in boxes)
+        outside = ~changed_windows(scene.pixels.shape[:2], det)
+        changed_outside += int((out != scene.pixels).any(axis=2)[outside].sum())
+        probes.keys.append(key)
+        sources.keys.append(scene.key)
+        for labelled, pixels in ((probes, out), (sources, scene.pixels)):
+            labelled.ids.append(face.person)
+            labelled.images.append(framed_crop(pixels, face.box, resolution))
+    facts = {**run_facts(rows, ok, keys), "faces_missed": missed, "pixels_changed_outside": changed_outside}
+    return probes, sources, facts
 
 
 def parrot_config(cfg, gallery: list[str], output: str):
