@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.fixtures.wild_scenes import framed_crop, labelled_photo_scenes, photo_scenes, write_scene_shards
+from pipeline.fixtures.wild_scenes import labelled_photo_scenes, photo_scenes, write_scene_shards
+from pipeline.regions.scene_geometry import framed_crop
 from pipeline.io.images import prepare_image
 from pipeline.io.shards import ShardReader
 

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.fixtures.wild_scenes import changed_windows, coverage, grace_hopper_scene, make_scenes, write_scene_shards  # noqa: E402
+from pipeline.fixtures.wild_scenes import grace_hopper_scene, make_scenes, write_scene_shards  # noqa: E402
+from pipeline.regions.scene_geometry import changed_windows, coverage  # noqa: E402
 
 COVERAGE = 0.5
 

@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--steps", type=int, default=50)
     args = ap.parse_args()
-    from eval_privacy import mode_configs      # the sibling script (this folder is on sys.path)
+    from pipeline.execution.drivers.privacy_modes import mode_configs
     from pipeline.execution.drivers.anonymize import resolve_config, run_job
     from pipeline.execution.drivers.attacks import run_probes, utility
     from pipeline.io.folders import write_folder_shards

@@ -156,7 +156,7 @@ def scene_crops(run_dir: str, scenes: list, resolution: int) -> tuple[Labelled, 
     source: 0 for lossless inputs)."""
     import pandas as pd
 
-    from pipeline.fixtures.wild_scenes import changed_windows, coverage, framed_crop
+    from pipeline.regions.scene_geometry import changed_windows, coverage, framed_crop
 
     rows, ok, outputs, source_of, keys = published(run_dir)
     faces_dir = Path(run_dir, "faces")
