@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from pipeline.errors import DUPLICATE_KEY, MISSING_INPUT, TRUNCATED, UNSAFE_KEY, SampleError
+from pipeline.io.pixel_cache import read_cached_pixels
 from pipeline.io.images import BadImage, find_image_field, prepare_image
 from pipeline.io.sample_keys import printable_key, unsafe_key_reason
 from pipeline.io.shards import RawSample, ReadLimits, ShardReader
@@ -194,15 +195,6 @@ def cached_sources(task):
                                           f"{output.shape[1]}x{output.shape[0]}: not the image it was made from")
         return pixels
     yield source_of
-
-
-def read_cached_pixels(url: str):
-    """A k-same member's pixels (HWC uint8) from stage 1's safetensors cache file (no pickle)."""
-    import fsspec
-    import safetensors.torch
-
-    with fsspec.open(url, "rb") as f:
-        return safetensors.torch.load(f.read())["pixels"].numpy()
 
 
 def output_sources(job_rows_url: str) -> dict[str, tuple[str, float, int, str | None]]:

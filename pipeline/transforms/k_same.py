@@ -20,7 +20,6 @@ import time
 import traceback
 
 import numpy as np
-import safetensors.torch
 import torch
 
 from pipeline.diffusion.boomerang import boomerang_timesteps, reverse_process
@@ -28,6 +27,7 @@ from pipeline.diffusion.k_same import noise_scales, surrogate_starts
 from pipeline.diffusion.seeds import batched_randn, sample_generators, sample_seed
 from pipeline.errors import GENERATION_FAILED, NO_IDENTITY
 from pipeline.io.images import to_model_range, to_uint8
+from pipeline.io.pixel_cache import pixel_cache_bytes
 from pipeline.io.schemas import EMBEDDING_ROW_SCHEMA, GROUP_ROW_SCHEMA
 from pipeline.transforms.base import DecodeSpec, Decoded, Produced, Transform
 from pipeline.transforms.k_same_groups import appearance_embedding
@@ -85,14 +85,7 @@ def member_output(row: dict, key: str, person: str, pixels: np.ndarray, task, it
     row, its pixels at the model's resolution in the task's cache under ``key``."""
     row = {**row, "key": key, "status": "ok", "person": person, "embedding": appearance_embedding(pixels).tolist(),
            "cache_url": task.cache_url(key)}
-    return Produced(row, cached_pixels(pixels), sink="cache", item=item)
-
-
-def cached_pixels(pixels: np.ndarray) -> dict[str, bytes]:
-    """The one field of a key-named cache file: the pixels as safetensors (what ``GroupSource``
-    and the composite stage read back)."""
-    tensor = torch.from_numpy(np.array(pixels, order="C"))      # a C-ordered copy: a crop may view a read-only image
-    return {"safetensors": safetensors.torch.save({"pixels": tensor})}
+    return Produced(row, {"safetensors": pixel_cache_bytes(pixels)}, sink="cache", item=item)
 
 
 def boomerang_columns(settings, model, precision: str) -> dict:
@@ -148,7 +141,7 @@ class GroupSurrogates(Transform):
         for j, row in enumerate(rows):
             row.update(status="ok", error=None, error_kind=None, timestep=timestep, model_evals=evals, seconds=seconds)
             if self.task.faces:
-                out.append(Produced(row, cached_pixels(pixels[j]), sink="cache", item=j))
+                out.append(Produced(row, {"safetensors": pixel_cache_bytes(pixels[j])}, sink="cache", item=j))
                 continue
             sample = self.publisher.sample({}, OUTPUT_FIELD, pixels[j], row, identity="k-same")
             out.append(Produced(row, sample, item=j))

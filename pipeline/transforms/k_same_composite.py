@@ -12,25 +12,16 @@ An image is published only when every face has its surrogate: a face whose group
 """
 from __future__ import annotations
 
-import numpy as np
-
 from pipeline.diffusion.boomerang import boomerang_timesteps
 from pipeline.diffusion.seeds import sample_seed
 from pipeline.errors import GENERATION_FAILED, NO_FACE
 from pipeline.io.images import output_field
+from pipeline.io.pixel_cache import read_cached_pixels
 from pipeline.io.schemas import GROUP_ROW_SCHEMA, K_SAME_FACE_ROW_SCHEMA
 from pipeline.regions.compose import paste, pixelate
 from pipeline.transforms.base import DecodeSpec, Decoded, Produced, Transform
 from pipeline.transforms.face_regions import face_row, plan_faces, region_counts, seed_key
 from pipeline.transforms.k_same import boomerang_columns
-
-
-def load_crop(url: str) -> np.ndarray:
-    import fsspec
-    import safetensors.torch
-
-    with fsspec.open(url, "rb") as f:
-        return safetensors.torch.load(f.read())["pixels"].numpy()
 
 
 class SurrogateFaces(Transform):
@@ -88,7 +79,7 @@ class SurrogateFaces(Transform):
                 continue
             faces[plan.index]["identity_group"] = face.group
             try:
-                paste(out, plan.crop, load_crop(face.surrogate_url), plan.mask)
+                paste(out, plan.crop, read_cached_pixels(face.surrogate_url), plan.mask)
             except Exception as exc:    # a surrogate not made (its group failed this run): the shard is redone
                 failure = failure or {"error_kind": GENERATION_FAILED,
                                       "error": f"face {plan.index}: its surrogate cannot be read ({type(exc).__name__}"
